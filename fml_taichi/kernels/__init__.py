@@ -1,0 +1,1 @@
+"""Generic differentiable Taichi kernels (nothing face-specific), each with its torch autograd bridge."""
