@@ -1,0 +1,310 @@
+"""Batched z-buffer triangle rasterisation (Taichi): depth, triangle id, perspective-correct barycentrics.
+
+Used for overlays, on-the-fly synthetic training data and the viewer. NOT differentiable: the outputs
+are constants for autograd (``interpolate`` is differentiable with respect to the attributes only,
+since it is plain torch indexing and weighting).
+
+Conventions (``docs/conventions.md``): vertices are in the OpenCV camera frame (x right, y down,
+z forward), ``u = fx x/z + cx``, ``v = fy y/z + cy``, pixel centres at integer coordinates.
+
+Algorithm (two kernel launches, no per-pixel triangle lists):
+
+1. One thread per (image, triangle): project, cull, loop over the pixels of the triangle's clipped
+   bounding box and, for each covered pixel centre, ``atomic_min`` a 64-bit key into the z-buffer.
+   The key packs the IEEE bits of the float depth in the high word (positive floats order like their
+   bit patterns as integers) and the triangle index in the low word. One atomic therefore resolves
+   depth and identity together: the nearest triangle wins whatever its place in the list, and exact
+   depth ties go to the lower index, so the result is deterministic despite parallel writes.
+2. One thread per pixel: decode the winner and recompute its perspective-correct barycentrics and
+   depth from the vertices (cheaper than storing them per candidate write).
+
+Coverage rule: a pixel is covered when its centre lies inside the projected triangle or on its edge
+(inclusive test, so meshes have no cracks along shared edges; a pixel on a shared edge goes to the
+nearer / lower-index triangle). Degenerate (zero screen area) triangles cover nothing. Triangles with
+any vertex at ``z <= near`` are skipped entirely (no clipping).
+"""
+# No `from __future__ import annotations`: Taichi reads kernel annotations as objects, not strings.
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import taichi as ti
+import torch
+
+from .. import backend
+from .._validate import check_indices, check_tensor
+
+# The z-buffer's "nothing drawn" key: the high word 0x7FFFFFFF exceeds the bit pattern of every finite
+# positive float32 (inf is 0x7F800000), so any real write is smaller.
+_EMPTY_KEY = (0x7FFFFFFF << 32) | 0x7FFFFFFF
+_EMPTY_HIGH = 0x7FFFFFFF
+
+# Value of ``RasterResult.depth`` where no triangle covers the pixel.
+BACKGROUND_DEPTH = 0.0
+
+
+@dataclass
+class RasterResult:
+    """What :func:`rasterize` saw at every pixel.
+
+    depth [B, H, W] float32: camera-space z of the visible surface (the distance along the optical
+        axis, not along the ray); ``BACKGROUND_DEPTH`` (0.0) where nothing is drawn.
+    triangle_id [B, H, W] int32: index into ``triangles`` of the visible triangle, -1 for background.
+    barycentrics [B, H, W, 3] float32: perspective-correct weights of the visible triangle's three
+        vertices (sum to 1; interpolating camera-space positions with them gives the 3D point seen
+        through the pixel centre); zeros for background.
+    mask [B, H, W] bool: ``triangle_id >= 0``.
+    """
+
+    depth: torch.Tensor
+    triangle_id: torch.Tensor
+    barycentrics: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(B, H, W)."""
+        return tuple(self.triangle_id.shape)
+
+
+@ti.func
+def _project(v: ti.template(), b, i, fx, fy, cx, cy):
+    """Camera-space vertex ``i`` of image ``b`` -> (u, v, z)."""
+    z = v[b, i, 2]
+    return ti.Vector([fx * v[b, i, 0] / z + cx, fy * v[b, i, 1] / z + cy, z])
+
+
+@ti.func
+def _edge(a, c, px, py):
+    """Twice the signed area of (a, c, p): positive when p is left of a->c in a y-down image."""
+    return (c[0] - a[0]) * (py - a[1]) - (c[1] - a[1]) * (px - a[0])
+
+
+@ti.kernel
+def _raster_triangles(
+    v: ti.types.ndarray(dtype=ti.f32, ndim=3),
+    tris: ti.types.ndarray(dtype=ti.i32, ndim=2),
+    intr: ti.types.ndarray(dtype=ti.f32, ndim=2),
+    zbuf: ti.types.ndarray(dtype=ti.i64, ndim=3),
+    near: ti.f32,
+    cull: ti.i32,
+):
+    n_img, height, width = zbuf.shape[0], zbuf.shape[1], zbuf.shape[2]
+    for b, f in ti.ndrange(n_img, tris.shape[0]):
+        i0, i1, i2 = tris[f, 0], tris[f, 1], tris[f, 2]
+        visible = v[b, i0, 2] > near and v[b, i1, 2] > near and v[b, i2, 2] > near
+        if visible and cull != 0:
+            # Backface test in 3D, as in docs/conventions.md: front-facing iff dot(n, v) < 0.
+            p0 = ti.Vector([v[b, i0, 0], v[b, i0, 1], v[b, i0, 2]])
+            p1 = ti.Vector([v[b, i1, 0], v[b, i1, 1], v[b, i1, 2]])
+            p2 = ti.Vector([v[b, i2, 0], v[b, i2, 1], v[b, i2, 2]])
+            visible = (p1 - p0).cross(p2 - p0).dot(p0) < 0.0
+        if visible:
+            fx, fy, cx, cy = intr[b, 0], intr[b, 1], intr[b, 2], intr[b, 3]
+            s0 = _project(v, b, i0, fx, fy, cx, cy)
+            s1 = _project(v, b, i1, fx, fy, cx, cy)
+            s2 = _project(v, b, i2, fx, fy, cx, cy)
+            area = _edge(s0, s1, s2[0], s2[1])
+            # Clip the bounding box in float first: a vertex near the near plane can project far
+            # outside the int32 range.
+            x_lo = ti.max(ti.min(s0[0], s1[0], s2[0]), 0.0)
+            x_hi = ti.min(ti.max(s0[0], s1[0], s2[0]), width - 1.0)
+            y_lo = ti.max(ti.min(s0[1], s1[1], s2[1]), 0.0)
+            y_hi = ti.min(ti.max(s0[1], s1[1], s2[1]), height - 1.0)
+            if area != 0.0 and x_lo <= x_hi and y_lo <= y_hi:
+                inv_area = 1.0 / area
+                for y in range(ti.cast(ti.ceil(y_lo), ti.i32), ti.cast(ti.floor(y_hi), ti.i32) + 1):
+                    for x in range(ti.cast(ti.ceil(x_lo), ti.i32), ti.cast(ti.floor(x_hi), ti.i32) + 1):
+                        px, py = ti.cast(x, ti.f32), ti.cast(y, ti.f32)
+                        # Dividing by the signed area makes the test orientation-independent.
+                        l0 = _edge(s1, s2, px, py) * inv_area
+                        l1 = _edge(s2, s0, px, py) * inv_area
+                        l2 = _edge(s0, s1, px, py) * inv_area
+                        if l0 >= 0.0 and l1 >= 0.0 and l2 >= 0.0:
+                            # 1/z is affine in screen space: the exact depth at the pixel centre.
+                            z = 1.0 / (l0 / s0[2] + l1 / s1[2] + l2 / s2[2])
+                            key = (ti.cast(ti.bit_cast(z, ti.i32), ti.i64) << 32) | ti.cast(f, ti.i64)
+                            ti.atomic_min(zbuf[b, y, x], key)
+
+
+@ti.kernel
+def _resolve(
+    v: ti.types.ndarray(dtype=ti.f32, ndim=3),
+    tris: ti.types.ndarray(dtype=ti.i32, ndim=2),
+    intr: ti.types.ndarray(dtype=ti.f32, ndim=2),
+    zbuf: ti.types.ndarray(dtype=ti.i64, ndim=3),
+    depth: ti.types.ndarray(dtype=ti.f32, ndim=3),
+    tri_id: ti.types.ndarray(dtype=ti.i32, ndim=3),
+    bary: ti.types.ndarray(dtype=ti.f32, ndim=4),
+):
+    for b, y, x in ti.ndrange(zbuf.shape[0], zbuf.shape[1], zbuf.shape[2]):
+        key = zbuf[b, y, x]
+        high = ti.cast(key >> 32, ti.i32)
+        if high == _EMPTY_HIGH:
+            depth[b, y, x] = BACKGROUND_DEPTH
+            tri_id[b, y, x] = -1
+            for k in ti.static(range(3)):
+                bary[b, y, x, k] = 0.0
+        else:
+            f = ti.cast(key - (ti.cast(high, ti.i64) << 32), ti.i32)
+            fx, fy, cx, cy = intr[b, 0], intr[b, 1], intr[b, 2], intr[b, 3]
+            s0 = _project(v, b, tris[f, 0], fx, fy, cx, cy)
+            s1 = _project(v, b, tris[f, 1], fx, fy, cx, cy)
+            s2 = _project(v, b, tris[f, 2], fx, fy, cx, cy)
+            px, py = ti.cast(x, ti.f32), ti.cast(y, ti.f32)
+            inv_area = 1.0 / _edge(s0, s1, s2[0], s2[1])
+            # Screen-space weights, clamped against rounding (the pixel passed the inside test).
+            l0 = ti.max(_edge(s1, s2, px, py) * inv_area, 0.0)
+            l1 = ti.max(_edge(s2, s0, px, py) * inv_area, 0.0)
+            l2 = ti.max(_edge(s0, s1, px, py) * inv_area, 0.0)
+            # Perspective correction: weights proportional to l_i / z_i, normalised.
+            w0, w1, w2 = l0 / s0[2], l1 / s1[2], l2 / s2[2]
+            inv_sum = 1.0 / (w0 + w1 + w2)
+            depth[b, y, x] = (l0 + l1 + l2) * inv_sum
+            tri_id[b, y, x] = f
+            bary[b, y, x, 0] = w0 * inv_sum
+            bary[b, y, x, 1] = w1 * inv_sum
+            bary[b, y, x, 2] = w2 * inv_sum
+
+
+def _batched_intrinsics(intrinsics: torch.Tensor, batch: int) -> torch.Tensor:
+    check_tensor("intrinsics", intrinsics, contiguous=False)
+    if intrinsics.shape == (4,):
+        intrinsics = intrinsics.unsqueeze(0).expand(batch, 4)
+    elif intrinsics.shape != (batch, 4):
+        raise ValueError(f"intrinsics: expected shape (4,) or ({batch}, 4), got {tuple(intrinsics.shape)}")
+    if bool((intrinsics[:, :2] == 0).any()):
+        raise ValueError("intrinsics: focal lengths fx, fy must be non-zero")
+    return intrinsics
+
+
+def _check_size(name: str, n) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {n!r}")
+    return n
+
+
+def rasterize(
+    v_cam: torch.Tensor,
+    triangles: torch.Tensor,
+    intrinsics: torch.Tensor,
+    height: int,
+    width: int,
+    cull_backfaces: bool = False,
+    near: float = 1e-3,
+) -> RasterResult:
+    """Z-buffer rasterisation of a batch of triangle meshes sharing one topology.
+
+    Args:
+        v_cam: [B, N, 3] float32/float64 camera-space vertices (OpenCV frame, z forward), contiguous,
+            finite. Computation is in float32 whatever the input dtype.
+        triangles: [F, 3] int32 vertex indices in [0, N), F >= 1.
+        intrinsics: [4] or [B, 4] ``[fx, fy, cx, cy]`` in pixels (pixel centres at integer coordinates).
+        height, width: image size in pixels.
+        cull_backfaces: drop triangles facing away from the camera (``dot(n, v0) >= 0`` with
+            ``n = (v1 - v0) x (v2 - v0)``, the counter-clockwise-outside convention).
+        near: triangles with any vertex at ``z <= near`` are skipped (not clipped).
+
+    Returns:
+        :class:`RasterResult` with depth (``BACKGROUND_DEPTH`` = 0 where empty), triangle_id (-1 where
+        empty), perspective-correct barycentrics and mask, all [B, H, W(, 3)] on v_cam's device.
+
+    Not differentiable. Raises ValueError naming the argument on wrong shapes, dtypes, non-contiguous
+    or non-finite input, empty meshes and out-of-range indices.
+    """
+    check_tensor("v_cam", v_cam, shape=(None, None, 3))
+    if v_cam.shape[0] == 0 or v_cam.shape[1] == 0:
+        raise ValueError(f"v_cam: empty batch or mesh, got shape {tuple(v_cam.shape)}")
+    check_indices("triangles", triangles, v_cam.shape[1], shape=(None, 3))
+    if triangles.shape[0] == 0:
+        raise ValueError("triangles: empty mesh (0 triangles)")
+    height, width = _check_size("height", height), _check_size("width", width)
+    if not float(near) >= 0.0:
+        raise ValueError(f"near: expected a non-negative number, got {near!r}")
+    batch = v_cam.shape[0]
+    intr = _batched_intrinsics(intrinsics, batch)
+
+    backend.init()
+    dev = v_cam.device
+    v32 = v_cam.detach().to(torch.float32).contiguous()
+    intr32 = intr.detach().to(device=dev, dtype=torch.float32).contiguous()
+    tris = triangles.to(dev).contiguous()
+    zbuf = torch.full((batch, height, width), _EMPTY_KEY, dtype=torch.int64, device=dev)
+    _raster_triangles(v32, tris, intr32, zbuf, float(near), int(bool(cull_backfaces)))
+    depth = torch.empty((batch, height, width), dtype=torch.float32, device=dev)
+    tri_id = torch.empty((batch, height, width), dtype=torch.int32, device=dev)
+    bary = torch.empty((batch, height, width, 3), dtype=torch.float32, device=dev)
+    _resolve(v32, tris, intr32, zbuf, depth, tri_id, bary)
+    return RasterResult(depth=depth, triangle_id=tri_id, barycentrics=bary, mask=tri_id >= 0)
+
+
+def _check_raster(raster) -> None:
+    if not isinstance(raster, RasterResult):
+        raise ValueError(f"raster: expected a RasterResult from rasterize(), got {type(raster).__name__}")
+
+
+def interpolate(attributes: torch.Tensor, raster: RasterResult, triangles: torch.Tensor) -> torch.Tensor:
+    """Per-pixel value of a per-vertex attribute, weighted by the raster's barycentrics.
+
+    Args:
+        attributes: [B, N, C] or [N, C] (shared by the batch) float tensor.
+        raster: the :class:`RasterResult` of :func:`rasterize` for the same mesh.
+        triangles: the [F, 3] int32 triangles given to :func:`rasterize`.
+
+    Returns:
+        [B, H, W, C] in the attributes' dtype; zeros where nothing is drawn. Differentiable with
+        respect to ``attributes`` (not the geometry: the barycentrics are constants).
+    """
+    _check_raster(raster)
+    check_tensor("attributes", attributes, contiguous=False)
+    if attributes.ndim == 2:
+        attributes = attributes.unsqueeze(0)
+    if attributes.ndim != 3:
+        raise ValueError(f"attributes: expected shape (B, N, C) or (N, C), got {tuple(attributes.shape)}")
+    batch, height, width = raster.shape
+    if attributes.shape[0] not in (1, batch):
+        raise ValueError(f"attributes: batch size {attributes.shape[0]} differs from the raster's {batch}")
+    check_indices("triangles", triangles, attributes.shape[1], shape=(None, 3))
+    tid = raster.triangle_id.long()
+    if tid.numel() and int(tid.max()) >= triangles.shape[0]:
+        raise ValueError("triangles: fewer triangles than the raster refers to (not the rasterised mesh?)")
+    corner = triangles.long().to(tid.device)[tid.clamp(min=0)]  # [B, H, W, 3] vertex indices
+    attributes = attributes.expand(batch, -1, -1)
+    flat = corner.reshape(batch, -1)  # gather per image: [B, H*W*3, C]
+    values = torch.gather(attributes, 1, flat.unsqueeze(-1).expand(-1, -1, attributes.shape[2]))
+    values = values.reshape(batch, height, width, 3, -1)
+    w = raster.barycentrics.to(attributes.dtype).unsqueeze(-1)
+    out = (values * w).sum(dim=3)
+    return out * raster.mask.unsqueeze(-1).to(out.dtype)
+
+
+def shade_image(
+    raster: RasterResult,
+    triangles: torch.Tensor,
+    vertex_colours: torch.Tensor,
+    background: torch.Tensor | Sequence[float] = (0.0, 0.0, 0.0),
+) -> torch.Tensor:
+    """Image of the mesh with per-vertex colours interpolated over each triangle.
+
+    Args:
+        raster, triangles: as for :func:`interpolate`.
+        vertex_colours: [B, N, 3] or [N, 3] RGB (any range; typically [0, 1], e.g. shaded colours).
+        background: [B, H, W, 3] image or an RGB triple shown where nothing is drawn.
+
+    Returns:
+        [B, H, W, 3] in the colours' dtype.
+    """
+    check_tensor("vertex_colours", vertex_colours, contiguous=False)
+    if vertex_colours.shape[-1] != 3 or vertex_colours.ndim not in (2, 3):
+        raise ValueError(f"vertex_colours: expected shape (B, N, 3) or (N, 3), got {tuple(vertex_colours.shape)}")
+    fg = interpolate(vertex_colours, raster, triangles)
+    batch, height, width = raster.shape
+    if isinstance(background, torch.Tensor) and background.ndim == 4:
+        check_tensor("background", background, shape=(batch, height, width, 3), contiguous=False)
+        bg = background.to(device=fg.device, dtype=fg.dtype)
+    else:
+        bg = torch.as_tensor(background, dtype=fg.dtype, device=fg.device)
+        if bg.shape != (3,) or not bool(torch.isfinite(bg).all()):
+            raise ValueError(f"background: expected a finite RGB triple or a (B, H, W, 3) image, got shape {tuple(bg.shape)}")
+        bg = bg.expand(batch, height, width, 3)
+    return torch.where(raster.mask.unsqueeze(-1), fg, bg)
