@@ -1,0 +1,1 @@
+"""Applications: the ``fml-taichi`` command line, the GGUI viewer, reconstruction."""
