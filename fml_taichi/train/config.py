@@ -50,7 +50,8 @@ class DataConfig:
     """Training data. ``kind``: "synthetic" (our renderer, ground truth known) or "folder" (a cached
     crop folder, see :mod:`fml_taichi.train.cached_dataset`, at ``root``).
 
-    n_train: synthetic faces pre-rendered once into a pool (0: render on the fly, endless);
+    n_train: training items (synthetic: the first n_train training faces; folder: all but the last
+    n_val crops if 0); pool: render/read them once into memory (uint8) instead of on every step;
     n_val: held-out faces for validation during training (synthetic: evaluation seeds; folder: the
     last ``n_val`` items); image_size: crop side in px (240 in the paper).
     """
@@ -58,6 +59,7 @@ class DataConfig:
     kind: str = "synthetic"
     root: typing.Optional[str] = None
     n_train: int = 2000
+    pool: bool = True
     n_val: int = 16
     image_size: int = 240
     synthetic: dict = field(default_factory=dict)

@@ -1,0 +1,138 @@
+"""Training batches: a pre-rendered image pool and a resumable, rank-aware sample order.
+
+Why a pool: rendering a synthetic face costs about as much as a training step on a 2-core CPU, so
+the bundled CPU config renders a fixed set once at start (``data.n_train``) and cycles over it.
+The pool keeps only what training may see (image, landmarks, confidences): ground truth never
+enters it, so it cannot leak into a loss. Images are stored as uint8 (4x smaller than float32).
+
+Why a cursor instead of a DataLoader iterator: the order of samples is a pure function of
+``(seed, position)``. Position ``p`` of the endless stream is item ``perm_e[p mod n]`` of epoch
+``e = p div n``, with ``perm_e`` a permutation drawn from a generator seeded by ``(seed, e)``. A
+checkpoint stores the cursor (samples consumed); resuming continues with exactly the same batches.
+With ``world`` data-parallel ranks each global batch is ``world * batch`` consecutive positions and
+rank ``r`` takes the ``r``-th slice, so the ranks see disjoint samples.
+"""
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+_SEED_STRIDE = 1_000_003  # decorrelates the per-epoch permutation seeds
+
+
+class ImagePool:
+    """Items of a dataset materialised in memory: images uint8 [n, H, W, 3], landmarks, confidences.
+
+    ``dataset[i]`` must return a dict with ``image`` [H, W, 3] float in [0, 1], ``landmarks`` [68, 2]
+    and ``landmark_conf`` [68]; any other keys (ground truth) are dropped.
+    """
+
+    def __init__(self, images: torch.Tensor, landmarks: torch.Tensor, landmark_conf: torch.Tensor):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images: expected uint8 [n, H, W, 3], got {images.dtype} {tuple(images.shape)}")
+        n = images.shape[0]
+        if landmarks.shape != (n, 68, 2) or landmark_conf.shape != (n, 68):
+            raise ValueError(f"landmarks/landmark_conf: expected ({n}, 68, 2) and ({n}, 68), got "
+                             f"{tuple(landmarks.shape)} and {tuple(landmark_conf.shape)}")
+        self.images, self.landmarks, self.landmark_conf = images, landmarks.float(), landmark_conf.float()
+
+    @classmethod
+    def from_dataset(cls, dataset, n: int | None = None, progress: bool = True, desc: str = "render pool") -> "ImagePool":
+        n = len(dataset) if n is None else int(n)
+        if n < 1:
+            raise ValueError(f"n: the pool needs at least one item, got {n}")
+        first = _checked_item(dataset, 0)
+        h, w = first["image"].shape[:2]
+        images = torch.empty(n, h, w, 3, dtype=torch.uint8)
+        lms = torch.empty(n, 68, 2)
+        conf = torch.empty(n, 68)
+        for i in tqdm(range(n), desc=desc, unit="img", disable=not progress, leave=False):
+            item = first if i == 0 else _checked_item(dataset, i)
+            if tuple(item["image"].shape[:2]) != (h, w):
+                raise ValueError(f"dataset item {i}: image is {tuple(item['image'].shape[:2])}, item 0 is {(h, w)}")
+            images[i] = to_uint8(item["image"])
+            lms[i] = torch.as_tensor(item["landmarks"], dtype=torch.float32)
+            conf[i] = torch.as_tensor(item["landmark_conf"], dtype=torch.float32)
+        return cls(images, lms, conf)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, indices: torch.Tensor) -> dict:
+        """Float32 images [B, H, W, 3] in [0, 1] (contiguous, for the kernels), landmarks, confidences."""
+        idx = indices.long()
+        return {"image": self.images[idx].float().div_(255.0).contiguous(),
+                "landmarks": self.landmarks[idx].contiguous(), "landmark_conf": self.landmark_conf[idx].contiguous()}
+
+
+class DatasetSource:
+    """Reads batches straight from a dataset (no pool): large folders, or on-the-fly synthetic faces.
+
+    Same interface as :class:`ImagePool`; ground-truth keys are dropped here too.
+    """
+
+    def __init__(self, dataset):
+        if len(dataset) < 1:
+            raise ValueError("dataset: holds no items")
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batch(self, indices: torch.Tensor) -> dict:
+        items = [_checked_item(self.dataset, int(i)) for i in indices]
+        return {"image": torch.stack([torch.as_tensor(it["image"], dtype=torch.float32) for it in items]).contiguous(),
+                "landmarks": torch.stack([torch.as_tensor(it["landmarks"], dtype=torch.float32) for it in items]),
+                "landmark_conf": torch.stack([torch.as_tensor(it["landmark_conf"], dtype=torch.float32)
+                                              for it in items])}
+
+
+def to_uint8(image) -> torch.Tensor:
+    img = torch.as_tensor(image)
+    if img.dtype == torch.uint8:
+        return img
+    return (img.float().clamp(0, 1) * 255.0).round_().to(torch.uint8)
+
+
+def _checked_item(dataset, i: int) -> dict:
+    item = dataset[i]
+    for key in ("image", "landmarks", "landmark_conf"):
+        if key not in item:
+            raise ValueError(f"dataset item {i}: missing {key!r} (got keys {sorted(item)})")
+    img = torch.as_tensor(item["image"])
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"dataset item {i}: image must be [H, W, 3], got {tuple(img.shape)}")
+    if img.is_floating_point() and not bool(torch.isfinite(img).all()):
+        raise ValueError(f"dataset item {i}: image contains NaN or inf values")
+    for key in ("landmarks", "landmark_conf"):
+        if not bool(torch.isfinite(torch.as_tensor(item[key], dtype=torch.float32)).all()):
+            raise ValueError(f"dataset item {i}: {key} contains NaN or inf values")
+    return item
+
+
+class SampleOrder:
+    """The endless, seeded sample order over ``n`` items (see the module docstring)."""
+
+    def __init__(self, n: int, seed: int):
+        if n < 1:
+            raise ValueError(f"n: need at least one training item, got {n}")
+        self.n, self.seed = int(n), int(seed)
+        self._epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
+            self._perm, self._epoch = torch.randperm(self.n, generator=g), epoch
+        return self._perm
+
+    def positions(self, start: int, count: int) -> torch.Tensor:
+        """Item indices for stream positions ``start .. start + count - 1``."""
+        out = torch.empty(count, dtype=torch.long)
+        for k in range(count):
+            p = start + k
+            out[k] = self._permutation(p // self.n)[p % self.n]
+        return out
+
+    def batch_indices(self, cursor: int, batch: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """This rank's item indices of the global batch starting at ``cursor`` (``world * batch`` long)."""
+        return self.positions(cursor + rank * batch, batch)
