@@ -74,12 +74,18 @@ def load_face_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
             if missing:
                 also = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
                 raise ValueError(f"{missing[0]}: missing field{also}")
-            tensors = {k: _to_tensor(k, z[k], dtype) for k in _FIELDS}
+            tensors = {k: _to_tensor(k, _read(z, k), dtype) for k in _FIELDS}
             return FaceModel(**tensors).to(device=device)
-        except (zipfile.BadZipFile, EOFError, OSError) as e:
-            raise ValueError(f"{path}: corrupt archive member ({e})") from e
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
+
+
+def _read(z, name: str) -> np.ndarray:
+    """One archive member; unreadable data (bad zip member, a pickled object array) -> ValueError naming it."""
+    try:
+        return z[name]
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"{name}: cannot read ({e})") from e
 
 
 def _to_tensor(name: str, a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
