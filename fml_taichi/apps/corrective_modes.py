@@ -159,7 +159,8 @@ def corrective_matrix(corrective, n_coefficients: int, n_vertices: int, dtype=to
     [B, 3N]). Column j is ``F(e_j) - F(0)``: exactly ``Theta`` for the paper's linear corrective (an
     affine bias cancels), and the secant linearisation at 0 of a non-linear one. Measuring instead of
     reading a state-dict key keeps the viewer independent of how the model stores ``Theta``.
-    Evaluated in chunks so a C = 500, N = 30k model needs no more than ~100 MB at once.
+    Evaluated in ``dtype``, in chunks so a C = 500, N = 30k model needs no more than ~100 MB at once;
+    the differences are taken in float64 and the result is returned in ``dtype``.
     """
     if n_coefficients <= 0:
         raise ValueError(f"n_coefficients: expected a positive int, got {n_coefficients!r}")
@@ -171,7 +172,7 @@ def corrective_matrix(corrective, n_coefficients: int, n_vertices: int, dtype=to
         for start in range(0, n_coefficients, chunk):
             eye = torch.eye(n_coefficients, dtype=dtype)[start:start + chunk]
             cols.append((_as_rows(corrective(eye), rows, "corrective(e_j)") - zero).T)
-    return torch.cat(cols, dim=1).contiguous()
+    return torch.cat(cols, dim=1).to(dtype).contiguous()
 
 
 def _as_rows(out: torch.Tensor, rows: int, name: str) -> torch.Tensor:

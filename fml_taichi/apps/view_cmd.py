@@ -1,0 +1,148 @@
+"""``fml-taichi view``: the GGUI viewer of the multi-level face model and its corrective modes.
+
+Interactive (needs a display and Vulkan)::
+
+    fml-taichi view --checkpoint runs/x/checkpoint.pt [--reconstruction faces.npz]
+
+Headless (Vulkan only, no display; writes PNG strips of the corrective modes)::
+
+    fml-taichi view --checkpoint runs/x/checkpoint.pt --headless --out figures/ --modes 3
+
+Sources, in order: ``--checkpoint`` (trained base model + correctives), ``--model`` (a base model
+``.npz``: no correctives), else the default model (``--vertices`` sets its size) with no correctives,
+or with the hand-made, documented correctives of ``demo_correctives`` if ``--demo-correctives``.
+``--reconstruction`` (an NPZ written by ``io.exports.write_params_npz``, e.g. by ``fml-taichi
+reconstruct``) sets the start face (``--index``) and, when it holds two or more faces, the sigmas of
+the corrective modes (their regressed coefficients' spread along each mode).
+
+Taichi is imported only when the command runs, so ``fml-taichi --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "view the face model and its learned corrective modes (GGUI window, or --headless PNG strips)"
+
+VIEWS = ("shaded", "reflectance", "shading", "normals")  # = view_scene.VIEWS, without importing it here
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", metavar="C", help="training checkpoint (base model + learned correctives)")
+    src.add_argument("--model", metavar="M", help="base face model .npz (no correctives)")
+    src.add_argument("--demo-correctives", action="store_true",
+                     help="default model with the hand-made correctives of fml_taichi.apps.demo_correctives "
+                          "(not learned; for figures without a trained checkpoint)")
+    parser.add_argument("--vertices", type=int, default=8000, metavar="N",
+                        help="vertex count of the default model (default 8000; ignored with --checkpoint/--model)")
+    parser.add_argument("--reconstruction", metavar="R.npz",
+                        help="regressed parameters (write_params_npz): start face, and corrective sigmas if >= 2 faces")
+    parser.add_argument("--index", type=int, default=0, help="which face of --reconstruction to start from (default 0)")
+    parser.add_argument("--headless", action="store_true", help="write PNG strips to --out instead of opening a window")
+    parser.add_argument("--out", metavar="DIR", help="output folder for --headless")
+    parser.add_argument("--modes", type=int, default=3, metavar="K",
+                        help="headless: strips for the first K geometry and reflectance modes (default 3)")
+    parser.add_argument("--size", type=int, default=192, metavar="PX", help="headless: panel size (default 192)")
+    parser.add_argument("--sigma-range", type=float, default=3.0, metavar="S",
+                        help="headless: strips span -S..+S standard deviations (default 3)")
+    parser.add_argument("--steps", type=int, default=7, help="headless: panels per strip (default 7)")
+    parser.add_argument("--geometry-view", choices=VIEWS, default="shading",
+                        help="headless: view of the geometry strips (default shading)")
+    parser.add_argument("--reflectance-view", choices=VIEWS, default="reflectance",
+                        help="headless: view of the reflectance strips (default reflectance)")
+    parser.add_argument("--width", type=int, default=1280, help="window width (default 1280)")
+    parser.add_argument("--height", type=int, default=800, help="window height (default 800)")
+    parser.add_argument("--screenshots", metavar="DIR", default=".", help="where the screenshot key writes (default .)")
+    parser.add_argument("--sliders", type=int, default=6, help="sliders shown per mode group (default 6)")
+
+
+def _check_args(args) -> None:
+    """Argument combinations argparse cannot express; ValueError names the option."""
+    if args.headless and not args.out:
+        raise ValueError("--headless needs --out DIR (where the PNGs go)")
+    if args.out and not args.headless:
+        raise ValueError("--out is only used with --headless")
+    for name, low in (("modes", 0), ("steps", 2), ("size", 16), ("width", 64), ("height", 64), ("sliders", 0),
+                      ("index", 0), ("vertices", 500)):
+        if getattr(args, name) < low:
+            raise ValueError(f"--{name.replace('_', '-')}: must be at least {low}, got {getattr(args, name)}")
+    if not args.sigma_range > 0:
+        raise ValueError(f"--sigma-range: must be positive, got {args.sigma_range}")
+
+
+def load_sources(args):
+    """(face_model, multilevel or None) for the chosen source (see the module docstring)."""
+    from ..model import default_face_model, load_face_model
+
+    if args.checkpoint:
+        try:
+            from ..train.reconstructor import Reconstructor
+        except ImportError as e:
+            raise RuntimeError(f"--checkpoint needs fml_taichi.train.reconstructor, which failed to import: {e}") from e
+        rec = Reconstructor.from_checkpoint(args.checkpoint)
+        return rec.face_model, rec.multilevel
+    if args.model:
+        return load_face_model(args.model), None
+    fm = default_face_model(n_vertices=args.vertices)
+    if args.demo_correctives:
+        from .demo_correctives import demo_multilevel
+
+        return fm, demo_multilevel(fm)
+    return fm, None
+
+
+def load_reconstruction(path: str, index: int):
+    """(start FaceParams [1], regressed FaceParams or None) from a parameter NPZ."""
+    from ..io.exports import read_params_npz
+
+    params, _ = read_params_npz(path)
+    if index >= params.batch_size:
+        raise ValueError(f"--index: {path!r} holds {params.batch_size} face(s), got index {index}")
+    return params.index(index), (params if params.batch_size >= 2 else None)
+
+
+def build_scene(args):
+    """The :class:`view_scene.FaceScene` the arguments describe."""
+    from .view_scene import FaceScene
+
+    face_model, multilevel = load_sources(args)
+    start = regressed = None
+    if args.reconstruction:
+        start, regressed = load_reconstruction(args.reconstruction, args.index)
+    return FaceScene(face_model, multilevel, start=start, regressed=regressed)
+
+
+def run(args) -> int:
+    """Run the viewer; returns 0 on success, 1 with a one-line error on stderr otherwise."""
+    try:
+        _check_args(args)
+        from .. import backend
+        from .viewer import require_ggui
+
+        require_ggui()  # before loading anything: fail fast, and with the install hint
+        backend.init()
+        scene = build_scene(args)
+        if args.headless:
+            return _headless(scene, args)
+        from .viewer import run_interactive
+
+        return run_interactive(scene, args.width, args.height, screenshot_dir=args.screenshots, n_sliders=args.sliders)
+    except (ValueError, RuntimeError, FileNotFoundError, OSError) as e:
+        print(f"fml-taichi view: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _headless(scene, args) -> int:
+    import numpy as np
+
+    from .view_strips import write_headless
+
+    sigmas = np.linspace(-args.sigma_range, args.sigma_range, args.steps).round(6).tolist()
+    summary = write_headless(scene, args.out, n_modes=args.modes, size=args.size, sigmas=sigmas,
+                             views={"geometry": args.geometry_view, "reflectance": args.reflectance_view})
+    print(f"wrote {len(summary['files'])} images and modes.json to {args.out}")
+    for kind in ("geometry", "reflectance"):
+        if summary[kind]["count"] == 0:
+            print(f"note: no {kind} correctives in this model: no {kind} strips")
+    return 0
