@@ -67,12 +67,13 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights: a YAML file (``configs/losses.yaml`` format) plus per-key overrides.
+    """Loss weights: a YAML file (``configs/losses.yaml`` format; null: the shipped defaults of
+    :func:`fml_taichi.losses.default_weights`) plus per-key overrides.
 
     backend: "taichi" (kernels) or "torch" (the reference maths; slower, bit-reproducible).
     """
 
-    weights: str = "configs/losses.yaml"
+    weights: typing.Optional[str] = None
     overrides: dict = field(default_factory=dict)
     backend: str = "taichi"
 
@@ -255,7 +256,8 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
         cfg = from_dict(data or {})
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    cfg.losses.weights = _resolve(cfg.losses.weights, path)
+    if cfg.losses.weights:
+        cfg.losses.weights = _resolve(cfg.losses.weights, path)
     if cfg.data.root:
         cfg.data.root = _resolve(cfg.data.root, path)
     return cfg
