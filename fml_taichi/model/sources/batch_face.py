@@ -65,7 +65,7 @@ def data_dir() -> str:
 
 
 def load_arrays(folder: str | None = None) -> dict[str, np.ndarray]:
-    """The raw arrays, shape-checked: mean [N,3] mm, shape/expression bases [N,3,m] mm per sigma, landmarks.
+    """The arrays, shape-checked: mean [N,3] mm, shape/expression bases [N,3,m] mm per sigma, landmarks [68].
 
     Already converted to model space (mm, y down, z into the head).
     """
@@ -90,8 +90,10 @@ def load_arrays(folder: str | None = None) -> dict[str, np.ndarray]:
     if not (np.all(kp[:, 0] % 3 == 0) and np.all(kp[:, 1:] == kp[:, :1] + [1, 2])):
         raise ValueError(f"{folder}/keypoints_sim.npy: expected x, y, z flat indices of 68 vertices")
     mean = (raw["u_shp.npy"] + raw["u_exp.npy"]).astype(np.float64).reshape(n, 3, 1) * flip
+    identity = raw["u_shp.npy"].astype(np.float64).reshape(n, 3, 1) * flip
     return {
         "mean": mean[:, :, 0],
+        "identity_mean": identity[:, :, 0],  # without the mean expression: BFM 2009's own shapeMU
         "shape": raw["w_shp_sim.npy"].astype(np.float64).reshape(n, 3, M_SHAPE) * flip * std[12:52],
         "expression": raw["w_exp_sim.npy"].astype(np.float64).reshape(n, 3, M_EXPRESSION) * flip * std[52:62],
         "landmarks": kp[:, 0] // 3,
@@ -123,8 +125,21 @@ def select_vertices(mean: np.ndarray, landmarks: np.ndarray, n_vertices: int | N
     return kept
 
 
+def triangulate(arrays: dict, n_vertices: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kept source vertex indices, outward triangles over them, landmark indices into them)."""
+    mean, lms = arrays["mean"], arrays["landmarks"]
+    sel = select_vertices(mean, lms, n_vertices)
+    nose = mean[lms[30]]
+    tri = mesh.triangulate_param(regions.face_parametrisation(mean[sel], nose), mean[sel])
+    tri, used = mesh.compact(tri, len(sel))
+    sel = sel[used]
+    inside = nose + np.array([0.0, 0.0, regions.PARAM_CENTRE_DEPTH_MM])
+    tri = mesh.orient_outward(mean[sel], tri, inside)
+    return sel, tri, _remap_landmarks(mean, lms, sel)
+
+
 def build(n_vertices: int | None = None, m_reflectance: int = 48, folder: str | None = None) -> FaceModel:
-    """Build the default model (float32). ``n_vertices``: decimation target (None = all ~40k front vertices).
+    """Build the default model (float32). ``n_vertices``: decimation target (None = all ~43k front vertices).
 
     Landmark vertices are always kept by the decimation (so they stay exactly where they were);
     contours, the skin mask and the reflectance basis are computed on the final mesh.
@@ -132,18 +147,8 @@ def build(n_vertices: int | None = None, m_reflectance: int = 48, folder: str | 
     if n_vertices is not None and n_vertices < 500:
         raise ValueError(f"n_vertices: need at least 500 vertices for a usable face mesh, got {n_vertices}")
     a = load_arrays(folder)
-    mean, lms = a["mean"], a["landmarks"]
-    sel = select_vertices(mean, lms, n_vertices)
-    v = mean[sel]
-    nose = mean[lms[30]]
-    tri = mesh.triangulate_param(regions.face_parametrisation(v, nose), v)
-    tri, used = mesh.compact(tri, len(v))
-    sel = sel[used]
-    v = mean[sel]
-    lm_new = _remap_landmarks(mean, lms, sel)
-    inside = nose + np.array([0.0, 0.0, regions.PARAM_CENTRE_DEPTH_MM])
-    tri = mesh.orient_outward(v, tri, inside)
-    return assemble(v, a["shape"][sel], a["expression"][sel], tri, lm_new, m_reflectance=m_reflectance)
+    sel, tri, lms = triangulate(a, n_vertices)
+    return assemble(a["mean"][sel], a["shape"][sel], a["expression"][sel], tri, lms, m_reflectance=m_reflectance)
 
 
 def _remap_landmarks(mean: np.ndarray, landmarks: np.ndarray, sel: np.ndarray) -> np.ndarray:
