@@ -1,7 +1,8 @@
 """Plain-torch z-buffer rasteriser: the test oracle and benchmark baseline for ``kernels.rasterize``.
 
-Same maths and the same coverage rule as the Taichi kernel (inclusive edge test at pixel centres,
-64-bit ``(depth bits << 32) | triangle`` keys reduced with ``amin``), vectorised instead of looped:
+Same maths and the same coverage rule as the Taichi kernel (inclusive, canonical-order edge tests at
+pixel centres, 64-bit ``(depth bits << 32) | triangle`` keys reduced with ``amin``), vectorised instead
+of looped:
 every (image, triangle) expands into the pixel centres of its clipped bounding box, so memory grows
 with the summed bounding-box area. Fine for meshes with small triangles (faces) and for tests; the
 Taichi kernel is the one to use.
@@ -16,13 +17,24 @@ _EMPTY_KEY = (0x7FFFFFFF << 32) | 0x7FFFFFFF
 def _project(v_cam: torch.Tensor, intr: torch.Tensor) -> torch.Tensor:
     """[B, N, 3] camera space -> [B, N, 3] (u, v, z)."""
     z = v_cam[..., 2]
-    u = intr[:, 0, None] * v_cam[..., 0] / z + intr[:, 2, None]
-    v = intr[:, 1, None] * v_cam[..., 1] / z + intr[:, 3, None]
+    iz = 1.0 / z  # multiply by the reciprocal, as the kernel does, so both round alike
+    u = intr[:, 0, None] * v_cam[..., 0] * iz + intr[:, 2, None]
+    v = intr[:, 1, None] * v_cam[..., 1] * iz + intr[:, 3, None]
     return torch.stack([u, v, z], dim=-1)
 
 
 def _edge(a: torch.Tensor, c: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
     return (c[..., 0] - a[..., 0]) * (py - a[..., 1]) - (c[..., 1] - a[..., 1]) * (px - a[..., 0])
+
+
+def _edge_shared(a, ia, c, ic, px, py):
+    """Edge function in canonical vertex order (lower index first), as the kernel does: watertight."""
+    return torch.where(ia < ic, _edge(a, c, px, py), -_edge(c, a, px, py))
+
+
+def _edges(c0, c1, c2, i0, i1, i2, px, py):
+    return torch.stack([_edge_shared(c1, i1, c2, i2, px, py), _edge_shared(c2, i2, c0, i0, px, py),
+                        _edge_shared(c0, i0, c1, i1, px, py)], -1)
 
 
 def _corners(screen: torch.Tensor, triangles: torch.Tensor):
@@ -45,13 +57,12 @@ def rasterize_reference(v_cam, triangles, intrinsics, height, width, cull_backfa
     if cull_backfaces:
         p0, p1, p2 = v[:, tri[:, 0]], v[:, tri[:, 1]], v[:, tri[:, 2]]
         ok &= (torch.linalg.cross(p1 - p0, p2 - p0) * p0).sum(-1) < 0
-    area = _edge(s0, s1, s2[..., 0], s2[..., 1])
     us, vs = torch.stack([s0[..., 0], s1[..., 0], s2[..., 0]]), torch.stack([s0[..., 1], s1[..., 1], s2[..., 1]])
     x0 = us.min(0).values.clamp(min=0).ceil()
     x1 = us.max(0).values.clamp(max=width - 1).floor()
     y0 = vs.min(0).values.clamp(min=0).ceil()
     y1 = vs.max(0).values.clamp(max=height - 1).floor()
-    ok &= (area != 0) & (x0 <= x1) & (y0 <= y1)
+    ok &= (x0 <= x1) & (y0 <= y1)
 
     # Expand every kept (image, triangle) into the pixels of its bounding box.
     b_idx, f_idx = ok.nonzero(as_tuple=True)
@@ -65,12 +76,12 @@ def rasterize_reference(v_cam, triangles, intrinsics, height, width, cull_backfa
     px = x0[cb, cf] + (local % nx[owner]).float()
     py = y0[cb, cf] + torch.div(local, nx[owner], rounding_mode="floor").float()
     c0, c1, c2 = s0[cb, cf], s1[cb, cf], s2[cb, cf]
-    inv_area = 1.0 / area[cb, cf]
-    l0 = _edge(c1, c2, px, py) * inv_area
-    l1 = _edge(c2, c0, px, py) * inv_area
-    l2 = _edge(c0, c1, px, py) * inv_area
-    inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0)
-    z = 1.0 / (l0 / c0[:, 2] + l1 / c1[:, 2] + l2 / c2[:, 2])
+    ti_ = tri[cf]
+    e = _edges(c0, c1, c2, ti_[:, 0], ti_[:, 1], ti_[:, 2], px, py)
+    esum = e.sum(-1)
+    inside = (((e >= 0).all(-1)) | ((e <= 0).all(-1))) & (esum != 0)
+    iz = 1.0 / torch.stack([c0[:, 2], c1[:, 2], c2[:, 2]], -1)
+    z = esum / (e * iz).sum(-1)
     key = (z.view(torch.int32).long() << 32) | cf
     pix = (cb * height + py.long()) * width + px.long()
     zbuf = torch.full((batch * height * width,), _EMPTY_KEY, dtype=torch.int64, device=dev)
@@ -87,12 +98,12 @@ def _resolve(zbuf, v, intr, tri, result_type):
     c0, c1, c2 = s0[bi, f], s1[bi, f], s2[bi, f]
     py, px = torch.meshgrid(torch.arange(height, device=zbuf.device, dtype=torch.float32),
                             torch.arange(width, device=zbuf.device, dtype=torch.float32), indexing="ij")
-    inv_area = 1.0 / _edge(c0, c1, c2[..., 0], c2[..., 1])
-    lam = torch.stack([_edge(c1, c2, px, py), _edge(c2, c0, px, py), _edge(c0, c1, px, py)], -1)
-    lam = (lam * inv_area.unsqueeze(-1)).clamp(min=0)
+    corner = tri[f]
+    e = _edges(c0, c1, c2, corner[..., 0], corner[..., 1], corner[..., 2], px, py)
+    lam = e / e.sum(-1, keepdim=True)
     w = lam / torch.stack([c0[..., 2], c1[..., 2], c2[..., 2]], -1)
     s = w.sum(-1, keepdim=True)
     bary = torch.where(hit.unsqueeze(-1), w / s, torch.zeros_like(w))
-    depth = torch.where(hit, (lam.sum(-1, keepdim=True) / s)[..., 0], torch.zeros_like(s[..., 0]))
+    depth = torch.where(hit, 1.0 / s[..., 0], torch.zeros_like(s[..., 0]))
     tid = torch.where(hit, f, torch.full_like(f, -1)).to(torch.int32)
     return result_type(depth=depth, triangle_id=tid, barycentrics=bary, mask=hit)
