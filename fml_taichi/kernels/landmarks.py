@@ -26,7 +26,7 @@ import taichi as ti
 import torch
 
 from .. import backend
-from ._loss_checks import check_csr, check_gather, check_pose, check_targets
+from .._loss_checks import check_csr, check_gather, check_pose, check_targets
 from .bridge import detached, launch_grad
 
 _TI_DTYPES = {torch.float32: ti.f32, torch.float64: ti.f64}

@@ -29,7 +29,7 @@ import torch
 
 from .. import backend
 from .._validate import check_same, check_tensor
-from ._loss_checks import check_csr, check_edges, check_values
+from .._loss_checks import check_csr, check_edges, check_values
 from .bridge import detached, launch_grad
 
 _TI_DTYPES = {torch.float32: ti.f32, torch.float64: ti.f64}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels._loss_checks import check_csr, check_gather, check_pose, check_targets
+from .._loss_checks import check_csr, check_gather, check_pose, check_targets
 
 
 def euler_zyx(rotation: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from .._validate import check_same, check_tensor
-from ..kernels._loss_checks import check_csr, check_edges, check_values
+from .._loss_checks import check_csr, check_edges, check_values
 
 
 def csr_rows(offsets: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._validate import check_indices, check_same, check_tensor
+from ._validate import check_indices, check_same, check_tensor
 
 
 def check_pose(points, rotation, translation, intrinsics):
