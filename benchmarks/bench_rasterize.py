@@ -64,7 +64,8 @@ def main() -> None:
         t_ti, t_ref = time_ms(run_ti, args.repeats), time_ms(run_ref, args.repeats)
         a, r = run_ti(), run_ref()
         agree = (a.triangle_id == r.triangle_id).float().mean().item()
-        print(f"{batch:>3} {str(cull):>5} {tris.shape[0]:>10,} {int(a.mask.sum()) // batch:>9,} {t_ti:>10.2f} {t_ref:>9.2f} "
+        pixels = int(a.mask.sum()) // batch
+        print(f"{batch:>3} {str(cull):>5} {tris.shape[0]:>10,} {pixels:>9,} {t_ti:>10.2f} {t_ref:>9.2f} "
               f"{t_ref / t_ti:>8.1f}x {agree:>7.2%}")
 
 

@@ -22,8 +22,13 @@ Algorithm (three kernel launches, no per-pixel triangle lists):
 Coverage rule: a pixel is covered when its centre lies inside the projected triangle or on its edge
 (inclusive test; a pixel on a shared edge goes to the nearer / lower-index triangle). Edge functions
 are evaluated in a canonical vertex order, so the two triangles sharing an edge get exactly opposite
-values: meshes are watertight, no pixel centre slips between them through rounding. Degenerate (zero screen area) triangles cover nothing. Triangles with
-any vertex at ``z <= near`` are skipped entirely (no clipping).
+values: meshes are watertight, no pixel centre slips between them through rounding. Degenerate
+(zero screen area) triangles cover nothing. Triangles with any vertex at ``z <= near`` are skipped
+entirely (no clipping). Either winding is drawn unless ``cull_backfaces`` is set.
+
+Cost: one thread per triangle suits meshes of many small triangles (faces: ~60k triangles of ~1 px
+at 240x240); a triangle covering much of the image is filled by one thread, which is still fine on
+CPUs. See ``benchmarks/bench_rasterize.py``.
 """
 # No `from __future__ import annotations`: Taichi reads kernel annotations as objects, not strings.
 
@@ -337,6 +342,7 @@ def shade_image(
     else:
         bg = torch.as_tensor(background, dtype=fg.dtype, device=fg.device)
         if bg.shape != (3,) or not bool(torch.isfinite(bg).all()):
-            raise ValueError(f"background: expected a finite RGB triple or a (B, H, W, 3) image, got shape {tuple(bg.shape)}")
+            raise ValueError("background: expected a finite RGB triple or a (B, H, W, 3) image, "
+                             f"got shape {tuple(bg.shape)}")
         bg = bg.expand(batch, height, width, 3)
     return torch.where(raster.mask.unsqueeze(-1), fg, bg)
