@@ -18,19 +18,29 @@ def directed_edges(triangles: np.ndarray) -> np.ndarray:
     return np.stack([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]], axis=1).reshape(-1, 2)
 
 
+def _undirected_keys(directed: np.ndarray) -> np.ndarray:
+    """One int64 per undirected edge (1-D keys: np.unique is several times faster than on rows)."""
+    a = np.minimum(directed[:, 0], directed[:, 1]).astype(np.int64)
+    b = np.maximum(directed[:, 0], directed[:, 1]).astype(np.int64)
+    return a * (int(directed.max(initial=0)) + 1) + b
+
+
 def edges(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unique undirected edges ``(E, 2)`` (smaller index first) and how many triangles use each."""
-    key = np.sort(directed_edges(triangles), axis=1)
-    uniq, counts = np.unique(key, axis=0, return_counts=True)
-    return uniq, counts
+    d = directed_edges(triangles)
+    _, first, counts = np.unique(_undirected_keys(d), return_index=True, return_counts=True)
+    return np.sort(d[first], axis=1), counts
+
+
+def edge_use_counts(triangles: np.ndarray) -> np.ndarray:
+    """For each of the ``3F`` directed edges, how many triangles use its undirected edge."""
+    _, inv, counts = np.unique(_undirected_keys(directed_edges(triangles)), return_inverse=True, return_counts=True)
+    return counts[inv.ravel()]
 
 
 def boundary_edges(triangles: np.ndarray) -> np.ndarray:
     """Directed edges used by exactly one triangle, in that triangle's direction."""
-    d = directed_edges(triangles)
-    key = np.sort(d, axis=1)
-    _, inv, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    return d[counts[inv.ravel()] == 1]
+    return directed_edges(triangles)[edge_use_counts(triangles) == 1]
 
 
 def one_ring(triangles: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +156,7 @@ def check_mesh(vertices: np.ndarray, triangles: np.ndarray, area_eps: float = 1e
     v = np.asarray(vertices, dtype=np.float64)
     t = np.asarray(triangles, dtype=np.int64)
     d = directed_edges(t)
-    _, dir_counts = np.unique(d, axis=0, return_counts=True)
+    _, dir_counts = np.unique(d[:, 0] * (int(d.max(initial=0)) + 1) + d[:, 1], return_counts=True)
     e, c = edges(t)
     lengths = np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1)
     scale = float(np.median(lengths)) ** 2 if len(lengths) else 1.0
@@ -176,23 +186,36 @@ def compact(triangles: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndar
     return remap[triangles], kept
 
 
+def triangle_neighbours(triangles: np.ndarray) -> np.ndarray:
+    """(F, 3): the triangle across edge k of each triangle (edge k = corners k, k+1), or -1 on the boundary.
+
+    Assumes every edge has at most two triangles (true for a Delaunay triangulation).
+    """
+    keys = _undirected_keys(directed_edges(triangles))
+    order = np.argsort(keys, kind="stable")
+    same = keys[order][1:] == keys[order][:-1]
+    nb = np.full(len(keys), -1, np.int64)
+    a, b = order[:-1][same], order[1:][same]
+    nb[a], nb[b] = b // 3, a // 3
+    return nb.reshape(-1, 3)
+
+
 def _peel_boundary(triangles: np.ndarray, bad: np.ndarray) -> np.ndarray:
     """Repeatedly remove bad triangles that touch the boundary; interior ones are kept.
 
     Delaunay fills the convex hull of the parameter domain, so concave parts of the real outline get
     covered by long thin triangles. Removing only those reachable from the boundary trims them without
     ever punching a hole into the interior (where a long triangle legitimately spans, e.g., a nostril).
+    Returns the mask of kept triangles.
     """
+    nb = triangle_neighbours(triangles)
     alive = np.ones(len(triangles), bool)
     while True:
-        t = triangles[alive]
-        key = np.sort(directed_edges(t), axis=1)
-        _, inv, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-        on_boundary = (counts[inv.ravel()] == 1).reshape(-1, 3).any(axis=1)
-        drop = on_boundary & bad[alive]
+        exposed = ((nb < 0) | ~alive[np.maximum(nb, 0)]).any(axis=1)
+        drop = alive & bad & exposed
         if not drop.any():
             return alive
-        alive[np.nonzero(alive)[0][drop]] = False
+        alive &= ~drop
 
 
 def _fix_bowties(triangles: np.ndarray, max_rounds: int = 50) -> np.ndarray:
@@ -204,9 +227,7 @@ def _fix_bowties(triangles: np.ndarray, max_rounds: int = 50) -> np.ndarray:
             return t
         # Drop every boundary triangle touching a bow-tie vertex: the dangling fan is small, the main
         # surface loses at most a boundary sliver, and the loop repeats until the mesh is manifold.
-        key = np.sort(directed_edges(t), axis=1)
-        _, inv, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-        on_boundary = (counts[inv.ravel()] == 1).reshape(-1, 3).any(axis=1)
+        on_boundary = (edge_use_counts(t) == 1).reshape(-1, 3).any(axis=1)
         touches = np.isin(t, bad).any(axis=1)
         t = t[~(touches & on_boundary)]
     raise RuntimeError("could not make the triangulation manifold")
