@@ -123,3 +123,19 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
     for call, name in cases:
         with pytest.raises(ValueError, match=name):
             call()
+
+
+@pytest.mark.parametrize("mod", [K, R])
+def test_closest_to_rays_resolves_sub_millimetre_offsets_in_float32(mod):
+    # At 500 mm the textbook |q|^2 - (q.d)^2/|d|^2 loses ~0.03 mm^2 to float32 cancellation; candidates
+    # 0.05 mm off the ray must still lose against the one on it, whatever their order.
+    intr = torch.tensor([300.0, 300.0, 31.5, 31.5])
+    rot, tr = torch.zeros(1, 3), torch.tensor([[0.0, 0.0, 500.0]])
+    on = torch.tensor([-70.0, 10.0, 30.0])  # the old formula picked candidate 0 here
+    cam = on + tr[0]
+    target = torch.tensor([[[300 * cam[0] / cam[2] + 31.5, 300 * cam[1] / cam[2] + 31.5]]])
+    offs = [torch.tensor([0.05, 0.0, 0.0]), torch.tensor([0.0, -0.05, 3.0]), torch.tensor([0.0, 0.04, -2.0])]
+    points = torch.stack([on + o for o in offs[:2]] + [on] + [on + offs[2]])[None].contiguous()
+    got = mod.closest_to_rays(points, rot, tr, intr, target, torch.tensor([0, 4], dtype=torch.int32),
+                              torch.tensor([0, 1, 2, 3], dtype=torch.int32))
+    assert got.tolist() == [[2]]

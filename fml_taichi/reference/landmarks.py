@@ -50,8 +50,8 @@ def closest_to_rays(points, rotation, translation, intrinsics, targets, offsets,
         d = torch.cat([(targets - intr[:, None, 2:]) / intr[:, None, :2], torch.ones_like(targets[..., :1])], -1)
         group = torch.repeat_interleave(torch.arange(k, device=points.device), (offsets[1:] - offsets[:-1]).long())
         dg = d[:, group]  # (B, M, 3): each candidate's own ray
-        qd = (q * dg).sum(-1)
-        dist = (q * q).sum(-1) - qd * qd / (dg * dg).sum(-1)
+        # |q x d|^2 / |d|^2, not |q|^2 - (q.d)^2 / |d|^2: the latter cancels badly in float32.
+        dist = (torch.linalg.cross(q, dg) ** 2).sum(-1) / (dg * dg).sum(-1)
         out = torch.empty(b, k, dtype=torch.int32, device=points.device)
         for j in range(k):  # K is small (e.g. 17); argmin returns the first minimum like the kernel
             lo, hi = int(offsets[j]), int(offsets[j + 1])
