@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from fml_taichi import backend  # noqa: E402
 from fml_taichi.camera import default_intrinsics  # noqa: E402
 from fml_taichi.kernels.rasterize import rasterize  # noqa: E402
-from fml_taichi.reference.rasterize import rasterize_reference  # noqa: E402
+from fml_taichi.reference.rasterize import rasterize as rasterize_reference  # noqa: E402
 
 
 def grid_mesh(n: int, batch: int, seed: int = 0):

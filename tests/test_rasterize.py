@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fml_taichi.kernels.rasterize import BACKGROUND_DEPTH, interpolate, rasterize, shade_image
-from fml_taichi.reference.rasterize import rasterize_reference
+from fml_taichi.reference.rasterize import rasterize as rasterize_reference
 
 QUAD_TRIS = torch.tensor([[0, 1, 2], [0, 2, 3]], dtype=torch.int32)
 
@@ -247,10 +247,11 @@ def _good():
     (lambda v, t, k: (v, t, k[:3]), "intrinsics"),
     (lambda v, t, k: (v, t, k * 0), "intrinsics"),
 ])
-def test_bad_input_names_the_argument(change, word):
+@pytest.mark.parametrize("impl", [rasterize, rasterize_reference], ids=["taichi", "torch"])
+def test_bad_input_names_the_argument(change, word, impl):
     v, t, k = change(*_good())
     with pytest.raises(ValueError, match=word):
-        rasterize(v, t, k, 8, 8)
+        impl(v, t, k, 8, 8)
 
 
 def test_bad_sizes_and_mismatched_raster():

@@ -32,47 +32,20 @@ CPUs. See ``benchmarks/bench_rasterize.py``.
 """
 # No `from __future__ import annotations`: Taichi reads kernel annotations as objects, not strings.
 
-from dataclasses import dataclass
-from typing import Sequence
-
 import taichi as ti
 import torch
 
 from .. import backend
-from .._validate import check_indices, check_tensor
+# The result type, the argument checks and the (plain torch) interpolation are shared with the
+# Taichi-free reference rasteriser, so both give the same results and the same errors.
+from ..reference.rasterize import BACKGROUND_DEPTH, RasterResult, check_raster_args, interpolate, shade_image
+
+__all__ = ["rasterize", "interpolate", "shade_image", "RasterResult", "BACKGROUND_DEPTH"]
 
 # The z-buffer's "nothing drawn" key: the high word 0x7FFFFFFF exceeds the bit pattern of every finite
 # positive float32 (inf is 0x7F800000), so any real write is smaller.
 _EMPTY_KEY = (0x7FFFFFFF << 32) | 0x7FFFFFFF
 _EMPTY_HIGH = 0x7FFFFFFF
-
-# Value of ``RasterResult.depth`` where no triangle covers the pixel.
-BACKGROUND_DEPTH = 0.0
-
-
-@dataclass
-class RasterResult:
-    """What :func:`rasterize` saw at every pixel.
-
-    depth [B, H, W] float32: camera-space z of the visible surface (the distance along the optical
-        axis, not along the ray); ``BACKGROUND_DEPTH`` (0.0) where nothing is drawn.
-    triangle_id [B, H, W] int32: index into ``triangles`` of the visible triangle, -1 for background.
-    barycentrics [B, H, W, 3] float32: perspective-correct weights of the visible triangle's three
-        vertices (sum to 1; interpolating camera-space positions with them gives the 3D point seen
-        through the pixel centre); zeros for background.
-    mask [B, H, W] bool: ``triangle_id >= 0``.
-    """
-
-    depth: torch.Tensor
-    triangle_id: torch.Tensor
-    barycentrics: torch.Tensor
-    mask: torch.Tensor
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(B, H, W)."""
-        return tuple(self.triangle_id.shape)
-
 
 @ti.kernel
 def _project_vertices(
@@ -202,23 +175,6 @@ def _resolve(
                 bary[b, y, x, k] = w[k] * inv_sum
 
 
-def _batched_intrinsics(intrinsics: torch.Tensor, batch: int) -> torch.Tensor:
-    check_tensor("intrinsics", intrinsics, contiguous=False)
-    if intrinsics.shape == (4,):
-        intrinsics = intrinsics.unsqueeze(0).expand(batch, 4)
-    elif intrinsics.shape != (batch, 4):
-        raise ValueError(f"intrinsics: expected shape (4,) or ({batch}, 4), got {tuple(intrinsics.shape)}")
-    if bool((intrinsics[:, :2] == 0).any()):
-        raise ValueError("intrinsics: focal lengths fx, fy must be non-zero")
-    return intrinsics
-
-
-def _check_size(name: str, n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {n!r}")
-    return n
-
-
 def rasterize(
     v_cam: torch.Tensor,
     triangles: torch.Tensor,
@@ -247,17 +203,8 @@ def rasterize(
     Not differentiable. Raises ValueError naming the argument on wrong shapes, dtypes, non-contiguous
     or non-finite input, empty meshes and out-of-range indices.
     """
-    check_tensor("v_cam", v_cam, shape=(None, None, 3))
-    if v_cam.shape[0] == 0 or v_cam.shape[1] == 0:
-        raise ValueError(f"v_cam: empty batch or mesh, got shape {tuple(v_cam.shape)}")
-    check_indices("triangles", triangles, v_cam.shape[1], shape=(None, 3))
-    if triangles.shape[0] == 0:
-        raise ValueError("triangles: empty mesh (0 triangles)")
-    height, width = _check_size("height", height), _check_size("width", width)
-    if not float(near) >= 0.0:
-        raise ValueError(f"near: expected a non-negative number, got {near!r}")
+    intr = check_raster_args(v_cam, triangles, intrinsics, height, width, near)
     batch = v_cam.shape[0]
-    intr = _batched_intrinsics(intrinsics, batch)
 
     backend.init()
     dev = v_cam.device
@@ -275,74 +222,3 @@ def rasterize(
     return RasterResult(depth=depth, triangle_id=tri_id, barycentrics=bary, mask=tri_id >= 0)
 
 
-def _check_raster(raster) -> None:
-    if not isinstance(raster, RasterResult):
-        raise ValueError(f"raster: expected a RasterResult from rasterize(), got {type(raster).__name__}")
-
-
-def interpolate(attributes: torch.Tensor, raster: RasterResult, triangles: torch.Tensor) -> torch.Tensor:
-    """Per-pixel value of a per-vertex attribute, weighted by the raster's barycentrics.
-
-    Args:
-        attributes: [B, N, C] or [N, C] (shared by the batch) float tensor.
-        raster: the :class:`RasterResult` of :func:`rasterize` for the same mesh.
-        triangles: the [F, 3] int32 triangles given to :func:`rasterize`.
-
-    Returns:
-        [B, H, W, C] in the attributes' dtype; zeros where nothing is drawn. Differentiable with
-        respect to ``attributes`` (not the geometry: the barycentrics are constants).
-    """
-    _check_raster(raster)
-    check_tensor("attributes", attributes, contiguous=False)
-    if attributes.ndim == 2:
-        attributes = attributes.unsqueeze(0)
-    if attributes.ndim != 3:
-        raise ValueError(f"attributes: expected shape (B, N, C) or (N, C), got {tuple(attributes.shape)}")
-    batch, height, width = raster.shape
-    if attributes.shape[0] not in (1, batch):
-        raise ValueError(f"attributes: batch size {attributes.shape[0]} differs from the raster's {batch}")
-    check_indices("triangles", triangles, attributes.shape[1], shape=(None, 3))
-    tid = raster.triangle_id.long()
-    if tid.numel() and int(tid.max()) >= triangles.shape[0]:
-        raise ValueError("triangles: fewer triangles than the raster refers to (not the rasterised mesh?)")
-    corner = triangles.long().to(tid.device)[tid.clamp(min=0)]  # [B, H, W, 3] vertex indices
-    attributes = attributes.expand(batch, -1, -1)
-    flat = corner.reshape(batch, -1)  # gather per image: [B, H*W*3, C]
-    values = torch.gather(attributes, 1, flat.unsqueeze(-1).expand(-1, -1, attributes.shape[2]))
-    values = values.reshape(batch, height, width, 3, -1)
-    w = raster.barycentrics.to(attributes.dtype).unsqueeze(-1)
-    out = (values * w).sum(dim=3)
-    return out * raster.mask.unsqueeze(-1).to(out.dtype)
-
-
-def shade_image(
-    raster: RasterResult,
-    triangles: torch.Tensor,
-    vertex_colours: torch.Tensor,
-    background: torch.Tensor | Sequence[float] = (0.0, 0.0, 0.0),
-) -> torch.Tensor:
-    """Image of the mesh with per-vertex colours interpolated over each triangle.
-
-    Args:
-        raster, triangles: as for :func:`interpolate`.
-        vertex_colours: [B, N, 3] or [N, 3] RGB (any range; typically [0, 1], e.g. shaded colours).
-        background: [B, H, W, 3] image or an RGB triple shown where nothing is drawn.
-
-    Returns:
-        [B, H, W, 3] in the colours' dtype.
-    """
-    check_tensor("vertex_colours", vertex_colours, contiguous=False)
-    if vertex_colours.shape[-1] != 3 or vertex_colours.ndim not in (2, 3):
-        raise ValueError(f"vertex_colours: expected shape (B, N, 3) or (N, 3), got {tuple(vertex_colours.shape)}")
-    fg = interpolate(vertex_colours, raster, triangles)
-    batch, height, width = raster.shape
-    if isinstance(background, torch.Tensor) and background.ndim == 4:
-        check_tensor("background", background, shape=(batch, height, width, 3), contiguous=False)
-        bg = background.to(device=fg.device, dtype=fg.dtype)
-    else:
-        bg = torch.as_tensor(background, dtype=fg.dtype, device=fg.device)
-        if bg.shape != (3,) or not bool(torch.isfinite(bg).all()):
-            raise ValueError("background: expected a finite RGB triple or a (B, H, W, 3) image, "
-                             f"got shape {tuple(bg.shape)}")
-        bg = bg.expand(batch, height, width, 3)
-    return torch.where(raster.mask.unsqueeze(-1), fg, bg)

@@ -2,16 +2,86 @@
 
 Same maths and the same coverage rule as the Taichi kernel (inclusive, canonical-order edge tests at
 pixel centres, 64-bit ``(depth bits << 32) | triangle`` keys reduced with ``amin``), vectorised instead
-of looped:
-every (image, triangle) expands into the pixel centres of its clipped bounding box, so memory grows
+of looped: every (image, triangle) expands into the pixel centres of its clipped bounding box, so memory grows
 with the summed bounding-box area. Fine for meshes with small triangles (faces) and for tests; the
 Taichi kernel is the one to use.
+
+This module also holds what both rasterisers share and that needs no Taichi: :class:`RasterResult`,
+the argument checks, and :func:`interpolate` / :func:`shade_image` (plain torch indexing, so they are
+differentiable with respect to the attributes). ``kernels.rasterize`` re-exports them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Sequence
+
 import torch
 
+from .._validate import check_indices, check_tensor
+
+__all__ = ["rasterize", "interpolate", "shade_image", "RasterResult", "BACKGROUND_DEPTH", "check_raster_args"]
+
+# The z-buffer's "nothing drawn" key (see kernels.rasterize).
 _EMPTY_KEY = (0x7FFFFFFF << 32) | 0x7FFFFFFF
+
+# Value of ``RasterResult.depth`` where no triangle covers the pixel.
+BACKGROUND_DEPTH = 0.0
+
+
+@dataclass
+class RasterResult:
+    """What :func:`rasterize` saw at every pixel.
+
+    depth [B, H, W] float32: camera-space z of the visible surface (the distance along the optical
+        axis, not along the ray); ``BACKGROUND_DEPTH`` (0.0) where nothing is drawn.
+    triangle_id [B, H, W] int32: index into ``triangles`` of the visible triangle, -1 for background.
+    barycentrics [B, H, W, 3] float32: perspective-correct weights of the visible triangle's three
+        vertices (sum to 1; interpolating camera-space positions with them gives the 3D point seen
+        through the pixel centre); zeros for background.
+    mask [B, H, W] bool: ``triangle_id >= 0``.
+    """
+
+    depth: torch.Tensor
+    triangle_id: torch.Tensor
+    barycentrics: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(B, H, W)."""
+        return tuple(self.triangle_id.shape)
+
+
+def _batched_intrinsics(intrinsics: torch.Tensor, batch: int) -> torch.Tensor:
+    check_tensor("intrinsics", intrinsics, contiguous=False)
+    if intrinsics.shape == (4,):
+        intrinsics = intrinsics.unsqueeze(0).expand(batch, 4)
+    elif intrinsics.shape != (batch, 4):
+        raise ValueError(f"intrinsics: expected shape (4,) or ({batch}, 4), got {tuple(intrinsics.shape)}")
+    if bool((intrinsics[:, :2] == 0).any()):
+        raise ValueError("intrinsics: focal lengths fx, fy must be non-zero")
+    return intrinsics
+
+
+def _check_size(name: str, n) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {n!r}")
+    return n
+
+
+def check_raster_args(v_cam, triangles, intrinsics, height, width, near) -> torch.Tensor:
+    """Validate :func:`rasterize`'s arguments (ValueError naming the bad one); returns [B, 4] intrinsics."""
+    check_tensor("v_cam", v_cam, shape=(None, None, 3))
+    if v_cam.shape[0] == 0 or v_cam.shape[1] == 0:
+        raise ValueError(f"v_cam: empty batch or mesh, got shape {tuple(v_cam.shape)}")
+    check_indices("triangles", triangles, v_cam.shape[1], shape=(None, 3))
+    if triangles.shape[0] == 0:
+        raise ValueError("triangles: empty mesh (0 triangles)")
+    _check_size("height", height)
+    _check_size("width", width)
+    if not float(near) >= 0.0:
+        raise ValueError(f"near: expected a non-negative number, got {near!r}")
+    return _batched_intrinsics(intrinsics, v_cam.shape[0])
 
 
 def _project(v_cam: torch.Tensor, intr: torch.Tensor) -> torch.Tensor:
@@ -43,13 +113,13 @@ def _corners(screen: torch.Tensor, triangles: torch.Tensor):
     return screen[:, tri[:, 0]], screen[:, tri[:, 1]], screen[:, tri[:, 2]]
 
 
-def rasterize_reference(v_cam, triangles, intrinsics, height, width, cull_backfaces=False, near=1e-3):
-    """Same contract as :func:`fml_taichi.kernels.rasterize.rasterize` (inputs assumed valid)."""
-    from ..kernels.rasterize import RasterResult  # the shared result type (importing does not init Taichi)
-
+def rasterize(v_cam, triangles, intrinsics, height, width, cull_backfaces=False, near=1e-3) -> RasterResult:
+    """Same contract, checks and results as :func:`fml_taichi.kernels.rasterize.rasterize` (whose
+    docstring is the reference), in plain torch."""
+    intr = check_raster_args(v_cam, triangles, intrinsics, height, width, near)
     v = v_cam.detach().to(torch.float32)
     batch, dev = v.shape[0], v.device
-    intr = intrinsics.detach().to(device=dev, dtype=torch.float32).reshape(-1, 4).expand(batch, 4)
+    intr = intr.detach().to(device=dev, dtype=torch.float32)
     tri = triangles.long().to(dev)
     s0, s1, s2 = _corners(_project(v, intr), tri)
 
@@ -86,10 +156,10 @@ def rasterize_reference(v_cam, triangles, intrinsics, height, width, cull_backfa
     pix = (cb * height + py.long()) * width + px.long()
     zbuf = torch.full((batch * height * width,), _EMPTY_KEY, dtype=torch.int64, device=dev)
     zbuf.scatter_reduce_(0, pix[inside], key[inside], reduce="amin")
-    return _resolve(zbuf.view(batch, height, width), v, intr, tri, RasterResult)
+    return _resolve(zbuf.view(batch, height, width), v, intr, tri)
 
 
-def _resolve(zbuf, v, intr, tri, result_type):
+def _resolve(zbuf, v, intr, tri):
     batch, height, width = zbuf.shape
     hit = zbuf != _EMPTY_KEY
     f = (zbuf & 0xFFFFFFFF).long().where(hit, torch.zeros_like(zbuf))
@@ -101,9 +171,82 @@ def _resolve(zbuf, v, intr, tri, result_type):
     corner = tri[f]
     e = _edges(c0, c1, c2, corner[..., 0], corner[..., 1], corner[..., 2], px, py)
     lam = e / e.sum(-1, keepdim=True)
-    w = lam / torch.stack([c0[..., 2], c1[..., 2], c2[..., 2]], -1)
+    w = lam * (1.0 / torch.stack([c0[..., 2], c1[..., 2], c2[..., 2]], -1))  # as the kernel rounds
     s = w.sum(-1, keepdim=True)
     bary = torch.where(hit.unsqueeze(-1), w / s, torch.zeros_like(w))
     depth = torch.where(hit, 1.0 / s[..., 0], torch.zeros_like(s[..., 0]))
     tid = torch.where(hit, f, torch.full_like(f, -1)).to(torch.int32)
-    return result_type(depth=depth, triangle_id=tid, barycentrics=bary, mask=hit)
+    return RasterResult(depth=depth, triangle_id=tid, barycentrics=bary, mask=hit)
+
+
+def _check_raster(raster) -> None:
+    if not isinstance(raster, RasterResult):
+        raise ValueError(f"raster: expected a RasterResult from rasterize(), got {type(raster).__name__}")
+
+
+def interpolate(attributes: torch.Tensor, raster: RasterResult, triangles: torch.Tensor) -> torch.Tensor:
+    """Per-pixel value of a per-vertex attribute, weighted by the raster's barycentrics.
+
+    Args:
+        attributes: [B, N, C] or [N, C] (shared by the batch) float tensor.
+        raster: the :class:`RasterResult` of :func:`rasterize` for the same mesh.
+        triangles: the [F, 3] int32 triangles given to :func:`rasterize`.
+
+    Returns:
+        [B, H, W, C] in the attributes' dtype; zeros where nothing is drawn. Differentiable with
+        respect to ``attributes`` (not the geometry: the barycentrics are constants).
+    """
+    _check_raster(raster)
+    check_tensor("attributes", attributes, contiguous=False)
+    if attributes.ndim == 2:
+        attributes = attributes.unsqueeze(0)
+    if attributes.ndim != 3:
+        raise ValueError(f"attributes: expected shape (B, N, C) or (N, C), got {tuple(attributes.shape)}")
+    batch, height, width = raster.shape
+    if attributes.shape[0] not in (1, batch):
+        raise ValueError(f"attributes: batch size {attributes.shape[0]} differs from the raster's {batch}")
+    check_indices("triangles", triangles, attributes.shape[1], shape=(None, 3))
+    tid = raster.triangle_id.long()
+    if tid.numel() and int(tid.max()) >= triangles.shape[0]:
+        raise ValueError("triangles: fewer triangles than the raster refers to (not the rasterised mesh?)")
+    corner = triangles.long().to(tid.device)[tid.clamp(min=0)]  # [B, H, W, 3] vertex indices
+    attributes = attributes.expand(batch, -1, -1)
+    flat = corner.reshape(batch, -1)  # gather per image: [B, H*W*3, C]
+    values = torch.gather(attributes, 1, flat.unsqueeze(-1).expand(-1, -1, attributes.shape[2]))
+    values = values.reshape(batch, height, width, 3, -1)
+    w = raster.barycentrics.to(attributes.dtype).unsqueeze(-1)
+    out = (values * w).sum(dim=3)
+    return out * raster.mask.unsqueeze(-1).to(out.dtype)
+
+
+def shade_image(
+    raster: RasterResult,
+    triangles: torch.Tensor,
+    vertex_colours: torch.Tensor,
+    background: torch.Tensor | Sequence[float] = (0.0, 0.0, 0.0),
+) -> torch.Tensor:
+    """Image of the mesh with per-vertex colours interpolated over each triangle.
+
+    Args:
+        raster, triangles: as for :func:`interpolate`.
+        vertex_colours: [B, N, 3] or [N, 3] RGB (any range; typically [0, 1], e.g. shaded colours).
+        background: [B, H, W, 3] image or an RGB triple shown where nothing is drawn.
+
+    Returns:
+        [B, H, W, 3] in the colours' dtype.
+    """
+    check_tensor("vertex_colours", vertex_colours, contiguous=False)
+    if vertex_colours.shape[-1] != 3 or vertex_colours.ndim not in (2, 3):
+        raise ValueError(f"vertex_colours: expected shape (B, N, 3) or (N, 3), got {tuple(vertex_colours.shape)}")
+    fg = interpolate(vertex_colours, raster, triangles)
+    batch, height, width = raster.shape
+    if isinstance(background, torch.Tensor) and background.ndim == 4:
+        check_tensor("background", background, shape=(batch, height, width, 3), contiguous=False)
+        bg = background.to(device=fg.device, dtype=fg.dtype)
+    else:
+        bg = torch.as_tensor(background, dtype=fg.dtype, device=fg.device)
+        if bg.shape != (3,) or not bool(torch.isfinite(bg).all()):
+            raise ValueError("background: expected a finite RGB triple or a (B, H, W, 3) image, "
+                             f"got shape {tuple(bg.shape)}")
+        bg = bg.expand(batch, height, width, 3)
+    return torch.where(raster.mask.unsqueeze(-1), fg, bg)
