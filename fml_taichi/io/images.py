@@ -76,7 +76,8 @@ def load_image(path, size: int | tuple[int, int] | None = None) -> np.ndarray:
 
     Args:
         path: any format OpenCV decodes (PNG, JPEG, BMP, TIFF, ...), 8 or 16 bit, grey, grey+alpha,
-            RGB or RGBA (alpha is dropped).
+            RGB or RGBA (alpha is dropped). Pixels are taken as stored: EXIF orientation tags are
+            not applied (datasets store faces upright; rotating on load would move landmarks).
         size: optional output size, an int (square) or (height, width); resampled with area
             averaging when shrinking, bilinear when enlarging.
 
