@@ -35,7 +35,7 @@ DEMO_CENTRES = (
     ("upper lip", (51,), "darker"),
 )
 BUMP_RADIUS_MM = 15.0
-GEOMETRY_BUMP_MM = 3.0
+GEOMETRY_BUMP_MM = 2.0
 REFLECTANCE_STEP = 0.06
 _DARKER = torch.tensor([-1.0, -1.0, -1.0]) / 3**0.5
 _REDDER = torch.tensor([2.0, -1.0, -1.0]) / 6**0.5

@@ -121,6 +121,10 @@ def run(args) -> int:
         from .viewer import require_ggui
 
         require_ggui()  # before loading anything: fail fast, and with the install hint
+        if not args.headless:
+            from .viewer import require_display
+
+            require_display()
         backend.init()
         scene = build_scene(args)
         if args.headless:

@@ -36,6 +36,7 @@ import torch
 
 from .. import backend
 from ..camera import DEFAULT_FOCAL_PX, DEFAULT_IMAGE_SIZE
+from .corrective_modes import SIGMA_FROM_FACES
 from .view_scene import VIEWS, FaceScene, Frame
 
 #: The message (and fix) given wherever GGUI cannot start for lack of a Vulkan driver.
@@ -48,6 +49,9 @@ w = ti.ui.Window("fml-taichi probe", (16, 16), show_window=False)
 w.destroy()
 print("GGUI_OK")
 """
+
+#: The one live GGUIRenderer of this process, if any (see GGUIRenderer: one window at a time).
+_OPEN: dict = {"renderer": None}
 
 #: Near and far clipping planes of GGUI's camera, in mm (the face lies at ~300-2000 mm).
 Z_NEAR_MM, Z_FAR_MM = 10.0, 20000.0
@@ -124,8 +128,10 @@ class GGUIRenderer:
         visible: open a real window (needs a display); hidden windows render off-screen.
         background: RGB in [0, 1] where no triangle is drawn.
 
-    Raises ``RuntimeError`` (:data:`VULKAN_HINT`) when GGUI cannot start. Call :meth:`close` (or use
-    it as a context manager) when done: several windows in one process work only if each is destroyed.
+    Raises ``RuntimeError`` (:data:`VULKAN_HINT`) when GGUI cannot start, and when another renderer
+    is still open: with taichi 1.7.4 two GGUI windows alive at the same time crash the interpreter at
+    exit (segfault, even if both were destroyed), while windows opened one after the other are fine.
+    So call :meth:`close` (or use it as a context manager) before opening the next one.
     """
 
     def __init__(self, triangles: torch.Tensor, n_vertices: int, width: int, height: int,
@@ -141,14 +147,20 @@ class GGUIRenderer:
         if not self.focal_px > 0:
             raise ValueError(f"focal_px: expected a positive focal length, got {focal_px!r}")
         self.background = tuple(float(c) for c in background)
+        self.visible = bool(visible)
+        self.window = None
         require_ggui()
         if visible:
             require_display()
+        if _OPEN["renderer"] is not None:
+            raise RuntimeError("another GGUI window is open in this process: close() it first (two live GGUI "
+                               "windows crash the interpreter at exit, measured with taichi 1.7.4)")
         backend.init()
         import taichi as ti
 
         self._ti = ti
         self.window = ti.ui.Window(title, (width, height), show_window=visible, vsync=visible)
+        _OPEN["renderer"] = self
         self._vertices = ti.Vector.field(3, ti.f32, n_vertices)
         self._normals = ti.Vector.field(3, ti.f32, n_vertices)
         self._colours = ti.Vector.field(3, ti.f32, n_vertices)
@@ -214,9 +226,12 @@ class GGUIRenderer:
         return Rendered(image=self.read_image(), mask=mask)
 
     def close(self) -> None:
+        """Destroy the window (idempotent); another renderer may be opened afterwards."""
         if getattr(self, "window", None) is not None:
             self.window.destroy()
             self.window = None
+        if _OPEN["renderer"] is self:
+            _OPEN["renderer"] = None
 
     def __enter__(self) -> "GGUIRenderer":
         return self
@@ -239,7 +254,7 @@ class ViewerApp:
     written as PNG to ``screenshot_dir``).
     """
 
-    KEYS_HELP = "keys: b base/final, 1-4 view, r reset, p screenshot, Esc quit; right-drag orbits"
+    KEYS_HELP = "keys: b base/final, 1-4 views, r reset, p screenshot, Esc quit\nright mouse drag: orbit"
 
     def __init__(self, scene: FaceScene, renderer: GGUIRenderer, screenshot_dir: str = ".", n_sliders: int = 6):
         self.scene = scene
@@ -292,14 +307,25 @@ class ViewerApp:
 
     # ---- one frame -------------------------------------------------------------------------------
     def step(self) -> None:
-        """Handle input, draw the controls and the face, and present the frame."""
+        """One frame of the visible window: handle input, then :meth:`draw_frame` and present it."""
+        if not self.renderer.visible:
+            # GGUI reads input only from visible windows, and show() on a hidden one crashes (measured).
+            raise RuntimeError("ViewerApp.step needs a visible window; drive hidden ones with draw_frame()")
         ti = self.renderer._ti
         for e in self.window.get_events(ti.ui.PRESS):
             self.handle_key(e.key)
         self._orbit_with_mouse()
+        self.draw_frame()
+        self.window.show()
+
+    def draw_frame(self) -> None:
+        """Draw the controls (applying their changes to the state) and the face of the current state.
+
+        Separate from :meth:`step` because GGUI reads keys and the mouse only from visible windows:
+        hidden-window tests drive the app through :meth:`handle_key` and this method.
+        """
         self.controls(self.window.get_gui())
         self.renderer.draw(self.current_frame())
-        self.window.show()
 
     def run(self) -> int:
         """The event loop; returns 0 when the window is closed."""
@@ -367,7 +393,8 @@ class ViewerApp:
                 modes = self.scene.modes(kind)
                 if modes is None:
                     continue
-                w.text(f"{kind}: sigma = {modes.sigma_source}")
+                w.text(f"{kind}: " + ("sigma = spread over the regressed faces" if modes.sigma_source == SIGMA_FROM_FACES
+                                      else "sigma = 1 (no regressed faces given)"))
                 for k in range(min(self.n_sliders, arr.shape[0])):
                     arr[k] = w.slider_float(f"{kind} mode {k + 1}", float(arr[k]), -3.0, 3.0)
 
@@ -375,7 +402,10 @@ class ViewerApp:
 def run_interactive(scene: FaceScene, width: int = 1280, height: int = 800, screenshot_dir: str = ".",
                     n_sliders: int = 6) -> int:
     """Open the visible viewer window for ``scene`` and run until it is closed; returns the exit code."""
-    renderer = GGUIRenderer(scene.triangles, scene.face_model.n_vertices, width, height, visible=True)
+    # 0.7 x the default focal length: the face (~75% of the image height at the default) then fits
+    # beside the control panels, which cover the left 30% of the window.
+    renderer = GGUIRenderer(scene.triangles, scene.face_model.n_vertices, width, height,
+                            focal_px=0.7 * default_focal(height), visible=True)
     try:
         return ViewerApp(scene, renderer, screenshot_dir=screenshot_dir, n_sliders=n_sliders).run()
     finally:
