@@ -102,9 +102,9 @@ class FaceModel:
         n = self.mean_geometry.shape[0] if self.mean_geometry.ndim == 2 else -1
         check_tensor("mean_geometry", self.mean_geometry, shape=(None, 3), min_size=3)
         dt = self.mean_geometry.dtype
-        for name, m in (("shape", None), ("expression", None), ("reflectance", None)):
+        for name in ("shape", "expression", "reflectance"):
             basis = getattr(self, f"{name}_basis")
-            check_tensor(f"{name}_basis", basis, shape=(n, 3, m), dtypes=(dt,))
+            check_tensor(f"{name}_basis", basis, shape=(n, 3, None), dtypes=(dt,))
             check_tensor(f"{name}_sigma", getattr(self, f"{name}_sigma"), shape=(basis.shape[2],), dtypes=(dt,))
             if not bool((getattr(self, f"{name}_sigma") > 0).all()):
                 raise ValueError(f"{name}_sigma: standard deviations must be positive")

