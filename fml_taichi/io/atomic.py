@@ -28,6 +28,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", suffix=suffix, dir=folder)
     os.close(fd)
+    # mkstemp creates 0600 files; give the result the permissions a plain open() would (umask applies).
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         os.replace(tmp, path)
@@ -35,6 +37,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
