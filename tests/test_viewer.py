@@ -109,6 +109,25 @@ def test_views_show_what_they_say(renderer, scene):
     np.testing.assert_allclose(imgs["normals"][c], (0.5, 0.5, 1.0), atol=0.1)
 
 
+def test_corrective_view_colours_the_offset_along_the_normal(scene):
+    # Per-vertex colours (no window needed): +3 sigma along geometry mode 1 pushes the surface out
+    # on average (sign convention), so the vertex pushed out most is red and the one pushed in most
+    # (if any) blue; with no corrective the view is the grey shading.
+    state = scene.initial_state()
+    state.view = "corrective"
+    grey = scene.frame(state).colours
+    torch.testing.assert_close(grey[:, 0], grey[:, 2])
+    state.geometry_modes[0] = 3.0
+    frame = scene.frame(state)
+    geo, _, corr = scene.evaluate(state)
+    along = (corr * frame.normals).sum(-1)  # rotation 0: model and camera axes agree
+    assert float(along.sum()) > 0
+    out, inward = int(along.argmax()), int(along.argmin())
+    assert frame.colours[out, 0] > frame.colours[out, 2] + 0.3
+    if along[inward] < -1.0:
+        assert frame.colours[inward, 2] > frame.colours[inward, 0] + 0.1
+
+
 def test_moving_a_corrective_mode_changes_the_image_where_the_mode_acts(renderer, scene):
     for kind, view in (("geometry", "shading"), ("reflectance", "reflectance")):
         base = _render(renderer, scene, mode_state(scene, kind, 0, 0.0, view)).image

@@ -63,8 +63,15 @@ def test_headless_writes_mode_strips(ggui, tmp_path, capsys):
         left, mid, right = strip[:, :third], strip[:, third:2 * third], strip[:, 2 * third:3 * third]
         assert np.abs(left - right).max() > 0.1, kind  # -3 and +3 sigma differ
         assert np.abs(left - mid).max() > 0.05, kind
+    assert meta["views"] == {"geometry": ["shading", "corrective"], "reflectance": ["reflectance"]}
     grid = load_image(str(tmp_path / "corrective_modes.png"))
-    assert grid.shape[0] >= 4 * 64
+    assert grid.shape[0] >= 6 * 64  # 2 geometry strips of 2 rows, 2 reflectance strips of 1 row
+    # Geometry strips: the second row colours the offset (red out / blue in): its outer panels are
+    # far more coloured than the shading row's grey.
+    strip = load_image(str(tmp_path / "geometry_mode_1.png"))
+    half = strip.shape[0] // 2
+    chroma = lambda im: float((im.max(-1) - im.min(-1)).mean())  # noqa: E731
+    assert chroma(strip[half:]) > chroma(strip[:half]) + 0.02
 
 
 def test_base_model_alone_has_no_corrective_strips(ggui, tmp_path, capsys):

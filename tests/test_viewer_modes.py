@@ -41,6 +41,19 @@ def test_sign_convention_largest_entry_positive():
             assert flat[flat.abs().argmax()] > 0
 
 
+def test_sign_reference_orients_modes():
+    theta, *_ = _known_theta(seed=5)
+    ref = torch.randn(60, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    for mat in (theta, -theta):
+        m = principal_modes(mat, sign_reference=ref.reshape(20, 3))
+        for k in range(5):
+            assert float(m.modes[k].reshape(-1) @ ref) > 0
+            # Flipping a mode flips its coefficient direction too: Theta V_k = mode k still holds.
+            torch.testing.assert_close(mat @ m.coefficient_directions[:, k], m.modes[k].reshape(-1))
+    with pytest.raises(ValueError, match="sign_reference"):
+        principal_modes(theta, sign_reference=torch.ones(59, dtype=torch.float64))
+
+
 def test_sigma_from_regressed_faces_reorders_modes():
     theta, u, s, v = _known_theta()
     g = torch.Generator().manual_seed(1)

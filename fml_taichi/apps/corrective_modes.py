@@ -92,7 +92,8 @@ class CorrectiveModes:
             raise ValueError(f"k: mode index must be an int in [0, {self.count}), got {k!r}")
 
 
-def principal_modes(theta: torch.Tensor, deltas: torch.Tensor | None = None, rtol: float = 1e-6) -> CorrectiveModes:
+def principal_modes(theta: torch.Tensor, deltas: torch.Tensor | None = None, rtol: float = 1e-6,
+                    sign_reference: torch.Tensor | None = None) -> CorrectiveModes:
     """SVD analysis of a linear corrective ``Theta`` [3N, C] (see the module docstring).
 
     Args:
@@ -102,11 +103,15 @@ def principal_modes(theta: torch.Tensor, deltas: torch.Tensor | None = None, rto
             along each ``V[:, k]`` is that mode's sigma. ``None``: sigma = 1 for every mode.
         rtol: singular values below ``rtol * S[0]`` are numerically zero: those modes are kept (so K
             is predictable) but get sigma 0 and sort last.
+        sign_reference: optional [3N] (or [N, 3]) direction fixing each mode's arbitrary SVD sign:
+            mode k is flipped so that ``<mode k, sign_reference> >= 0`` (e.g. outward vertex normals:
+            "+sigma pushes the surface out on average"; all ones: "+sigma is brighter"). Without it,
+            or where the product is ~0, the largest-magnitude entry of each mode is made positive.
 
     Returns:
         :class:`CorrectiveModes` with ``K = min(3N, C)`` modes, most important first. Computed in
-        float64 and returned in ``theta``'s dtype. The sign of each mode is fixed so that its
-        largest-magnitude entry is positive (SVD signs are arbitrary; this keeps figures stable).
+        float64 and returned in ``theta``'s dtype. Mode signs follow ``sign_reference`` (SVD signs are
+        arbitrary; fixing them keeps figures stable and readable).
 
     Raises:
         ValueError naming the argument for wrong shapes, non-finite values, a row count that is not a
@@ -119,7 +124,7 @@ def principal_modes(theta: torch.Tensor, deltas: torch.Tensor | None = None, rto
     th = theta.detach().to(torch.float64)
     u, s, vh = torch.linalg.svd(th, full_matrices=False)
     v = vh.T
-    u, v = _fix_signs(u, v)
+    u, v = _fix_signs(u, v, _reference(sign_reference, rows))
 
     alive = s > rtol * s[0] if bool(s[0] > 0) else torch.zeros_like(s, dtype=torch.bool)
     if deltas is None:
@@ -144,10 +149,24 @@ def principal_modes(theta: torch.Tensor, deltas: torch.Tensor | None = None, rto
                            singular_values=s.to(dt), sigma=sigma.to(dt), mean=mean.to(dt), sigma_source=source)
 
 
-def _fix_signs(u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flip (U[:, k], V[:, k]) pairs so each U column's largest-magnitude entry is positive."""
+def _reference(ref: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+    if ref is None:
+        return None
+    check_tensor("sign_reference", ref, contiguous=False)
+    if ref.numel() != rows:
+        raise ValueError(f"sign_reference: expected {rows} values (3N), got shape {tuple(ref.shape)}")
+    return ref.detach().reshape(rows).to(torch.float64)
+
+
+def _fix_signs(u: torch.Tensor, v: torch.Tensor, ref: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip (U[:, k], V[:, k]) pairs: ``<U[:, k], ref> > 0``, or where that is ~0 (or no ``ref``), the
+    largest-magnitude entry of U[:, k] positive."""
     idx = u.abs().argmax(dim=0)
     sign = torch.sign(u[idx, torch.arange(u.shape[1])])
+    if ref is not None:
+        dots = ref @ u
+        decided = dots.abs() > 1e-6 * ref.norm()
+        sign = torch.where(decided, torch.sign(dots), sign)
     sign[sign == 0] = 1.0
     return u * sign, v * sign
 

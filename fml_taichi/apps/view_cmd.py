@@ -13,7 +13,8 @@ Sources, in order: ``--checkpoint`` (trained base model + correctives), ``--mode
 or with the hand-made, documented correctives of ``demo_correctives`` if ``--demo-correctives``.
 ``--reconstruction`` (an NPZ written by ``io.exports.write_params_npz``, e.g. by ``fml-taichi
 reconstruct``) sets the start face (``--index``) and, when it holds two or more faces, the sigmas of
-the corrective modes (their regressed coefficients' spread along each mode).
+the corrective modes (their regressed coefficients' spread along each mode). Without one, a checkpoint
+can regress its own set: ``--regress-synthetic N`` runs its encoder on N held-out synthetic faces.
 
 Taichi is imported only when the command runs, so ``fml-taichi --help`` stays fast.
 """
@@ -24,7 +25,7 @@ import sys
 
 HELP = "view the face model and its learned corrective modes (GGUI window, or --headless PNG strips)"
 
-VIEWS = ("shaded", "reflectance", "shading", "normals")  # = view_scene.VIEWS, without importing it here
+VIEWS = ("shaded", "reflectance", "shading", "normals", "corrective")  # = view_scene.VIEWS (not imported: keeps --help light)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reconstruction", metavar="R.npz",
                         help="regressed parameters (write_params_npz): start face, and corrective sigmas if >= 2 faces")
     parser.add_argument("--index", type=int, default=0, help="which face of --reconstruction to start from (default 0)")
+    parser.add_argument("--regress-synthetic", type=int, default=0, metavar="N",
+                        help="with --checkpoint: regress N held-out synthetic faces with the trained encoder and "
+                             "take the corrective modes' sigmas and order from them (default 0: unit sigmas)")
     parser.add_argument("--headless", action="store_true", help="write PNG strips to --out instead of opening a window")
     parser.add_argument("--out", metavar="DIR", help="output folder for --headless")
     parser.add_argument("--modes", type=int, default=3, metavar="K",
@@ -47,10 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigma-range", type=float, default=3.0, metavar="S",
                         help="headless: strips span -S..+S standard deviations (default 3)")
     parser.add_argument("--steps", type=int, default=7, help="headless: panels per strip (default 7)")
-    parser.add_argument("--geometry-view", choices=VIEWS, default="shading",
-                        help="headless: view of the geometry strips (default shading)")
-    parser.add_argument("--reflectance-view", choices=VIEWS, default="reflectance",
-                        help="headless: view of the reflectance strips (default reflectance)")
+    parser.add_argument("--geometry-view", choices=VIEWS, nargs="+", default=["shading", "corrective"],
+                        help="headless: view(s) of the geometry strips, one row each (default: shading corrective)")
+    parser.add_argument("--reflectance-view", choices=VIEWS, nargs="+", default=["reflectance"],
+                        help="headless: view(s) of the reflectance strips, one row each (default: reflectance)")
     parser.add_argument("--width", type=int, default=1280, help="window width (default 1280)")
     parser.add_argument("--height", type=int, default=800, help="window height (default 800)")
     parser.add_argument("--screenshots", metavar="DIR", default=".", help="where the screenshot key writes (default .)")
@@ -63,8 +67,12 @@ def _check_args(args) -> None:
         raise ValueError("--headless needs --out DIR (where the PNGs go)")
     if args.out and not args.headless:
         raise ValueError("--out is only used with --headless")
+    if args.regress_synthetic and not args.checkpoint:
+        raise ValueError("--regress-synthetic needs --checkpoint (a trained encoder to regress with)")
+    if args.regress_synthetic and args.reconstruction:
+        raise ValueError("--regress-synthetic and --reconstruction both give the regressed faces: choose one")
     for name, low in (("modes", 0), ("steps", 2), ("size", 16), ("width", 64), ("height", 64), ("sliders", 0),
-                      ("index", 0), ("vertices", 500)):
+                      ("index", 0), ("vertices", 500), ("regress_synthetic", 0)):
         if getattr(args, name) < low:
             raise ValueError(f"--{name.replace('_', '-')}: must be at least {low}, got {getattr(args, name)}")
     if not args.sigma_range > 0:
@@ -72,24 +80,43 @@ def _check_args(args) -> None:
 
 
 def load_sources(args):
-    """(face_model, multilevel or None) for the chosen source (see the module docstring)."""
+    """(face_model, multilevel or None, regressed FaceParams or None) for the chosen source."""
     from ..model import default_face_model, load_face_model
 
     if args.checkpoint:
-        try:
-            from ..train.reconstructor import Reconstructor
-        except ImportError as e:
-            raise RuntimeError(f"--checkpoint needs fml_taichi.train.reconstructor, which failed to import: {e}") from e
+        from ..train.reconstructor import Reconstructor
+
         rec = Reconstructor.from_checkpoint(args.checkpoint)
-        return rec.face_model, rec.multilevel
+        regressed = regress_synthetic(rec, args.regress_synthetic) if args.regress_synthetic else None
+        return rec.face_model, rec.multilevel, regressed
     if args.model:
-        return load_face_model(args.model), None
+        return load_face_model(args.model), None, None
     fm = default_face_model(n_vertices=args.vertices)
     if args.demo_correctives:
         from .demo_correctives import demo_multilevel
 
-        return fm, demo_multilevel(fm)
-    return fm, None
+        return fm, demo_multilevel(fm), None
+    return fm, None, None
+
+
+def regress_synthetic(reconstructor, n: int, batch: int = 16):
+    """FaceParams [n] the trained encoder regresses from ``n`` held-out synthetic faces.
+
+    The faces are ``fml_taichi.data.synthetic``'s evaluation seeds (never used in training), so the
+    spread of their corrective coefficients is what the regressor does on unseen faces.
+    """
+    import torch
+
+    from ..data.synthetic import EVAL_SEED_START, SyntheticRenderer
+    from ..model import FaceParams
+
+    renderer = SyntheticRenderer(reconstructor.face_model)
+    parts = []
+    for start in range(0, n, batch):
+        seeds = range(EVAL_SEED_START + start, EVAL_SEED_START + min(n, start + batch))
+        params, _ = reconstructor(renderer.render(list(seeds))["image"])
+        parts.append(params)
+    return FaceParams(**{k: torch.cat([getattr(p, k) for p in parts]) for k in FaceParams.names()})
 
 
 def load_reconstruction(path: str, index: int):
@@ -106,8 +133,8 @@ def build_scene(args):
     """The :class:`view_scene.FaceScene` the arguments describe."""
     from .view_scene import FaceScene
 
-    face_model, multilevel = load_sources(args)
-    start = regressed = None
+    face_model, multilevel, regressed = load_sources(args)
+    start = None
     if args.reconstruction:
         start, regressed = load_reconstruction(args.reconstruction, args.index)
     return FaceScene(face_model, multilevel, start=start, regressed=regressed)

@@ -24,12 +24,16 @@ import torch
 
 from .. import camera as _camera
 from ..model.params import FaceParams
-from ..reference.image_formation import SH_C0, SH_C1, euler_to_matrix
+from ..reference.image_formation import SH_C0, SH_C1
 from .corrective_modes import CorrectiveModes, corrective_matrix, principal_modes
 
 #: What the colours show: the shaded image (Eq. 5), reflectance only, shading only (irradiance,
-#: i.e. Eq. 5 with white reflectance), or camera-space normals.
-VIEWS = ("shaded", "reflectance", "shading", "normals")
+#: i.e. Eq. 5 with white reflectance), camera-space normals, or the geometry corrective along the
+#: normal over the shading (see :func:`view_colours`).
+VIEWS = ("shaded", "reflectance", "shading", "normals", "corrective")
+
+#: Offset (mm along the outward normal) at which the "corrective" view's red/blue saturates.
+CORRECTIVE_RANGE_MM = 5.0
 
 #: Default SH light [9, 3]: a uniform white irradiance of 0.6 plus a key light from the camera and
 #: slightly above: irradiance 0.9 for a normal facing the camera, 0.6 facing sideways, 0.45 facing
@@ -148,7 +152,18 @@ class FaceScene:
         deltas = None
         if regressed is not None and regressed.batch_size >= 2:
             deltas = getattr(regressed, f"delta_{kind}").detach().to(torch.float32)
-        return principal_modes(theta, deltas)
+        return principal_modes(theta, deltas, sign_reference=self._sign_reference(kind))
+
+    def _sign_reference(self, kind: str) -> torch.Tensor:
+        """+sigma means "out of the head on average" (geometry: outward normals of the mean face) or
+        "brighter on average" (reflectance: all ones)."""
+        fm = self.face_model
+        if kind == "reflectance":
+            return torch.ones(fm.n_vertices, 3)
+        from ..model.mesh import vertex_normals
+
+        n = vertex_normals(fm.mean_geometry.double().numpy(), fm.triangles.long().numpy())
+        return torch.from_numpy(n).float()
 
     def _corrective(self, kind: str, delta: torch.Tensor) -> torch.Tensor:
         """Offsets [B, N, 3] of the ``kind`` corrective ``F(delta | Theta)`` for coefficients [B, C].
@@ -208,17 +223,20 @@ class FaceScene:
             raise ValueError(f"state.{kind}_modes: {amounts.shape[0]} amounts for {modes.count} modes")
         return modes.combine(torch.from_numpy(amounts)).to(torch.float32).reshape(1, n)
 
-    def evaluate(self, state: ViewState) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model-space geometry [N, 3] (mm) and reflectance [N, 3] of the level the state selects."""
+    def evaluate(self, state: ViewState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Model-space geometry [N, 3] (mm), reflectance [N, 3] and the geometry corrective [N, 3]
+        (mm) of the level the state selects (the corrective is zero at the base level)."""
         p = self.params(state)
         with torch.no_grad():
             if self.multilevel is None:
                 geo, refl = self.face_model.base(p.shape, p.expression, p.reflectance)
+                corr = torch.zeros_like(geo)
             else:
                 out = self.multilevel(p)
                 geo = out.final_geometry if state.final else out.base_geometry
                 refl = out.final_reflectance if state.final else out.base_reflectance
-        return geo.reshape(-1, 3).contiguous(), refl.reshape(-1, 3).contiguous()
+                corr = out.geometry_corrective if state.final else torch.zeros_like(geo)
+        return tuple(t.reshape(-1, 3).contiguous() for t in (geo, refl, corr))
 
     def frame(self, state: ViewState) -> Frame:
         """Camera-space vertices, normals and the colours of ``state.view`` (clipped to [0, 1]).
@@ -228,26 +246,32 @@ class FaceScene:
         """
         from ..kernels.normals import vertex_normals
         from ..kernels.shading import sh_shading
-        from ..kernels.transform import rigid_transform
+        from ..kernels.transform import euler_to_matrix, rigid_transform
 
         p = self.params(state)
-        geo, refl = self.evaluate(state)
+        geo, refl, corr = self.evaluate(state)
         with torch.no_grad():
             v_cam = rigid_transform(geo[None], p.rotation, p.translation)
             normals = vertex_normals(v_cam, self.triangles)
-            colours = view_colours(state.view, normals, refl[None], p.light, sh_shading)
+            # The corrective's component along the outward normal, in mm (rotation only: an offset).
+            corr_cam = corr[None] @ euler_to_matrix(p.rotation).transpose(1, 2)
+            along = (corr_cam * normals).sum(-1)
+            colours = view_colours(state.view, normals, refl[None], p.light, sh_shading, along)
         return Frame(v_cam=v_cam[0].contiguous(), normals=normals[0].contiguous(),
                      colours=colours[0].clamp(0.0, 1.0).contiguous())
 
 
 def view_colours(view: str, normals: torch.Tensor, reflectance: torch.Tensor, light: torch.Tensor,
-                 shade) -> torch.Tensor:
+                 shade, offset_along_normal: torch.Tensor | None = None) -> torch.Tensor:
     """Per-vertex colours [B, N, 3] for one of ``VIEWS`` (not yet clipped).
 
     ``shade(normals, reflectance, light)`` is the SH shading function (Eq. 5). "shading" is the
     irradiance alone (white reflectance); "normals" maps the camera-space normal to RGB in the usual
     normal-map way, after turning it into a y-up, z-toward-the-viewer frame so that a normal facing the
-    camera is light blue (0.5, 0.5, 1) whatever the OpenCV axis signs.
+    camera is light blue (0.5, 0.5, 1) whatever the OpenCV axis signs. "corrective" tints the shading
+    view by ``offset_along_normal`` [B, N] (mm; the geometry corrective along the outward normal):
+    white at 0, red outwards, blue inwards, saturating at ``CORRECTIVE_RANGE_MM``; the shading stays
+    visible underneath, so where a mode acts and what it does to the shape read together.
     """
     if view == "shaded":
         return shade(normals, reflectance, light)
@@ -258,7 +282,21 @@ def view_colours(view: str, normals: torch.Tensor, reflectance: torch.Tensor, li
     if view == "normals":
         flip = torch.tensor([1.0, -1.0, -1.0], dtype=normals.dtype)
         return 0.5 * (normals * flip + 1.0)
+    if view == "corrective":
+        grey = shade(normals, torch.ones_like(reflectance), light)
+        if offset_along_normal is None:
+            offset_along_normal = torch.zeros(normals.shape[:2], dtype=normals.dtype)
+        return grey * diverging(offset_along_normal / CORRECTIVE_RANGE_MM)
     raise ValueError(f"view: expected one of {VIEWS}, got {view!r}")
+
+
+def diverging(t: torch.Tensor) -> torch.Tensor:
+    """White-centred red/blue colours [..., 3] for values ``t`` (clamped to [-1, 1]): +1 red, -1 blue."""
+    t = t.clamp(-1.0, 1.0)[..., None]
+    red = torch.tensor([1.0, 0.15, 0.1], dtype=t.dtype)
+    blue = torch.tensor([0.1, 0.3, 1.0], dtype=t.dtype)
+    white = torch.ones(3, dtype=t.dtype)
+    return torch.where(t >= 0, white + t * (red - white), white - t * (blue - white))
 
 
 def _fit(name: str, amounts: torch.Tensor, m: int) -> torch.Tensor:

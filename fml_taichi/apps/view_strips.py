@@ -3,8 +3,10 @@
 For each of the first K geometry and reflectance corrective modes (``corrective_modes``) we render the
 face at -3 .. +3 standard deviations along the mode and lay the images out as one labelled strip:
 
-* geometry modes in the "shading" view (irradiance only, white reflectance): a shape change is
-  easiest to see without albedo on top;
+* geometry modes in two rows: the "shading" view (irradiance only, white reflectance: a shape change
+  is easiest to see without albedo on top), and the "corrective" view, which colours the offset along
+  the normal (red out, blue in, saturating at ``view_scene.CORRECTIVE_RANGE_MM``), since a few
+  millimetres are hard to see in shading alone;
 * reflectance modes in the "reflectance" view: the albedo change itself, without shading.
 
 Files written to the output folder (every write atomic):
@@ -25,14 +27,16 @@ import numpy as np
 from ..io.atomic import write_text
 from ..io.figures import compose_figure, label_strip
 from ..io.images import write_png
-from .view_scene import VIEWS, FaceScene, ViewState
+from .view_scene import CORRECTIVE_RANGE_MM, VIEWS, FaceScene, ViewState
 from .viewer import GGUIRenderer
 
 #: The sigma values of a strip.
 DEFAULT_SIGMAS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
-#: Which view shows each kind of mode best (see the module docstring).
-DEFAULT_VIEW = {"geometry": "shading", "reflectance": "reflectance"}
+#: Which views show each kind of mode (one strip row each; see the module docstring).
+DEFAULT_VIEW = {"geometry": ("shading", "corrective"), "reflectance": ("reflectance",)}
 KINDS = ("geometry", "reflectance")
+#: Panel labels of the rows after the first (which shows the sigma values).
+ROW_LABEL = {"corrective": "red out / blue in"}
 
 
 def mode_state(scene: FaceScene, kind: str, k: int, sigmas: float, view: str) -> ViewState:
@@ -47,12 +51,18 @@ def mode_state(scene: FaceScene, kind: str, k: int, sigmas: float, view: str) ->
 
 
 def mode_strip(scene: FaceScene, renderer: GGUIRenderer, kind: str, k: int, sigmas=DEFAULT_SIGMAS,
-               view: str | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Render one mode at each of ``sigmas``: (labelled strip image, list of the raw images)."""
-    view = view or DEFAULT_VIEW[kind]
-    images = [renderer.render(scene.frame(mode_state(scene, kind, k, s, view)), with_mask=False).image for s in sigmas]
-    panels = [(f"{s:+g} sigma" if s else "0", im) for s, im in zip(sigmas, images)]
-    return compose_figure(panels), images
+               views=None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Render one mode at each of ``sigmas`` in each of ``views`` (one row per view; default
+    ``DEFAULT_VIEW[kind]``): (labelled strip image, list of the raw images, row by row)."""
+    views = tuple(views or DEFAULT_VIEW[kind])
+    images, panels = [], []
+    for row, view in enumerate(views):
+        for s in sigmas:
+            im = renderer.render(scene.frame(mode_state(scene, kind, k, s, view)), with_mask=False).image
+            images.append(im)
+            # The first row says how far along the mode; later rows say what they show.
+            panels.append(((f"{s:+g} sigma" if s else "0") if row == 0 else ROW_LABEL.get(view, view), im))
+    return compose_figure(panels, columns=len(sigmas)), images
 
 
 def overview(scene: FaceScene, renderer: GGUIRenderer) -> np.ndarray:
@@ -62,7 +72,7 @@ def overview(scene: FaceScene, renderer: GGUIRenderer) -> np.ndarray:
         st = scene.initial_state()
         st.final = final
         panels.append(("final" if final else "base", renderer.render(scene.frame(st), with_mask=False).image))
-    for view in VIEWS[1:]:
+    for view in VIEWS[1:4]:  # reflectance, shading, normals (the corrective view is in the strips)
         st = scene.initial_state()
         st.view = view
         panels.append((view, renderer.render(scene.frame(st), with_mask=False).image))
@@ -79,7 +89,8 @@ def write_headless(scene: FaceScene, out_dir: str, n_modes: int = 3, size: int =
         n_modes: K, how many modes of each kind (fewer if the model has fewer); 0 writes only the overview.
         size: panel size in pixels (square).
         sigmas: the amounts of each strip, in standard deviations.
-        views: optional {"geometry": view, "reflectance": view} overriding ``DEFAULT_VIEW``.
+        views: optional {"geometry": views, "reflectance": views} (a view name or a sequence of them,
+            one strip row each) overriding ``DEFAULT_VIEW``.
 
     Returns:
         The dict written to ``modes.json`` (paths relative to ``out_dir`` under "files").
@@ -94,12 +105,15 @@ def write_headless(scene: FaceScene, out_dir: str, n_modes: int = 3, size: int =
     if not sigmas or not all(np.isfinite(sigmas)):
         raise ValueError(f"sigmas: expected a non-empty list of finite numbers, got {sigmas!r}")
     views = {**DEFAULT_VIEW, **(views or {})}
-    for kind, view in views.items():
-        if kind not in KINDS or view not in VIEWS:
-            raise ValueError(f"views: expected {{kind: view}} with kind in {KINDS} and view in {VIEWS}, got {kind!r}: {view!r}")
+    views = {kind: (v,) if isinstance(v, str) else tuple(v) for kind, v in views.items()}
+    for kind, vs in views.items():
+        if kind not in KINDS or not vs or any(v not in VIEWS for v in vs):
+            raise ValueError(f"views: expected {{kind: views}} with kind in {KINDS} and views from {VIEWS}, "
+                             f"got {kind!r}: {vs!r}")
     os.makedirs(out_dir, exist_ok=True)
 
-    summary = {"sigmas": list(sigmas), "views": views, "files": []}
+    summary = {"sigmas": list(sigmas), "views": {k: list(v) for k, v in views.items()},
+               "corrective_range_mm": CORRECTIVE_RANGE_MM, "files": []}
     rows = []
     with GGUIRenderer(scene.triangles, scene.face_model.n_vertices, size, size) as renderer:
         _save(out_dir, "overview.png", overview(scene, renderer), summary)

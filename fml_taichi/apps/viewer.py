@@ -245,16 +245,16 @@ class ViewerApp:
 
     Controls (left panels): base shape / expression / reflectance modes and the learned geometry /
     reflectance corrective modes, all in sigma units; base/final toggle; view (shaded, reflectance,
-    shading only, normals); SH light (9 coefficients, each added equally to R, G, B so a coloured
+    shading only, normals, geometry corrective along the normal); SH light (9 coefficients, each added equally to R, G, B so a coloured
     light keeps its tint); orbit yaw/pitch and distance; reset; screenshot.
-    Keys: ``b`` base/final, ``1``-``4`` views, ``r`` reset, ``p`` screenshot, ``Esc`` quit;
+    Keys: ``b`` base/final, ``1``-``5`` views, ``r`` reset, ``p`` screenshot, ``Esc`` quit;
     right mouse button + drag orbits.
 
     Screenshots are the face image without the control panels (rendered again, read back and
     written as PNG to ``screenshot_dir``).
     """
 
-    KEYS_HELP = "keys: b base/final, 1-4 views, r reset, p screenshot, Esc quit\nright mouse drag: orbit"
+    KEYS_HELP = "keys: b base/final, 1-5 views, r reset, p screenshot, Esc quit\nright mouse drag: orbit"
 
     def __init__(self, scene: FaceScene, renderer: GGUIRenderer, screenshot_dir: str = ".", n_sliders: int = 6):
         self.scene = scene
@@ -278,7 +278,7 @@ class ViewerApp:
         ti = self.renderer._ti
         if key == "b":
             self.state.final = not self.state.final
-        elif key in ("1", "2", "3", "4"):
+        elif key in [str(i + 1) for i in range(len(VIEWS))]:
             self.state.view = VIEWS[int(key) - 1]
         elif key == "r":
             self.reset()
