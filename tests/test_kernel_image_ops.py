@@ -271,6 +271,20 @@ def test_gradients_do_not_accumulate_across_backward_calls():
     torch.testing.assert_close(v.grad, 2 * g1[0])
 
 
+def test_backward_leaves_the_callers_grad_untouched():
+    # Taichi sets .grad = zeros on any requires-grad tensor it is launched with: the ops must not.
+    n = torch.nn.functional.normalize(rand(1, 4, 3, seed=1), dim=-1)
+    n, r, light, v, k = leaves(n, rand(1, 4, 3, seed=2), rand(1, 9, 3, seed=3),
+                               rand(1, 4, 3, seed=4) + torch.tensor([0.0, 0.0, 5.0], dtype=F64),
+                               torch.tensor([10.0, 10.0, 2.0, 2.0], dtype=F64))
+    colors = K.sh_shading(n, r, light)
+    loss = K.photometric_loss(colors, K.project(v, k).sum(-1, keepdim=True).expand(1, 4, 3).contiguous(),
+                              torch.ones(1, 4, dtype=F64))
+    grads = torch.autograd.grad(loss.sum(), [n, r, light, v, k])
+    assert all(bool(torch.isfinite(g).all()) for g in grads)
+    assert all(x.grad is None for x in (n, r, light, v, k))
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 

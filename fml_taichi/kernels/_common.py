@@ -39,6 +39,23 @@ def load_mat3(a: ti.template(), b):
     return ti.Matrix([[a[b, r, c] for c in ti.static(range(3))] for r in ti.static(range(3))])
 
 
+# Items per serial chunk of a parallel loop on the CPU: large enough that per-chunk register reductions
+# (instead of per-item atomics) and per-image loads are amortised, small enough (B * N / 256 tasks) to
+# keep both cores busy at B = 1. On CUDA a thread per few items is the right shape (untested here).
+CPU_CHUNK = 256
+CUDA_CHUNK = 4
+
+
+def chunk_size() -> int:
+    return CUDA_CHUNK if backend.arch() == "cuda" else CPU_CHUNK
+
+
+@ti.func
+def chunk_range(c, chunk, n):
+    """Items ``[lo, hi)`` of chunk ``c`` of ``n`` items."""
+    return c * chunk, ti.min(n, (c + 1) * chunk)
+
+
 class AutodiffOp:
     """Wrap ``kernel`` as a differentiable op.
 

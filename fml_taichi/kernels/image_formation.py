@@ -32,21 +32,17 @@ from torch.autograd.function import once_differentiable
 from .. import backend
 from ..reference.image_formation import (NORMAL_EPS, Z_MIN, ImageFormationResult,
                                          check_image_formation_inputs, euler_to_matrix)
-from ._common import ti_float
+from ._common import chunk_range, chunk_size, ti_float
 from .bridge import detached
 from .normals import safe_unit, vertex_adjacency
 from .photometric import l2_eps
 from .projection import project_point
 from .sampling import bilinear_interp, bilinear_taps
-from .shading import sh9, sh9_vjp
+from .shading import irradiance, irradiance_vjp, sh9, sh9_vjp
 from .visibility import faces_camera
 
 __all__ = ["image_formation", "ImageFormationResult", "fused_kernels"]
 
-# Vertices per serial chunk of the parallel loop: large enough that the per-chunk register
-# reductions and the loads of R, t, K and the light are amortised, small enough (B * N / CHUNK tasks)
-# to keep both cores busy at B = 1.
-CHUNK = 256
 ND = ti.types.ndarray(ndim=1)
 
 
@@ -69,34 +65,8 @@ def ld_mat3(a: ti.template(), j):
 
 
 @ti.func
-def irradiance(lt, hs):
-    """``e_c = sum_k gamma[k, c] H_k``; lt is gamma transposed [3, 9]. Written out: measured faster
-    than ``lt @ hs`` here."""
-    e = ti.Vector([lt[c, 0] * hs[0] for c in ti.static(range(3))])
-    for q in ti.static(range(1, 9)):
-        for c in ti.static(range(3)):
-            e[c] += lt[c, q] * hs[q]
-    return e
-
-
-@ti.func
-def irradiance_vjp(lt, g_e):
-    """``dL/dH_k = sum_c gamma[k, c] dL/de_c`` (the transpose of :func:`irradiance`)."""
-    g = ti.Vector([lt[0, q] * g_e[0] for q in ti.static(range(9))])
-    for c in ti.static(range(1, 3)):
-        for q in ti.static(range(9)):
-            g[q] += lt[c, q] * g_e[c]
-    return g
-
-
-@ti.func
 def inside(u, v, h, w):
     return (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
-
-
-@ti.func
-def chunk_range(c, chunk, n):
-    return c * chunk, ti.min(n, (c + 1) * chunk)
 
 
 @ti.func
@@ -177,6 +147,15 @@ def fused_kernels():
                 nm, norm = safe_unit(ld3(sums, j), dt)
                 nc = rm @ nm
                 u, v = project_point(p, fxk, fyk, cxk, cyk, dt)
+                vis = faces_camera(p, nc) & (p[2] > dt(Z_MIN)) & inside(u, v, h, w)
+                if not (vis | extra):
+                    # Outside the loss and no output gradient given: every adjoint of this vertex is
+                    # zero. Typically half the vertices (back faces): this halves the backward.
+                    zero = ti.Vector.zero(dt, 3)
+                    st3(g_refl, j, zero)
+                    st3(g_verts, j, zero)
+                    st3(g_sums, j, zero)
+                    continue
                 hs = sh9(nc, dt)
                 e = irradiance(lt, hs)
                 r = ld3(refl, j)
@@ -187,7 +166,7 @@ def fused_kernels():
                                                     ld3(image, o11), fx, fy)
                 # Adjoints of the per-vertex outputs: the loss term, plus the outputs' own gradients.
                 g_s = ti.Vector.zero(dt, 3)
-                if faces_camera(p, nc) & (p[2] > dt(Z_MIN)) & inside(u, v, h, w):
+                if vis:
                     d = s - r * e
                     g_s = g_l / l2_eps(d, dt) * d
                 g_col = -g_s
@@ -286,7 +265,7 @@ class _FusedImageFormation(torch.autograd.Function):
         visible = v.new_empty(bsz, n)
         loss = v.new_zeros(bsz)
         ks.forward(*_flat(v, r, offsets, others, rot, t, k, lgt, img, sums, colors, uv, visible, v_cam, normals,
-                          sampled, loss), bsz, n, h, w, CHUNK, dt)
+                          sampled, loss), bsz, n, h, w, chunk_size(), dt)
         ctx.save_for_backward(v, r, rot, t, lgt, img, k, sums, offsets, others)
         ctx.mark_non_differentiable(visible)
         # Unused outputs then arrive as None, so the common case (only the loss) skips their reads.
@@ -315,8 +294,8 @@ class _FusedImageFormation(torch.autograd.Function):
         g_rot, g_trans, g_light = torch.zeros_like(rot), torch.zeros_like(t), torch.zeros_like(lgt)
         ks.backward(*_flat(v, r, sums, rot, t, k, lgt, img, g_loss, *extras), int(extra),
                     *_flat(g_verts, g_refl, g_sums, g_rot, g_trans, g_light, g_image), int(image_grad),
-                    bsz, n, h, w, CHUNK, dt)
-        ks.normals_backward(*_flat(v, offsets, others, g_sums, g_verts), bsz, n, CHUNK)
+                    bsz, n, h, w, chunk_size(), dt)
+        ks.normals_backward(*_flat(v, offsets, others, g_sums, g_verts), bsz, n, chunk_size())
         return g_verts, g_refl, g_rot, g_trans, g_light, (g_image if image_grad else None), None, None
 
 
