@@ -206,3 +206,37 @@ def test_bad_input_is_named(face_model, renderer):
         renderer.render([-1])
     with pytest.raises(ValueError, match="float32"):
         SyntheticRenderer(face_model.to(dtype=torch.float64))
+
+
+def test_fused_composite_matches_shade_image(face_model, batch):
+    from fml_taichi.data._composite import composite
+    from fml_taichi.kernels.rasterize import rasterize, shade_image
+
+    p = batch["gt_params"]
+    rot = euler_to_matrix(p.rotation)
+    v_cam = (torch.bmm(batch["gt_vertices"], rot.transpose(1, 2)) + p.translation.unsqueeze(1)).contiguous()
+    raster = rasterize(v_cam, face_model.triangles, batch["intrinsics"][0], SIZE, SIZE, cull_backfaces=True)
+    colours = batch["gt_reflectance"].contiguous()
+    bg = torch.rand(6, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(composite(raster, face_model.triangles, colours, bg),
+                               shade_image(raster, face_model.triangles, colours, bg), atol=1e-5, rtol=0)
+    # A half-resolution background is upsampled: a horizontal ramp stays a ramp at full size.
+    ramp = torch.linspace(0, 1, SIZE // 2).reshape(1, 1, -1, 1).expand(6, SIZE // 2, -1, 3).contiguous()
+    img = composite(raster, face_model.triangles, colours, ramp)
+    row = img[0, 0, :, 0]  # the top row is background
+    assert not bool(raster.mask[0, 0].any())
+    assert bool((row[1:] >= row[:-1] - 1e-6).all()) and float(row[0]) < 0.01 and float(row[-1]) > 0.99
+
+
+def test_blur_and_noise_statistics_and_determinism():
+    from fml_taichi.data._composite import blur_and_noise
+
+    flat = torch.full((3, 64, 64, 3), 0.5)
+    out = blur_and_noise(flat, 0.6, torch.tensor([7, 7, 8]), torch.tensor([0.02, 0.02, 0.0]))
+    assert float(out[0].std()) == pytest.approx(0.02, rel=0.05)  # requested noise SD
+    assert torch.equal(out[0], out[1])  # same key, same pattern
+    assert float((out[2] - 0.5).abs().max()) < 1e-6  # no noise, and blurring a constant keeps it
+    edge = torch.zeros(1, 8, 8, 3)
+    edge[:, :, 4:] = 1.0
+    soft = blur_and_noise(edge, 0.6, torch.tensor([0]), torch.tensor([0.0]))
+    assert 0.0 < float(soft[0, 0, 3, 0]) < 0.5 < float(soft[0, 0, 4, 0]) < 1.0  # the edge is softened

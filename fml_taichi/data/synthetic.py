@@ -42,7 +42,9 @@ also implements ``__getitems__``, so a ``DataLoader`` with ``batch_size`` fetche
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from dataclasses import dataclass, fields
 
 import torch
@@ -54,11 +56,13 @@ from ..model.params import FaceParams
 from ..kernels.normals import vertex_normals
 from ..reference.image_formation import SH_C0, euler_to_matrix, sh_basis
 from . import backgrounds, landmark_noise, variation
-from ._composite import composite, gaussian_blur
+from ._composite import blur_and_noise, composite
 
 TRAIN_SEED_START = 0
 EVAL_SEED_START = 10_000_000
 # Independent random streams per image (see module docstring).
+# Backgrounds are drawn at 1/BACKGROUND_DOWNSAMPLE of the image size and upsampled in compositing.
+BACKGROUND_DOWNSAMPLE = 2
 _STREAMS = {"params": 0, "variation": 1, "background": 2, "landmarks": 3, "sensor": 4}
 # Clamped-cosine SH convolution factors per band (Ramamoorthi & Hanrahan): irradiance of a
 # directional light of unit intensity is sum_l A_l Y_lm(d) Y_lm(n).
@@ -232,10 +236,11 @@ class SyntheticRenderer:
                           translation.unsqueeze(0), light.unsqueeze(0))
 
     # ---- batch rendering --------------------------------------------------------------------------
-    def render(self, seeds) -> dict:
+    def render(self, seeds, timings: dict | None = None) -> dict:
         """Render the images of ``seeds`` (a list of ints) as one batch: a dict of batched tensors
         (the item layout of the module docstring with a leading batch dimension; ``gt_params`` a
-        batched :class:`FaceParams`)."""
+        batched :class:`FaceParams`). ``timings``: optional dict that receives seconds per stage
+        (for ``benchmarks/bench_synthetic.py``)."""
         seeds = [int(s) for s in seeds]
         if not seeds:
             raise ValueError("seeds: expected at least one seed")
@@ -243,23 +248,33 @@ class SyntheticRenderer:
             raise ValueError(f"seeds: must be non-negative, got {min(seeds)}")
         cfg, fm = self.config, self.face_model
         size = cfg.image_size
-        params = _cat_params([self.draw_params(s) for s in seeds])
-        draws = [variation.draw_variation(stream(s, "variation"), self.tables.variation, cfg.variation) for s in seeds]
-        base_g, base_r = fm.base(params.shape, params.expression, params.reflectance)
-        geo_off = variation.geometry_offsets(self.tables.variation, draws)
-        refl_off = variation.reflectance_offsets(self.tables.variation, base_r, draws, self.tables.mean_albedo)
-        vertices = (base_g + geo_off).contiguous()
-        reflectance = base_r + refl_off
-        rot = euler_to_matrix(params.rotation)
-        v_cam = (torch.bmm(vertices, rot.transpose(1, 2)) + params.translation.unsqueeze(1)).contiguous()
-        normals = vertex_normals(v_cam, fm.triangles)
-        colours = (reflectance * torch.bmm(sh_basis(normals), params.light)).clamp(0.0, 1.0)
-        raster = rasterize(v_cam, fm.triangles, self.intrinsics, size, size, cull_backfaces=True)
-        view = landmark_noise.detector_vertices(v_cam, normals, raster.depth, self.intrinsics, fm)
-        bg = torch.stack([self._background(s, view.uv[i]) for i, s in enumerate(seeds)])
-        image = self._sensor(seeds, composite(raster, fm.triangles, colours, bg))
-        noisy = [landmark_noise.detector_noise(stream(s, "landmarks"), view.uv[i], view.visible[i], view.slid[i],
-                                               cfg.landmark_sigma_px) for i, s in enumerate(seeds)]
+        with _timed(timings, "draw"):
+            params = _cat_params([self.draw_params(s) for s in seeds])
+            draws = [variation.draw_variation(stream(s, "variation"), self.tables.variation, cfg.variation)
+                     for s in seeds]
+        with _timed(timings, "model+variation"):
+            base_g, base_r = fm.base(params.shape, params.expression, params.reflectance)
+            geo_off = variation.geometry_offsets(self.tables.variation, draws)
+            refl_off = variation.reflectance_offsets(self.tables.variation, base_r, draws, self.tables.mean_albedo)
+            vertices = (base_g + geo_off).contiguous()
+            reflectance = base_r + refl_off
+        with _timed(timings, "transform+shade"):
+            rot = euler_to_matrix(params.rotation)
+            v_cam = (torch.bmm(vertices, rot.transpose(1, 2)) + params.translation.unsqueeze(1)).contiguous()
+            normals = vertex_normals(v_cam, fm.triangles)
+            colours = (reflectance * torch.bmm(sh_basis(normals), params.light)).clamp(0.0, 1.0)
+        with _timed(timings, "rasterize"):
+            raster = rasterize(v_cam, fm.triangles, self.intrinsics, size, size, cull_backfaces=True)
+        with _timed(timings, "landmarks"):
+            view = landmark_noise.detector_vertices(v_cam, normals, raster.depth, self.intrinsics, fm)
+            noisy = [landmark_noise.detector_noise(stream(s, "landmarks"), view.uv[i], view.visible[i], view.slid[i],
+                                                   cfg.landmark_sigma_px) for i, s in enumerate(seeds)]
+        with _timed(timings, "background"):
+            bg = torch.stack([self._background(s, view.uv[i]) for i, s in enumerate(seeds)])
+        with _timed(timings, "composite"):
+            image = composite(raster, fm.triangles, colours, bg)
+        with _timed(timings, "sensor"):
+            image = self._sensor(seeds, image)
         b = len(seeds)
         return {
             "image": image.contiguous(),
@@ -278,25 +293,30 @@ class SyntheticRenderer:
         }
 
     def _background(self, seed: int, landmarks_uv: torch.Tensor) -> torch.Tensor:
+        """The image's background at half resolution (the compositing kernel upsamples it): it is
+        smooth or defocused anyway, and drawing it at full size was a top-3 cost per image."""
         g = stream(seed, "background")
-        size = self.config.image_size
+        size = max(8, self.config.image_size // BACKGROUND_DOWNSAMPLE)
+        scale = size / self.config.image_size
         bg = backgrounds.random_background(g, size, size)
         if bool(torch.rand(1, generator=g) < self.config.hair_probability):
             lo, hi = landmarks_uv.min(0).values, landmarks_uv.max(0).values
-            bg = backgrounds.add_hair(g, bg, (lo + hi) / 2, float((hi - lo).max()) / 2)
+            centre = ((lo + hi) / 2 + 0.5) * scale - 0.5
+            bg = backgrounds.add_hair(g, bg, centre, float((hi - lo).max()) / 2 * scale)
         return bg.clamp(0.0, 1.0)
 
     def _sensor(self, seeds: list[int], images: torch.Tensor) -> torch.Tensor:
-        """Camera softness (a small Gaussian blur) and per-image noise; [B, H, W, 3] in [0, 1]."""
-        out = gaussian_blur(images, self.config.blur_px)
-        noise = []
+        """Camera softness (a small Gaussian blur) and per-image noise; [B, H, W, 3] in [0, 1].
+
+        Per image: the noise SD (uniform in [0, noise_sd]) and the noise pattern's key come from the
+        image's "sensor" stream; the pattern itself is hashed per pixel in the kernel.
+        """
+        sd, keys = [], []
         for s in seeds:
             g = stream(s, "sensor")
-            sd = float(torch.rand(1, generator=g)) * self.config.noise_sd
-            # Uniform noise of that SD: a camera's noise shape hardly matters here and torch.rand is
-            # several times cheaper than torch.randn for 170k values per image.
-            noise.append((torch.rand(out.shape[1:], generator=g) - 0.5) * (sd * math.sqrt(12.0)))
-        return (out + torch.stack(noise)).clamp(0.0, 1.0)
+            sd.append(float(torch.rand(1, generator=g)) * self.config.noise_sd)
+            keys.append(int(torch.randint(2 ** 31 - 1, (1,), generator=g)))
+        return blur_and_noise(images, self.config.blur_px, torch.tensor(keys), torch.tensor(sd))
 
     def render_items(self, seeds) -> list[dict]:
         """Like :meth:`render` but split into unbatched items (``gt_params`` a dict of tensors)."""
@@ -307,6 +327,17 @@ class SyntheticRenderer:
             item["gt_params"] = {k: v[i] for k, v in batch["gt_params"].as_dict().items()}
             items.append(item)
         return items
+
+
+@contextlib.contextmanager
+def _timed(timings: dict | None, name: str):
+    """Add the block's wall time (s) to ``timings[name]`` when a dict is given."""
+    if timings is None:
+        yield
+        return
+    t0 = time.perf_counter()
+    yield
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
 def _cat_params(items: list[FaceParams]) -> FaceParams:
