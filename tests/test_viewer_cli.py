@@ -130,7 +130,12 @@ def test_checkpoint_correctives_are_analysed(ggui, tmp_path):
     want = principal_modes(theta_g).singular_values[:2].numpy()
     np.testing.assert_allclose(meta["geometry"]["singular_values"], want, rtol=1e-4)
     assert meta["reflectance"]["count"] == 3
+    assert meta["geometry"]["sigma_source"] == SIGMA_ASSUMED
     assert {"geometry_mode_2.png", "reflectance_mode_2.png"} <= set(os.listdir(out))
+    # The checkpoint's own encoder regresses held-out synthetic faces: their spread sets the sigmas.
+    assert _view("--checkpoint", ck, "--regress-synthetic", 4, "--headless", "--out", out, "--modes", 1) == 0
+    meta = json.loads((out / "modes.json").read_text())
+    assert meta["geometry"]["sigma_source"] == SIGMA_FROM_FACES
 
 
 @pytest.mark.parametrize("args, message", [
@@ -139,6 +144,7 @@ def test_checkpoint_correctives_are_analysed(ggui, tmp_path):
     (["--headless", "--out", "x", "--modes", "-1"], "--modes"),
     (["--headless", "--out", "x", "--steps", "1"], "--steps"),
     (["--headless", "--out", "x", "--sigma-range", "0"], "--sigma-range"),
+    (["--headless", "--out", "x", "--regress-synthetic", "4"], "needs --checkpoint"),
 ])
 def test_bad_arguments_are_named(args, message, capsys):
     assert cli.main(["view", *args]) == 1
