@@ -167,6 +167,12 @@ def test_interactive_without_display_says_so(ggui, monkeypatch, capsys):
     assert "--headless" in capsys.readouterr().err
 
 
+def test_command_view_names_match_the_scene():
+    from fml_taichi.apps import view_cmd, view_scene
+
+    assert view_cmd.VIEWS == view_scene.VIEWS
+
+
 def test_importing_the_command_stays_light():
     code = "import sys, fml_taichi.apps.view_cmd; print('taichi' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout

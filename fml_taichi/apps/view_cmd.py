@@ -25,7 +25,9 @@ import sys
 
 HELP = "view the face model and its learned corrective modes (GGUI window, or --headless PNG strips)"
 
-VIEWS = ("shaded", "reflectance", "shading", "normals", "corrective")  # = view_scene.VIEWS (not imported: keeps --help light)
+# = view_scene.VIEWS, repeated so that building the parser imports neither torch nor taichi (fast --help);
+# tests/test_viewer_cli.py checks that the two agree.
+VIEWS = ("shaded", "reflectance", "shading", "normals", "corrective")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

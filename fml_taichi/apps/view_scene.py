@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,9 +37,9 @@ CORRECTIVE_RANGE_MM = 5.0
 
 #: Default SH light [9, 3]: a uniform white irradiance of 0.6 plus a key light from the camera and
 #: slightly above: irradiance 0.9 for a normal facing the camera, 0.6 facing sideways, 0.45 facing
-#: down, at most 0.94 for any normal, so the "shading" view never clips and shows the geometry. Band-1 coefficients
-#: multiply 0.4886 * (y, z, x) of the camera-space normal; a face normal points toward the camera
-#: (z < 0) and up is y < 0, so those two coefficients are negative.
+#: down, at most 0.94 for any normal, so the "shading" view never clips and shows the geometry.
+#: Band-1 coefficients multiply 0.4886 * (y, z, x) of the camera-space normal; a face normal points
+#: toward the camera (z < 0) and up is y < 0, so those two coefficients are negative.
 DEFAULT_LIGHT = torch.tensor(
     [[0.6 / SH_C0] * 3, [-0.15 / SH_C1] * 3, [-0.3 / SH_C1] * 3] + [[0.0] * 3] * 6, dtype=torch.float32
 )
@@ -69,9 +69,9 @@ class ViewState:
     view: str = "shaded"
     yaw: float = 0.0
     pitch: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def copy(self) -> "ViewState":
+        """A deep copy (the arrays are mutable and the controls edit them in place)."""
         return copy.deepcopy(self)
 
     def key(self) -> tuple:
@@ -205,7 +205,8 @@ class FaceScene:
         return FaceParams(
             shape=s.shape + _fit("shape", sig(state.shape), fm.m_shape) * fm.shape_sigma,
             expression=s.expression + _fit("expression", sig(state.expression), fm.m_expression) * fm.expression_sigma,
-            reflectance=s.reflectance + _fit("reflectance", sig(state.reflectance), fm.m_reflectance) * fm.reflectance_sigma,
+            reflectance=s.reflectance
+            + _fit("reflectance", sig(state.reflectance), fm.m_reflectance) * fm.reflectance_sigma,
             delta_geometry=s.delta_geometry + self._mode_coefficients("geometry", state.geometry_modes),
             delta_reflectance=s.delta_reflectance + self._mode_coefficients("reflectance", state.reflectance_modes),
             rotation=rot, translation=trans, light=sig(state.light).reshape(1, 9, 3),

@@ -141,7 +141,8 @@ class GGUIRenderer:
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
         if not isinstance(triangles, torch.Tensor) or triangles.ndim != 2 or triangles.shape[1] != 3:
-            raise ValueError(f"triangles: expected an (F, 3) int tensor, got {getattr(triangles, 'shape', triangles)!r}")
+            got = getattr(triangles, "shape", triangles)
+            raise ValueError(f"triangles: expected an (F, 3) int tensor, got {got!r}")
         self.width, self.height, self.n_vertices = width, height, n_vertices
         self.focal_px = float(focal_px) if focal_px is not None else default_focal(height)
         if not self.focal_px > 0:
@@ -245,8 +246,9 @@ class ViewerApp:
 
     Controls (left panels): base shape / expression / reflectance modes and the learned geometry /
     reflectance corrective modes, all in sigma units; base/final toggle; view (shaded, reflectance,
-    shading only, normals, geometry corrective along the normal); SH light (9 coefficients, each added equally to R, G, B so a coloured
-    light keeps its tint); orbit yaw/pitch and distance; reset; screenshot.
+    shading only, normals, geometry corrective along the normal); SH light (9 coefficients, each
+    added equally to R, G, B so a coloured light keeps its tint); orbit yaw/pitch and distance;
+    reset; screenshot.
     Keys: ``b`` base/final, ``1``-``5`` views, ``r`` reset, ``p`` screenshot, ``Esc`` quit;
     right mouse button + drag orbits.
 
@@ -299,7 +301,8 @@ class ViewerApp:
         """Render the current state without the panels and write it as a PNG; returns the path."""
         from ..io.images import write_png
 
-        path = os.path.join(self.screenshot_dir, f"fml-view-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.screenshots):03d}.png")
+        name = f"fml-view-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.screenshots):03d}.png"
+        path = os.path.join(self.screenshot_dir, name)
         write_png(path, self.renderer.render(self.current_frame(), with_mask=False).image)
         self.screenshots.append(path)
         print(f"screenshot: {path}", flush=True)
@@ -393,8 +396,9 @@ class ViewerApp:
                 modes = self.scene.modes(kind)
                 if modes is None:
                     continue
-                w.text(f"{kind}: " + ("sigma = spread over the regressed faces" if modes.sigma_source == SIGMA_FROM_FACES
-                                      else "sigma = 1 (no regressed faces given)"))
+                from_faces = modes.sigma_source == SIGMA_FROM_FACES
+                w.text(f"{kind}: sigma = " + ("spread over the regressed faces" if from_faces
+                                              else "1 (no regressed faces given)"))
                 for k in range(min(self.n_sliders, arr.shape[0])):
                     arr[k] = w.slider_float(f"{kind} mode {k + 1}", float(arr[k]), -3.0, 3.0)
 
