@@ -65,19 +65,25 @@ def closures(impl, scene):
     return fwd, fwd_bwd
 
 
-def median_ms_interleaved(fns, runs: int, warmup: int) -> list[float]:
-    """Median wall time of each callable; runs alternate between them, so that load from other
-    processes on a shared machine hits every contender alike and the ratios stay meaningful."""
+def median_ms_interleaved(fns, runs: int, warmup: int) -> list[tuple[float, float]]:
+    """(wall, process CPU) median milliseconds of each callable.
+
+    Runs alternate between the callables, so load from other processes on a shared machine hits
+    every contender alike and the ratios stay meaningful; the CPU time (all threads of this process)
+    is a second, load-robust view of the same work.
+    """
     for fn in fns:
         for _ in range(warmup):
             fn()
-    times = [[] for _ in fns]
+    wall = [[] for _ in fns]
+    cpu = [[] for _ in fns]
     for _ in range(runs):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
+        for fn, ws, cs in zip(fns, wall, cpu):
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
-            ts.append(time.perf_counter() - t0)
-    return [1e3 * statistics.median(ts) for ts in times]
+            ws.append(time.perf_counter() - t0)
+            cs.append(time.process_time() - c0)
+    return [(1e3 * statistics.median(ws), 1e3 * statistics.median(cs)) for ws, cs in zip(wall, cpu)]
 
 
 def check_agreement(scene) -> float:
@@ -108,7 +114,8 @@ def main(argv=None) -> int:
     print(f"device: {device}; dtype {str(dtype).replace('torch.', '')}; torch threads {torch.get_num_threads()}; "
           f"image {args.image_size}x{args.image_size}; median of {args.runs} runs after {args.warmup} warm-up")
     header = (f"{'N':>7} {'B':>3} {'F':>7} | {'taichi fwd':>10} {'taichi f+b':>10} | {'torch fwd':>10} "
-              f"{'torch f+b':>10} | {'x fwd':>6} {'x f+b':>6} | {'loss rel diff':>13}")
+              f"{'torch f+b':>10} | {'x fwd':>6} {'x f+b':>6} | {'ti f+b cpu':>9} {'th f+b cpu':>9} "
+              f"{'x cpu':>6} | {'loss diff':>8}")
     print(header)
     print("-" * len(header))
     cases = []
@@ -120,16 +127,22 @@ def main(argv=None) -> int:
             (ti_f, th_f), (ti_fb, th_fb) = (
                 median_ms_interleaved([closures(K, scene)[j], closures(R, scene)[j]], args.runs, args.warmup)
                 for j in (0, 1))
-            case = {"n": n_true, "b": b, "taichi_fwd_ms": round(ti_f, 3), "taichi_fwd_bwd_ms": round(ti_fb, 3),
-                    "torch_fwd_ms": round(th_f, 3), "torch_fwd_bwd_ms": round(th_fb, 3),
-                    "speedup_fwd": round(th_f / ti_f, 2), "speedup_fwd_bwd": round(th_fb / ti_fb, 2)}
+            case = {"n": n_true, "b": b, "f": f,
+                    "taichi_fwd_ms": round(ti_f[0], 3), "taichi_fwd_bwd_ms": round(ti_fb[0], 3),
+                    "torch_fwd_ms": round(th_f[0], 3), "torch_fwd_bwd_ms": round(th_fb[0], 3),
+                    "speedup_fwd": round(th_f[0] / ti_f[0], 2), "speedup_fwd_bwd": round(th_fb[0] / ti_fb[0], 2),
+                    "taichi_fwd_bwd_cpu_ms": round(ti_fb[1], 3), "torch_fwd_bwd_cpu_ms": round(th_fb[1], 3),
+                    "speedup_fwd_bwd_cpu": round(th_fb[1] / ti_fb[1], 2), "loss_rel_diff": agree}
             cases.append(case)
-            print(f"{n_true:>7} {b:>3} {f:>7} | {ti_f:>10.2f} {ti_fb:>10.2f} | {th_f:>10.2f} {th_fb:>10.2f} | "
-                  f"{case['speedup_fwd']:>6.2f} {case['speedup_fwd_bwd']:>6.2f} | {agree:>13.1e}", flush=True)
-    print("times in ms; x = torch time / taichi time")
+            print(f"{n_true:>7} {b:>3} {f:>7} | {ti_f[0]:>10.2f} {ti_fb[0]:>10.2f} | {th_f[0]:>10.2f} "
+                  f"{th_fb[0]:>10.2f} | {case['speedup_fwd']:>6.2f} {case['speedup_fwd_bwd']:>6.2f} | "
+                  f"{ti_fb[1]:>9.2f} {th_fb[1]:>9.2f} {case['speedup_fwd_bwd_cpu']:>6.2f} | {agree:>8.1e}", flush=True)
+    print("wall-clock medians in ms; 'cpu' = process CPU time (all threads) of forward+backward; "
+          "x = torch / taichi; loss diff = max relative difference of the two losses")
     if args.json:
         out = {"device": device, "dtype": str(dtype).replace("torch.", ""), "image_size": args.image_size,
-               "runs": args.runs, "warmup": args.warmup, "torch_threads": torch.get_num_threads(), "cases": cases}
+               "runs": args.runs, "warmup": args.warmup, "torch_threads": torch.get_num_threads(),
+               "load_average_1min": os.getloadavg()[0], "cases": cases}
         with atomic_path(args.json) as tmp:
             with open(tmp, "w") as fh:
                 json.dump(out, fh, indent=2)

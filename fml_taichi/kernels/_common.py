@@ -39,6 +39,13 @@ def load_mat3(a: ti.template(), b):
     return ti.Matrix([[a[b, r, c] for c in ti.static(range(3))] for r in ti.static(range(3))])
 
 
+def check_device(name: str, t: torch.Tensor) -> None:
+    """Kernels read tensors zero-copy, so they must live where the Taichi arch runs."""
+    want = backend.torch_device()
+    if t.device.type != want:
+        raise ValueError(f"{name}: expected a tensor on {want} (where Taichi runs), got {t.device}")
+
+
 # Items per serial chunk of a parallel loop on the CPU: large enough that per-chunk register reductions
 # (instead of per-item atomics) and per-image loads are amortised, small enough (B * N / 256 tasks) to
 # keep both cores busy at B = 1. On CUDA a thread per few items is the right shape (untested here).

@@ -13,7 +13,7 @@ import torch
 
 from .. import backend
 from ..reference.image_formation import NORMAL_EPS, check_points, check_triangles
-from ._common import AutodiffOp, load3, store3
+from ._common import AutodiffOp, check_device, load3, store3
 
 __all__ = ["vertex_normals", "vertex_adjacency", "face_sums_kernel", "normalize_kernel", "scatter_face_normal",
            "safe_unit"]
@@ -91,7 +91,8 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Ten
     Differentiable w.r.t. vertices.
     """
     check_points("vertices", vertices)
-    check_triangles(triangles, vertices.shape[1])
+    check_device("vertices", vertices)
+    check_triangles(triangles, vertices.shape[1], like=vertices)
     sums, unit = _ops()
     return unit(sums(vertices, triangles))
 

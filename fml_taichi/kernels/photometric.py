@@ -13,7 +13,7 @@ from torch.autograd.function import once_differentiable
 from .. import backend
 from ..reference.image_formation import LOSS_EPS, check_float_tensor, check_points
 from .._validate import check_same
-from ._common import chunk_range, chunk_size, load3, store3, ti_float
+from ._common import check_device, chunk_range, chunk_size, load3, store3, ti_float
 from .bridge import detached
 
 __all__ = ["photometric_loss", "l2_eps", "photometric_kernels"]
@@ -89,6 +89,7 @@ def photometric_loss(sampled: torch.Tensor, colors: torch.Tensor, visible: torch
     dtype, contiguous. Differentiable w.r.t. sampled and colors.
     """
     check_points("sampled", sampled)
+    check_device("sampled", sampled)
     check_float_tensor("colors", colors, tuple(sampled.shape))
     check_float_tensor("visible", visible, tuple(sampled.shape[:2]))
     check_same("sampled", sampled, "colors", colors)

@@ -12,7 +12,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import backend
 from ..reference.image_formation import Z_MIN, batched_intrinsics, check_points
-from ._common import chunk_range, chunk_size, load3, store3, ti_float
+from ._common import check_device, chunk_range, chunk_size, load3, store3, ti_float
 from .bridge import detached
 
 __all__ = ["project", "project_point", "project_kernels"]
@@ -99,5 +99,6 @@ def project(v_cam: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
     Differentiable w.r.t. v_cam and intrinsics.
     """
     b = check_points("v_cam", v_cam)
+    check_device("v_cam", v_cam)
     k = batched_intrinsics(intrinsics, b, "v_cam", v_cam)
     return _Project.apply(v_cam, k)

@@ -13,7 +13,7 @@ import torch
 
 from .. import backend
 from ..reference.image_formation import check_float_tensor, check_image
-from ._common import AutodiffOp, store3
+from ._common import AutodiffOp, check_device, store3
 
 __all__ = ["bilinear_sample", "bilinear_taps", "bilinear_interp", "bilinear_kernel"]
 
@@ -85,5 +85,6 @@ def bilinear_sample(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     b = check_float_tensor("uv", uv, (None, None, 2)).shape[0]
     if b == 0:
         raise ValueError("uv: expected a batch of at least 1, got shape (0, ...)")
+    check_device("uv", uv)
     check_image(image, b, "uv", uv)
     return _op()(image, uv)

@@ -22,7 +22,7 @@ from .. import backend
 from ..reference.image_formation import (SH_C0, SH_C1, SH_C2, SH_C3, SH_C4, check_float_tensor, check_light,
                                          check_points, sh_basis)
 from .._validate import check_same
-from ._common import chunk_range, chunk_size, load3, store3, ti_float
+from ._common import check_device, chunk_range, chunk_size, load3, store3, ti_float
 from .bridge import detached
 
 __all__ = ["sh_basis", "sh_shading", "sh9", "sh9_vjp", "irradiance", "irradiance_vjp", "shade_kernels"]
@@ -145,6 +145,7 @@ def sh_shading(normals: torch.Tensor, reflectance: torch.Tensor, light: torch.Te
     coefficients per RGB channel. All float32 or all float64, contiguous. Differentiable w.r.t. all.
     """
     b = check_points("normals", normals)
+    check_device("normals", normals)
     check_float_tensor("reflectance", reflectance, tuple(normals.shape))
     check_same("normals", normals, "reflectance", reflectance)
     check_light(light, b, "normals", normals)

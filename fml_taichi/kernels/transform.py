@@ -13,7 +13,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import backend
 from ..reference.image_formation import check_points, check_rotation_translation, euler_to_matrix
-from ._common import chunk_range, chunk_size, load3, load_mat3, store3, ti_float
+from ._common import check_device, chunk_range, chunk_size, load3, load_mat3, store3, ti_float
 from .bridge import detached
 
 __all__ = ["euler_to_matrix", "rigid_transform", "transform_kernel"]
@@ -72,6 +72,7 @@ def rigid_transform(vertices: torch.Tensor, rotation: torch.Tensor, translation:
     translation [B, 3]. Returns [B, N, 3]; differentiable w.r.t. all three.
     """
     check_points("vertices", vertices)
+    check_device("vertices", vertices)
     check_rotation_translation(rotation, translation, "vertices", vertices)
     backend.init()
     rot = euler_to_matrix(rotation).contiguous()

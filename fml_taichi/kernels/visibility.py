@@ -12,7 +12,7 @@ import torch
 from .. import backend
 from ..reference.image_formation import check_float_tensor, check_points
 from .._validate import check_same
-from ._common import load3
+from ._common import check_device, load3
 
 __all__ = ["backface_visibility", "faces_camera", "visibility_kernel"]
 
@@ -42,6 +42,7 @@ def backface_visibility(v_cam: torch.Tensor, normals_cam: torch.Tensor) -> torch
     v_cam, normals_cam [B, N, 3] camera space, same float dtype, contiguous.
     """
     check_points("v_cam", v_cam)
+    check_device("v_cam", v_cam)
     check_float_tensor("normals_cam", normals_cam, tuple(v_cam.shape))
     check_same("v_cam", v_cam, "normals_cam", normals_cam)
     out = v_cam.new_empty(v_cam.shape[:2])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import check_batch, check_indices, check_same, check_tensor
+from .._validate import check_indices, check_same, check_tensor
 
 # Real orthonormal SH constants for bands 0..2 (docs/conventions.md order (l, m) = (0,0), (1,-1),
 # (1,0), (1,1), (2,-2), (2,-1), (2,0), (2,1), (2,2)); full precision so float64 checks are exact.
@@ -92,8 +92,11 @@ def check_points(name: str, t, allow_empty: bool = False) -> int:
     return t.shape[0]
 
 
-def check_triangles(triangles, n_vertices: int) -> None:
+def check_triangles(triangles, n_vertices: int, like: torch.Tensor | None = None) -> None:
+    """int32 [F, 3], F >= 1, indices in [0, n_vertices), on ``like``'s device if given."""
     check_indices("triangles", triangles, n_vertices, shape=(None, 3))
+    if like is not None and triangles.device != like.device:
+        raise ValueError(f"triangles: device {triangles.device} differs from the vertices' {like.device}")
     if triangles.shape[0] == 0:
         raise ValueError("triangles: expected at least 1 triangle, got shape (0, 3) (empty mesh?)")
 
@@ -136,7 +139,7 @@ def check_image_formation_inputs(vertices, reflectance, triangles, rotation, tra
     b = check_points("vertices", vertices)
     check_float_tensor("reflectance", reflectance, tuple(vertices.shape))
     check_same("vertices", vertices, "reflectance", reflectance)
-    check_triangles(triangles, vertices.shape[1])
+    check_triangles(triangles, vertices.shape[1], like=vertices)
     check_rotation_translation(rotation, translation, "vertices", vertices)
     check_light(light, b, "vertices", vertices)
     check_image(image, b, "vertices", vertices)
@@ -206,12 +209,17 @@ def safe_normalize(sums: torch.Tensor) -> torch.Tensor:
 def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
     """Area-weighted unit vertex normals [B, N, 3] from triangles [F, 3] (int32, counter-clockwise)."""
     check_points("vertices", vertices)
-    check_triangles(triangles, vertices.shape[1])
+    check_triangles(triangles, vertices.shape[1], like=vertices)
     return safe_normalize(face_normal_sums(vertices, triangles))
 
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
     """The 9 real SH basis functions [B, N, 9] of unit normals [B, N, 3] (constants in kernels/shading)."""
+    check_float_tensor("normals", normals, (None, None, 3), contiguous=False)
+    return _sh_basis(normals)
+
+
+def _sh_basis(normals: torch.Tensor) -> torch.Tensor:
     x, y, z = normals.unbind(-1)
     return torch.stack([
         torch.full_like(x, SH_C0),
@@ -226,7 +234,7 @@ def sh_shading(normals: torch.Tensor, reflectance: torch.Tensor, light: torch.Te
     check_float_tensor("reflectance", reflectance, tuple(normals.shape))
     check_same("normals", normals, "reflectance", reflectance)
     check_light(light, b, "normals", normals)
-    return reflectance * torch.bmm(sh_basis(normals), light)
+    return reflectance * torch.bmm(_sh_basis(normals), light)
 
 
 def backface_visibility(v_cam: torch.Tensor, normals_cam: torch.Tensor) -> torch.Tensor:
@@ -298,7 +306,7 @@ def image_formation(vertices, reflectance, triangles, rotation, translation, int
     rot = euler_to_matrix(rotation)
     v_cam = torch.baddbmm(translation.unsqueeze(1), vertices, rot.transpose(1, 2))
     normals = torch.bmm(safe_normalize(face_normal_sums(vertices, triangles)), rot.transpose(1, 2))
-    colors = reflectance * torch.bmm(sh_basis(normals), light)
+    colors = reflectance * torch.bmm(_sh_basis(normals), light)
     z = v_cam[..., 2].clamp_min(Z_MIN)
     uv = torch.stack([k[:, 0:1] * v_cam[..., 0] / z + k[:, 2:3], k[:, 1:2] * v_cam[..., 1] / z + k[:, 3:4]], -1)
     with torch.no_grad():
