@@ -1,0 +1,184 @@
+"""``fml-taichi reconstruct PATH... --out DIR``: 3D faces from photos, folders and videos.
+
+Examples::
+
+    fml-taichi reconstruct photo.jpg --out recon/                  # the packaged checkpoint
+    fml-taichi reconstruct lfw/ clip.mp4 --out recon/ --refine 30  # a folder (recursive) and a video
+    fml-taichi reconstruct photo.jpg --out recon/ --checkpoint runs/default/checkpoint.pt
+
+What is written is listed in :mod:`fml_taichi.apps.face_exports` (images) and
+:mod:`fml_taichi.apps.reconstruct_video` (videos), plus ``DIR/summary.json`` (every input's status,
+faces and refinement statistics). An input that fails (missing, unreadable or truncated, not an image,
+an undecodable video, no face, an output that cannot be written) is reported on stderr with its path,
+leaves no partial outputs, and the others go on. Exit code: 0 when every input succeeded, 1 when any
+failed, 2 when nothing could start (no checkpoint, no detector, no inputs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+HELP = "reconstruct faces in images, folders and videos (OBJ/PLY/JSON/NPZ, overlays, figures)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, video files or folders (recursive)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--checkpoint", metavar="FILE", default=None,
+                   help="trained checkpoint (default: the one packaged with fml_taichi)")
+    p.add_argument("--refine", type=int, default=0, metavar="N",
+                   help="N steps of per-image analysis-by-synthesis with the training losses (default 0)")
+    p.add_argument("--smooth", type=float, default=1.0, metavar="HZ",
+                   help="videos: One-Euro cutoff for a still head in Hz; lower = steadier (default 1; 0 = off)")
+    p.add_argument("--detector", choices=("dlib", "pts"), default="dlib",
+                   help="dlib (default), or pts: read IMAGE.pts landmark files next to the images")
+    p.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
+                   help="ignore faces whose detection confidence (0-1) is below C (default 0)")
+    p.add_argument("--max-faces", type=int, default=None, metavar="N", help="at most N faces per image")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="videos: only the first N frames")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "torch"), default="auto",
+                   help="encoder runtime (default auto: ONNX Runtime when installed)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime threads (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _check_args(args) -> str | None:
+    if args.refine < 0:
+        return f"--refine: expected N >= 0, got {args.refine}"
+    if not args.smooth >= 0:
+        return f"--smooth: expected a cutoff >= 0 Hz, got {args.smooth}"
+    if not 0 <= args.min_confidence <= 1:
+        return f"--min-confidence: expected a value in [0, 1], got {args.min_confidence}"
+    for name in ("max_faces", "max_frames", "threads"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            return f"--{name.replace('_', '-')}: expected a positive int, got {v}"
+    return None
+
+
+def _error(msg: str) -> None:
+    print(f"fml-taichi reconstruct: error: {msg}", file=sys.stderr)
+
+
+def _describe(e: BaseException) -> str:
+    """The exception's message; unexpected types keep their name so a bug is not mistaken for bad input."""
+    from ..train.checkpoint import CheckpointError
+
+    text = str(e) or type(e).__name__
+    if isinstance(e, (ValueError, OSError, CheckpointError)):
+        return text
+    return f"internal error ({type(e).__name__}: {text})"
+
+
+def _image_item(pipe, item, args, checkpoint) -> dict:
+    from ..io.images import load_image
+    from .face_exports import write_image_exports
+    from .refine import refine_results
+
+    image = load_image(item.path)
+    faces = pipe(image, item.path)
+    if args.refine:
+        faces = refine_results(faces, pipe.multilevel, args.refine, progress=not args.quiet)
+    paths = write_image_exports(args.out, item.name, image, faces, pipe.face_model.triangles, item.path,
+                                pipe.backend, checkpoint)
+    info = {"faces": len(faces), "outputs": paths,
+            "confidence": [round(f.detection.confidence, 4) for f in faces]}
+    if args.refine:
+        info["refine"] = [f.extra["refine"] for f in faces]
+    return info
+
+
+def _video_item(pipe, item, args) -> dict:
+    from .reconstruct_video import reconstruct_video
+
+    return reconstruct_video(pipe, item.path, args.out, item.name, args.smooth, args.refine, args.max_frames,
+                             progress=not args.quiet)
+
+
+def _refine_summary(records: list[dict]) -> str | None:
+    stats = [s for r in records for s in r.get("refine", [])]
+    if not stats:
+        return None
+    mean = lambda k: float(np.mean([s[k] for s in stats]))  # noqa: E731
+    return (f"refinement over {len(stats)} face(s): E_total {mean('loss_before'):.4g} -> {mean('loss_after'):.4g}, "
+            f"photometric error {mean('photo_error_before'):.4f} -> {mean('photo_error_after'):.4f}, "
+            f"landmark NME {mean('landmark_nme_before'):.4f} -> {mean('landmark_nme_after'):.4f}")
+
+
+def _make_pipeline(args):
+    from ..data.detect import DetectorUnavailable
+    from ..train.checkpoint import CheckpointError
+    from .reconstruct import FacePipeline
+
+    try:
+        return FacePipeline.from_checkpoint(args.checkpoint, detector=args.detector, backend=args.backend,
+                                            threads=args.threads, min_confidence=args.min_confidence,
+                                            max_faces=args.max_faces)
+    except (FileNotFoundError, CheckpointError, DetectorUnavailable, RuntimeError, ValueError) as e:
+        _error(str(e))
+        return None
+
+
+def _write_summary(out: str, records: list[dict]) -> None:
+    from ..io.atomic import write_text
+
+    try:
+        write_text(os.path.join(out, "summary.json"), json.dumps({"inputs": records}, indent=1) + "\n")
+    except OSError as e:
+        _error(f"cannot write {os.path.join(out, 'summary.json')!r}: {e}")
+
+
+def run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .. import backend
+    from ..data.inputs import collect_inputs
+    from .reconstruct import default_checkpoint
+
+    problem = _check_args(args)
+    if problem:
+        _error(problem)
+        return 2
+    items = collect_inputs(args.paths)
+    if not items:
+        _error("no inputs: the folders given hold no images or videos")
+        return 2
+    backend.init()
+    pipe = _make_pipeline(args)
+    if pipe is None:
+        return 2
+    checkpoint = args.checkpoint or default_checkpoint()
+    records, failed, n_faces = [], 0, 0
+    bar = tqdm(items, desc="reconstruct", unit="input", disable=args.quiet or len(items) < 2)
+    for item in bar:
+        t0 = time.perf_counter()
+        rec = {"input": item.path, "name": item.name, "kind": item.kind}
+        try:
+            if item.kind == "missing":
+                raise FileNotFoundError(f"input not found: {item.path!r}")
+            info = _video_item(pipe, item, args) if item.kind == "video" else _image_item(pipe, item, args, checkpoint)
+            rec.update(status="ok", **info)
+            n_faces += info.get("faces", 1)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # one bad input must not stop the others
+            failed += 1
+            msg = _describe(e)
+            prefix = "" if item.path in msg else f"{item.path}: "
+            rec.update(status="failed", error=prefix + msg)
+            tqdm.write(f"fml-taichi reconstruct: error: {prefix}{msg}", file=sys.stderr)
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        records.append(rec)
+    _write_summary(args.out, records)
+    ok = len(items) - failed
+    print(f"reconstructed {ok} of {len(items)} input(s), {n_faces} face(s); {failed} failed "
+          f"[backend {pipe.backend}] -> {args.out}")
+    line = _refine_summary([r for r in records if r.get("status") == "ok"])
+    if line:
+        print(line)
+    return 0 if failed == 0 else 1
