@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the summary as JSON to PATH")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=240, help="crop size in pixels (default 240)")
-    parser.add_argument("--n-vertices", type=int, default=None,
-                        help="fit/mean: decimate the default face model to about this many vertices")
+    parser.add_argument("--n-vertices", type=int, default=8000,
+                        help="fit/mean: decimate the default face model to about this many vertices (default "
+                        "8000; 0 = the full model); a checkpoint brings its own model")
     parser.add_argument("--base-iterations", type=int, default=150, help="fit: Adam steps for the base level")
     parser.add_argument("--final-iterations", type=int, default=60, help="fit: Adam steps for the final level")
     parser.add_argument("--backend", choices=("taichi", "torch"), default="taichi", help="fit: loss backend")
@@ -53,7 +54,7 @@ def build_method(args):
         return CheckpointMethod(args.checkpoint)
     from ..model import default_face_model
 
-    face_model = default_face_model(args.n_vertices)
+    face_model = default_face_model(args.n_vertices or None)
     if args.method == "mean":
         return MeanFaceMethod(face_model)
     return FitMethod(face_model, base_iterations=args.base_iterations, final_iterations=args.final_iterations,
@@ -67,8 +68,8 @@ def _check_args(args) -> None:
     for name in ("base_iterations", "final_iterations", "examples"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')}: expected a non-negative integer, got {getattr(args, name)}")
-    if args.n_vertices is not None and args.n_vertices < 500:
-        raise ValueError(f"--n-vertices: need at least 500, got {args.n_vertices}")
+    if args.n_vertices and args.n_vertices < 500:
+        raise ValueError(f"--n-vertices: need 0 (full model) or at least 500, got {args.n_vertices}")
 
 
 def run(args) -> int:
