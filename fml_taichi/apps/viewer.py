@@ -256,7 +256,7 @@ class ViewerApp:
     written as PNG to ``screenshot_dir``).
     """
 
-    KEYS_HELP = "keys: b base/final, 1-5 views, r reset, p screenshot, Esc quit\nright mouse drag: orbit"
+    KEYS_HELP = "keys: b base/final, 1-5 views, r reset\np screenshot, Esc quit, right-drag orbits"
 
     def __init__(self, scene: FaceScene, renderer: GGUIRenderer, screenshot_dir: str = ".", n_sliders: int = 6):
         self.scene = scene
@@ -365,8 +365,8 @@ class ViewerApp:
             for i, name in enumerate(VIEWS):
                 if w.checkbox(f"{i + 1}: {name}", s.view == name) and s.view != name:
                     s.view = name
-            s.yaw = math.radians(w.slider_float("orbit yaw (deg)", math.degrees(s.yaw), -90.0, 90.0))
-            s.pitch = math.radians(w.slider_float("orbit pitch (deg)", math.degrees(s.pitch), -60.0, 60.0))
+            s.yaw = math.radians(w.slider_float("yaw (deg)", math.degrees(s.yaw), -90.0, 90.0))
+            s.pitch = math.radians(w.slider_float("pitch (deg)", math.degrees(s.pitch), -60.0, 60.0))
             s.distance = w.slider_float("distance (mm)", s.distance, 250.0, 2000.0)
             for b in range(9):
                 # One slider per SH coefficient, moving R, G and B together (keeps a light's tint).
@@ -397,10 +397,9 @@ class ViewerApp:
                 if modes is None:
                     continue
                 from_faces = modes.sigma_source == SIGMA_FROM_FACES
-                w.text(f"{kind}: sigma = " + ("spread over the regressed faces" if from_faces
-                                              else "1 (no regressed faces given)"))
+                w.text(f"{kind} modes: sigma = " + ("regressed spread" if from_faces else "1 (no faces given)"))
                 for k in range(min(self.n_sliders, arr.shape[0])):
-                    arr[k] = w.slider_float(f"{kind} mode {k + 1}", float(arr[k]), -3.0, 3.0)
+                    arr[k] = w.slider_float(f"{kind} {k + 1}", float(arr[k]), -3.0, 3.0)
 
 
 def run_interactive(scene: FaceScene, width: int = 1280, height: int = 800, screenshot_dir: str = ".",
