@@ -116,3 +116,30 @@ def test_eval_errors_are_clear(tmp_path, capsys):
     assert "training seed range" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["eval", "--method", "fit", "--checkpoint", "x.pt"])
+
+
+def test_fit_against_a_fixed_theta(small_model):
+    """With a MultiLevelModel the final level fits delta_g/delta_r against its fixed Theta: Theta = 0
+    gives final == base, a non-zero Theta moves the final level within its span."""
+    from fml_taichi.model import MultiLevelModel
+
+    r = SyntheticRenderer(small_model, SyntheticConfig(image_size=96))
+    b = r.render([10_000_010])
+    args = (b["image"], b["landmarks"], b["landmark_conf"], b["intrinsics"][0])
+    ml = MultiLevelModel(small_model, 4, 4, seed=0)
+    with torch.no_grad():
+        for p in ml.parameters():
+            p.zero_()
+    rec = FitMethod(small_model, base_iterations=5, final_iterations=5, multilevel=ml, progress=False)(*args)
+    assert rec.params.delta_geometry.shape == (1, 4)
+    torch.testing.assert_close(rec.output.final_geometry, rec.output.base_geometry)
+    ml = MultiLevelModel(small_model, 4, 4, seed=0)
+    with torch.no_grad():
+        for p in ml.parameters():
+            p.mul_(100.0)  # a visible corrective span
+    rec = FitMethod(small_model, base_iterations=5, final_iterations=5, multilevel=ml, progress=False)(*args)
+    assert float(rec.params.delta_geometry.abs().max()) > 0
+    corr = rec.output.final_geometry - rec.output.base_geometry
+    torch.testing.assert_close(corr, ml.geometry_corrective(rec.params.delta_geometry).detach())
+    with pytest.raises(ValueError, match="landmarks"):
+        FitMethod(small_model, progress=False)(b["image"], None, None, b["intrinsics"][0])

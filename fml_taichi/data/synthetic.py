@@ -360,6 +360,9 @@ class SyntheticFaces(Dataset):
     "eval" (seeds from :data:`EVAL_SEED_START`), or None (any ``seed_start``, no check).
     ``seed_start`` defaults to the split's start. Items are rendered on demand (nothing is cached);
     ``__getitems__`` renders a list of indices as one batch (used by ``DataLoader`` automatically).
+    Use ``DataLoader(ds, batch_size=B, collate_fn=collate_synthetic)`` with the default
+    ``num_workers=0``: a batch is already rendered by multi-threaded Taichi kernels, and Taichi
+    runtimes inside forked worker processes are not something this code relies on.
     """
 
     def __init__(self, length: int, split: str | None = "train", seed_start: int | None = None,
