@@ -143,3 +143,19 @@ def test_fit_against_a_fixed_theta(small_model):
     torch.testing.assert_close(corr, ml.geometry_corrective(rec.params.delta_geometry).detach())
     with pytest.raises(ValueError, match="landmarks"):
         FitMethod(small_model, progress=False)(b["image"], None, None, b["intrinsics"][0])
+
+
+def test_image_pair_scaling_keeps_pixel_centres(tmp_path):
+    from fml_taichi.eval.harness import load_image_pair
+
+    img = np.zeros((100, 200, 3), np.float32)
+    img[:, 100:] = 1.0
+    write_png(tmp_path / "a.png", img)
+    pts = np.stack([np.linspace(0, 199, 68), np.linspace(0, 99, 68)], 1)
+    write_pts(tmp_path / "a.pts", pts)
+    image, lm, conf = load_image_pair(str(tmp_path / "a.png"), str(tmp_path / "a.pts"), 50)
+    assert image.shape == (50, 50, 3) and conf.shape == (68,)
+    np.testing.assert_allclose(lm[:, 0].numpy(), (pts[:, 0] + 0.5) * 0.25 - 0.5, atol=1e-3)
+    np.testing.assert_allclose(lm[:, 1].numpy(), (pts[:, 1] + 0.5) * 0.5 - 0.5, atol=1e-3)
+    # The extreme pixel centres map to the new extreme pixel centres' neighbourhood, inside the image.
+    assert -0.5 < float(lm.min()) and float(lm.max()) < 49.5

@@ -306,17 +306,16 @@ def find_image_pairs(folder) -> list[tuple[str, str]]:
 
 def load_image_pair(image_path: str, pts_path: str, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """An image resized to ``size`` x ``size`` and its landmarks scaled to match (pixel centres stay
-    centres: ``x' = (x + 0.5) s - 0.5``). Returns (image [H, W, 3], landmarks [68, 2], weights [68])."""
+    centres: ``x' = (x + 0.5) s - 0.5``). Returns (image [H, W, 3], landmarks [68, 2], weights [68]).
+
+    Expected input: square face crops like the training crops; other aspect ratios are resized to
+    square (landmarks follow, so the metrics stay consistent, but the face is stretched).
+    """
     from ..io.images import load_image
     from ..io.pts import read_pts
 
     pts, conf = read_pts(pts_path)
-    import cv2
-
-    probe = cv2.imread(image_path, cv2.IMREAD_UNCHANGED)
-    if probe is None:
-        load_image(image_path)  # raises the reader's clear error
-    h, w = probe.shape[:2]
+    h, w = load_image(image_path).shape[:2]  # the one image reader (clear errors, BGR fixed)
     img = load_image(image_path, size)
     scale = np.array([size / w, size / h], np.float32)
     lm = (pts + 0.5) * scale - 0.5
