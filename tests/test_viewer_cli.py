@@ -5,6 +5,7 @@ test simulates that absence, so it runs everywhere.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -158,6 +159,17 @@ def test_missing_files_are_named(ggui, tmp_path, capsys):
     assert "nope.pt" in capsys.readouterr().err
     assert _view("--reconstruction", tmp_path / "nope.npz", "--headless", "--out", tmp_path) == 1
     assert "nope.npz" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (Debian: xvfb xauth)")
+def test_interactive_window_runs_under_xvfb(ggui, tmp_path):
+    # The visible-window path (events, GUI, show) for a few frames on a virtual X display.
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1024x768x24", sys.executable, "-m", "fml_taichi.apps.cli", "view",
+           "--demo-correctives", "--vertices", str(N_VERTICES), "--width", "640", "--height", "400", "--frames", "5"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "keys:" in proc.stdout
 
 
 def test_interactive_without_display_says_so(ggui, monkeypatch, capsys):

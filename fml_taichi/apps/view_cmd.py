@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=800, help="window height (default 800)")
     parser.add_argument("--screenshots", metavar="DIR", default=".", help="where the screenshot key writes (default .)")
     parser.add_argument("--sliders", type=int, default=6, help="sliders shown per mode group (default 6)")
+    parser.add_argument("--frames", type=int, default=0,
+                        help="interactive: quit after this many frames (default 0: when the window is closed)")
 
 
 def _check_args(args) -> None:
@@ -74,7 +76,7 @@ def _check_args(args) -> None:
     if args.regress_synthetic and args.reconstruction:
         raise ValueError("--regress-synthetic and --reconstruction both give the regressed faces: choose one")
     for name, low in (("modes", 0), ("steps", 2), ("size", 16), ("width", 64), ("height", 64), ("sliders", 0),
-                      ("index", 0), ("vertices", 500), ("regress_synthetic", 0)):
+                      ("index", 0), ("vertices", 500), ("regress_synthetic", 0), ("frames", 0)):
         if getattr(args, name) < low:
             raise ValueError(f"--{name.replace('_', '-')}: must be at least {low}, got {getattr(args, name)}")
     if not args.sigma_range > 0:
@@ -160,7 +162,8 @@ def run(args) -> int:
             return _headless(scene, args)
         from .viewer import run_interactive
 
-        return run_interactive(scene, args.width, args.height, screenshot_dir=args.screenshots, n_sliders=args.sliders)
+        return run_interactive(scene, args.width, args.height, screenshot_dir=args.screenshots,
+                               n_sliders=args.sliders, max_frames=args.frames)
     except (ValueError, RuntimeError, FileNotFoundError, OSError) as e:
         print(f"fml-taichi view: error: {e}", file=sys.stderr)
         return 1

@@ -330,11 +330,13 @@ class ViewerApp:
         self.controls(self.window.get_gui())
         self.renderer.draw(self.current_frame())
 
-    def run(self) -> int:
-        """The event loop; returns 0 when the window is closed."""
+    def run(self, max_frames: int = 0) -> int:
+        """The event loop; returns 0 when the window is closed (or after ``max_frames`` > 0 frames)."""
         print(self.KEYS_HELP, flush=True)
-        while self.window.running:
+        frames = 0
+        while self.window.running and (max_frames <= 0 or frames < max_frames):
             self.step()
+            frames += 1
         return 0
 
     def _orbit_with_mouse(self) -> None:
@@ -403,13 +405,14 @@ class ViewerApp:
 
 
 def run_interactive(scene: FaceScene, width: int = 1280, height: int = 800, screenshot_dir: str = ".",
-                    n_sliders: int = 6) -> int:
-    """Open the visible viewer window for ``scene`` and run until it is closed; returns the exit code."""
+                    n_sliders: int = 6, max_frames: int = 0) -> int:
+    """Open the visible viewer window for ``scene`` and run until it is closed (or for ``max_frames``
+    frames, for smoke tests); returns the exit code."""
     # 0.7 x the default focal length: the face (~75% of the image height at the default) then fits
     # beside the control panels, which cover the left 30% of the window.
     renderer = GGUIRenderer(scene.triangles, scene.face_model.n_vertices, width, height,
                             focal_px=0.7 * default_focal(height), visible=True)
     try:
-        return ViewerApp(scene, renderer, screenshot_dir=screenshot_dir, n_sliders=n_sliders).run()
+        return ViewerApp(scene, renderer, screenshot_dir=screenshot_dir, n_sliders=n_sliders).run(max_frames)
     finally:
         renderer.close()
