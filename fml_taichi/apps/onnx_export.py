@@ -120,7 +120,10 @@ class TorchRunner:
 class OnnxRunner:
     """ONNX Runtime on the exported graph; same call as :class:`TorchRunner`.
 
-    ``threads``: intra-op threads (default: all cores; torch's own setting is left alone).
+    ``threads``: intra-op threads (default 1: at batch 1 a second thread gains little for this small
+    network and, on a busy machine, costs a lot: a parallel call waits for its slowest thread;
+    ``benchmarks/bench_inference.py`` times both). Threads do not spin between calls, so they do
+    not starve torch or Taichi work running in between (ONNX Runtime spins by default).
     """
 
     backend = "onnxruntime"
@@ -137,8 +140,9 @@ class OnnxRunner:
         if data is None:
             data = export_onnx(encoder, multilevel, path if cache else None, size)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+        opts.intra_op_num_threads = int(threads or 1)
         opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         try:

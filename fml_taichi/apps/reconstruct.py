@@ -115,7 +115,7 @@ class FacePipeline:
         detector: "dlib" (default), "pts" (``IMAGE.pts`` files), or a callable ``(image, path) ->
             list[Detection]``.
         backend: "auto" (ONNX Runtime when installed), "onnxruntime" or "torch".
-        threads: ONNX Runtime threads (default: all cores).
+        threads: ONNX Runtime threads (default 1; see :class:`~fml_taichi.apps.onnx_export.OnnxRunner`).
         min_confidence: faces below this detection confidence are ignored (see
             :mod:`fml_taichi.data.detect` for its definition).
         max_faces: at most this many faces per image, most confident first (None: all).

@@ -13,7 +13,9 @@ median of the crop cameras', centre = frame centre): the head centre keeps its p
 apparent size (depth scaled by the focal ratio), and the head is turned by the rotation between the
 two viewing rays, so it is seen from the same direction. Pose (Euler angles, translation), the
 expression coefficients and the geometry correctives (which carry expression detail) are then
-smoothed with the One-Euro filter of :mod:`fml_taichi.apps.smoothing` (``--smooth`` Hz).
+smoothed with the One-Euro filter of :mod:`fml_taichi.apps.smoothing` (``--smooth`` Hz), and the
+smoothed poses are mapped back into each frame's own camera for drawing (the exact inverse, so an
+unsmoothed track draws exactly what each frame regressed).
 
 Outputs (``OUT/NAME.*``): ``overlay.mp4`` (final level over every frame, from the smoothed track),
 ``params.npz`` (per-frame arrays, keys in :func:`track_arrays`), ``track.png`` (raw vs smoothed
@@ -38,7 +40,8 @@ from .face_exports import OutputSet, render_layers
 from .reconstruct import NoFaceFound, landmarks_in_image
 from .smoothing import DEFAULT_MIN_CUTOFF, one_euro
 
-__all__ = ["VIDEO_OVERLAY_MAX_SIDE", "reconstruct_video", "matrix_to_euler", "to_video_camera", "track_arrays"]
+__all__ = ["VIDEO_OVERLAY_MAX_SIDE", "reconstruct_video", "matrix_to_euler", "to_video_camera", "from_video_camera",
+           "track_arrays"]
 
 VIDEO_OVERLAY_MAX_SIDE = 1280
 SMOOTHED = ("rotation", "translation", "expression", "delta_geometry")
@@ -68,25 +71,44 @@ def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.eye(3) + k + k @ k / (1.0 + c)
 
 
+def _head_ray(t: np.ndarray, k_from: np.ndarray, k_to: np.ndarray) -> np.ndarray:
+    """Unit ray, in camera ``k_to``, through the pixel where camera ``k_from`` shows point ``t``."""
+    u = k_from[0] * t[0] / t[2] + k_from[2]
+    v = k_from[1] * t[1] / t[2] + k_from[3]
+    ray = np.array([(u - k_to[2]) / k_to[0], (v - k_to[3]) / k_to[1], 1.0])
+    return ray / np.linalg.norm(ray)
+
+
+def _move_pose(rotation, translation, k_from, k_to) -> tuple[np.ndarray, np.ndarray]:
+    """One pose from camera ``k_from`` to camera ``k_to`` (same centre of projection, other intrinsics):
+    the head centre keeps its pixel, its apparent size (distance scaled by the focal ratio) and the
+    direction it is seen from (the head turns with the viewing ray)."""
+    t = np.asarray(translation, np.float64)
+    ray = _head_ray(t, k_from, k_to)
+    turn = _rotation_between(t / np.linalg.norm(t), ray)
+    rot = matrix_to_euler(turn @ _euler_to_matrix(np.asarray(rotation)[None])[0])
+    return rot, ray * np.linalg.norm(t) * k_to[0] / k_from[0]
+
+
 def to_video_camera(rotation: np.ndarray, translation: np.ndarray, image_intrinsics: np.ndarray,
                     camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Re-express per-frame crop-camera poses in one fixed camera (module docstring).
 
     rotation, translation [T, 3] (crop camera); image_intrinsics [T, 4] (each frame's crop camera as
     seen in the frame); camera [4] the fixed ``[f, f, cx, cy]``. Returns (rotation [T, 3], translation [T, 3]).
+    A crop is an on-axis view of an off-axis window, so the two cameras' images of a head differ by a
+    slight radial stretch (1 / cos of the off-axis angle): the fixed camera is for smoothing, and
+    :func:`from_video_camera` maps the smoothed poses back to each frame's camera for drawing.
     """
-    rots, trans = [], []
-    for r, t, k in zip(rotation, translation, image_intrinsics):
-        t = np.asarray(t, np.float64)
-        u = k[0] * t[0] / t[2] + k[2]
-        v = k[1] * t[1] / t[2] + k[3]
-        ray = np.array([(u - camera[2]) / camera[0], (v - camera[3]) / camera[1], 1.0])
-        ray /= np.linalg.norm(ray)
-        dist = np.linalg.norm(t) * camera[0] / k[0]  # same apparent size under the new focal length
-        turn = _rotation_between(t / np.linalg.norm(t), ray)
-        rots.append(matrix_to_euler(turn @ _euler_to_matrix(np.asarray(r)[None])[0]))
-        trans.append(ray * dist)
-    return np.array(rots), np.array(trans)
+    out = [_move_pose(r, t, k, camera) for r, t, k in zip(rotation, translation, image_intrinsics)]
+    return np.array([o[0] for o in out]).reshape(-1, 3), np.array([o[1] for o in out]).reshape(-1, 3)
+
+
+def from_video_camera(rotation: np.ndarray, translation: np.ndarray, image_intrinsics: np.ndarray,
+                      camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exact inverse of :func:`to_video_camera`: fixed-camera poses back into each frame's crop camera."""
+    out = [_move_pose(r, t, camera, k) for r, t, k in zip(rotation, translation, image_intrinsics)]
+    return np.array([o[0] for o in out]).reshape(-1, 3), np.array([o[1] for o in out]).reshape(-1, 3)
 
 
 def _pick(detections, previous: CropBox | None, boxes):
@@ -134,7 +156,9 @@ def track_arrays(frames, fps: float, frame_size, min_cutoff: float) -> dict:
     ``crop_image_intrinsics`` [T, 4], ``param_<name>`` [T, ...] every FaceParams field as regressed (crop
     camera), ``camera`` [4] the video's fixed camera, ``video_rotation`` / ``video_translation`` [T, 3]
     the raw pose in it, ``smoothed_<name>`` [T, ...] for rotation, translation (fixed camera),
-    expression and delta_geometry.
+    expression and delta_geometry, and ``smoothed_crop_rotation`` / ``smoothed_crop_translation``, the
+    smoothed pose back in each frame's crop camera (project with ``crop_image_intrinsics``), and
+    ``landmarks_2d`` [T, 68, 2] the smoothed final level's landmarks in the frame (added by the overlay pass).
     """
     t = len(frames)
     ok = np.array([f is not None for f in frames])
@@ -166,13 +190,20 @@ def track_arrays(frames, fps: float, frame_size, min_cutoff: float) -> dict:
            "expression": arrays["param_expression"], "delta_geometry": arrays["param_delta_geometry"]}
     for name in SMOOTHED:
         arrays[f"smoothed_{name}"] = one_euro(raw[name], fps, min_cutoff, valid=ok).astype(np.float32)
+    # Back into each frame's own camera for drawing (exact when nothing was smoothed).
+    rot_c, trans_c = from_video_camera(arrays["smoothed_rotation"][ok], arrays["smoothed_translation"][ok], k_img,
+                                       camera)
+    arrays.update(smoothed_crop_rotation=fill(rot_c.astype(np.float32)),
+                  smoothed_crop_translation=fill(trans_c.astype(np.float32)))
     return arrays
 
 
 def _smoothed_params(arrays: dict, t: int) -> FaceParams:
     p = {n: torch.as_tensor(arrays[f"param_{n}"][t:t + 1], dtype=torch.float32) for n in FaceParams.names()}
-    for n in SMOOTHED:
+    for n in ("expression", "delta_geometry"):
         p[n] = torch.as_tensor(arrays[f"smoothed_{n}"][t:t + 1], dtype=torch.float32)
+    for n in ("rotation", "translation"):
+        p[n] = torch.as_tensor(arrays[f"smoothed_crop_{n}"][t:t + 1], dtype=torch.float32)
     return FaceParams(**p)
 
 
@@ -182,9 +213,7 @@ def _overlay_video(pipe, path: str, arrays: dict, target: str, max_frames, progr
     w, h = (int(v) for v in arrays["frame_size"])
     f = min(1.0, VIDEO_OVERLAY_MAX_SIDE / max(w, h))
     size = (max(2, round(w * f)) // 2 * 2, max(2, round(h * f)) // 2 * 2)  # codecs want even sizes
-    cam = arrays["camera"]
-    scaled = np.array([cam[0] * size[0] / w, cam[1] * size[1] / h, (cam[2] + 0.5) * size[0] / w - 0.5,
-                       (cam[3] + 0.5) * size[1] / h - 0.5])
+    sx, sy = size[0] / w, size[1] / h
     identity = CropBox((w - 1) / 2, (w - 1) / 2, float(w))  # image pixels stay image pixels
     lm_all = np.zeros((len(arrays["detected"]), 68, 2), np.float32)
     with VideoReader(path, max_frames) as reader, VideoWriter(target, reader.fps, size) as writer:
@@ -197,10 +226,12 @@ def _overlay_video(pipe, path: str, arrays: dict, target: str, max_frames, progr
                 p = _smoothed_params(arrays, t)
                 with torch.no_grad():
                     out = pipe.multilevel(p)
+                k = arrays["crop_image_intrinsics"][t]
+                scaled = np.array([k[0] * sx, k[1] * sy, (k[2] + 0.5) * sx - 0.5, (k[3] + 0.5) * sy - 0.5])
                 ren = render_layers(out.final_geometry, out.final_reflectance, p, fm.triangles, scaled, size[1], size[0])
                 img = overlay(img, ren["shaded"][0], ren["mask"][0], 0.7)
                 det = arrays["detected_landmarks"][t:t + 1]
-                lm, _ = landmarks_in_image(out, p, fm, det, cam, identity, w)
+                lm, _ = landmarks_in_image(out, p, fm, det, k, identity, w)
                 lm_all[t] = lm[0]
             writer.write(img)
     return lm_all

@@ -1,0 +1,92 @@
+"""Shared helpers of the reconstruction / preprocessing tests: a tiny checkpoint, synthetic face photos.
+
+No face photos ship in any package registry, so test "photos" are synthetic faces
+(:mod:`fml_taichi.data.synthetic`, known landmarks) pasted into larger frames.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import numpy as np
+import torch
+
+N_VERTICES = 2000
+
+
+def dlib_ready() -> tuple[bool, str]:
+    """(usable, reason): dlib importable and a 68-point predictor file found."""
+    if importlib.util.find_spec("dlib") is None:
+        return False, "dlib not installed (pip install dlib-bin==20.0.1.post1)"
+    from fml_taichi.data.detect import DetectorUnavailable, find_dlib_predictor
+
+    try:
+        find_dlib_predictor()
+    except DetectorUnavailable as e:
+        return False, str(e)
+    return True, ""
+
+
+def onnx_ready() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def tiny_config() -> dict:
+    """A small but complete training config (the checkpoint's architecture)."""
+    return {"seed": 0, "model": {"source": "default", "n_vertices": N_VERTICES, "n_correctives_geometry": 8,
+                                 "n_correctives_reflectance": 8},
+            "encoder": {"input_size": 64, "width": 0.5, "n_features": 64}}
+
+
+def write_tiny_checkpoint(path) -> str:
+    """An untrained checkpoint whose heads are small random weights (outputs depend on the input, stay
+    near the mean face, frontal, 0.5 m away)."""
+    from fml_taichi.train.checkpoint import save_checkpoint
+    from fml_taichi.train.config import from_dict
+    from fml_taichi.train.models import build_networks, face_model_from_spec, face_model_spec
+
+    cfg = from_dict(tiny_config())
+    spec = face_model_spec(cfg.model)
+    multilevel, encoder = build_networks(cfg, face_model_from_spec(spec))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for head in (encoder.head_base, encoder.head_geometry, encoder.head_reflectance):
+            head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01)
+    encoder.eval()  # BatchNorm running statistics as initialised: a usable eval-mode network
+    save_checkpoint(path, config=cfg.to_dict(), face_model_spec=spec, encoder=encoder.state_dict(),
+                    multilevel=multilevel.state_dict(), step=0,
+                    optimizer={"state": {}, "param_groups": []})
+    return os.fspath(path)
+
+
+@functools.cache
+def _renderer():
+    from fml_taichi.data.synthetic import SyntheticConfig, SyntheticRenderer
+
+    # Near-frontal faces without hair blobs: what a frontal-face detector reliably finds.
+    return SyntheticRenderer(n_vertices=N_VERTICES,
+                             config=SyntheticConfig(yaw_deg=8, pitch_deg=5, roll_deg=5, hair_probability=0.0))
+
+
+@functools.cache
+def synthetic_faces(seeds: tuple) -> dict:
+    """Rendered 240 px synthetic faces (numpy ``image`` [B, 240, 240, 3], ``landmarks`` [B, 68, 2], ...)."""
+    b = _renderer().render(list(seeds))
+    return {"image": b["image"].numpy(), "landmarks": b["gt_landmarks"].numpy(), "params": b["gt_params"]}
+
+
+def mean_landmarks():
+    from fml_taichi.data.crop import mean_landmarks_3d
+
+    return mean_landmarks_3d(_renderer().face_model)
+
+
+def paste(faces: np.ndarray, positions, size=(300, 400), grey: float = 0.35) -> np.ndarray:
+    """Faces [K, S, S, 3] pasted with their top-left corners at ``positions`` [(x, y)] into a grey frame."""
+    h, w = size
+    frame = np.full((h, w, 3), grey, np.float32)
+    for face, (x, y) in zip(faces, positions):
+        s = face.shape[0]
+        frame[y:y + s, x:x + s] = face
+    return frame
