@@ -85,7 +85,7 @@ def fit(scene: DemoScene, target: torch.Tensor, rotation, translation, light, st
         loss = out.loss.sum() / out.visible.mean().clamp_min(1e-3)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if progress is not None:
             progress.set_postfix(loss=f"{losses[-1]:.4f}")
             progress.update(1)
