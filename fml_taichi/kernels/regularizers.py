@@ -10,12 +10,16 @@
   ``exp(-alpha ||chroma(I(uv_src)) - chroma(I(uv_dst))||)`` with ``chroma(c) = c / (c_r + c_g + c_b + eps)``,
   the image bilinearly sampled (border-clamped) at each point's pixel position.
 
-Backward passes: ``pair_energy`` and ``weighted_sum_of_squares`` are one top-level loop with static
-inner loops, so Taichi autodiff builds their reverse pass (a gather becomes an atomic scatter).
-``laplacian_energy`` loops over variable-length neighbour lists, which Taichi's reverse mode can only
-differentiate through its adstack; the operator is linear, so the hand-written backward
-(``grad = 2 L^T L x``, one gather-scatter over the same CSR) is exact and simple (timings in
-benchmarks/bench_model_losses.py's notes in the module docstring there).
+Kernel structure, decided by measurement (2-core CPU, 20k points, 120k edges, batch 5; min of 15):
+- One top-level loop over the large dimension (points or edges) with the batch as an inner loop: a
+  2-D ``ti.ndrange(B, E)`` costs an integer division per element and ran a trivial kernel 4x slower
+  (1.8 ms vs 0.45 ms for 600k elements), and the edge's indices are loaded once for all B images.
+- Per-element energies go to a buffer summed by torch: ``loss[b] += ...`` from every thread made all
+  of them contend on B addresses (pair energy forward 46 ms -> 7 ms without it).
+- Hand-written backward passes, not Taichi autodiff: autodiff needs static inner loops (so the 2-D
+  loop above) and re-evaluates ``pow`` and its exponent derivative in reverse (pair energy, p = 0.9:
+  45 ms forward + backward with autodiff). Here the forward stores ``dphi/d(d^2)`` per edge and the
+  backward is a plain scatter; the Laplacian is linear, so its backward is ``2 L^T (L x)``.
 
 Float hyper-parameters (``p``, ``eps``, ``alpha``) travel as a small ndarray of the data's dtype, and
 normalising constants are applied in torch: with ``default_fp = f32`` Taichi rounds float literals and
@@ -28,39 +32,36 @@ import taichi as ti
 import torch
 
 from .. import backend
-from .._validate import check_same, check_tensor
 from .._loss_checks import check_csr, check_edges, check_values
-from .bridge import detached, launch_grad
+from .._validate import check_same, check_tensor
+from .bridge import detached
 
 _TI_DTYPES = {torch.float32: ti.f32, torch.float64: ti.f64}
+nd = ti.types.ndarray
 
 
 @functools.cache
 def _laplacian_kernels(dtype, channels: int):
-    nd = ti.types.ndarray
-
     @ti.kernel
     def forward(values: nd(dtype=dtype, ndim=3), offsets: nd(dtype=ti.i32, ndim=1),
                 neighbours: nd(dtype=ti.i32, ndim=1), lap: nd(dtype=dtype, ndim=3),
-                loss: nd(dtype=dtype, ndim=1)):
-        for b, i in ti.ndrange(values.shape[0], values.shape[1]):
+                energy: nd(dtype=dtype, ndim=2)):
+        for i in range(values.shape[1]):
             lo, hi = offsets[i], offsets[i + 1]
-            acc = ti.Vector.zero(dtype, channels)
-            for e in range(lo, hi):
-                j = neighbours[e]
+            inv = ti.cast(1, dtype) / ti.cast(ti.max(hi - lo, 1), dtype)
+            for b in range(values.shape[0]):
+                acc = ti.Vector.zero(dtype, channels)
+                for e in range(lo, hi):
+                    j = neighbours[e]
+                    for c in ti.static(range(channels)):
+                        acc[c] += values[b, j, c]
+                sq = ti.cast(0, dtype)
                 for c in ti.static(range(channels)):
-                    acc[c] += values[b, j, c]
-            sq = ti.cast(0, dtype)
-            if hi > lo:
-                inv = ti.cast(1, dtype) / ti.cast(hi - lo, dtype)
-                for c in ti.static(range(channels)):
-                    d = values[b, i, c] - acc[c] * inv
+                    # Isolated point (hi == lo): residual 0, no smoothness constraint.
+                    d = (values[b, i, c] - acc[c] * inv) if hi > lo else ti.cast(0, dtype)
                     lap[b, i, c] = d
                     sq += d * d
-            else:  # isolated point: no smoothness constraint
-                for c in ti.static(range(channels)):
-                    lap[b, i, c] = ti.cast(0, dtype)
-            loss[b] += sq
+                energy[b, i] = sq
 
     @ti.kernel
     def backward(lap: nd(dtype=dtype, ndim=3), offsets: nd(dtype=ti.i32, ndim=1),
@@ -68,17 +69,18 @@ def _laplacian_kernels(dtype, channels: int):
                  grad: nd(dtype=dtype, ndim=3)):
         # d/dx of sum_i |L_i|^2 is 2 L^T L x: each row's residual goes back to the point itself and,
         # divided by its degree, negated to each of its neighbours (atomic: neighbours are shared).
-        for b, i in ti.ndrange(lap.shape[0], lap.shape[1]):
+        for i in range(lap.shape[1]):
             lo, hi = offsets[i], offsets[i + 1]
             if hi > lo:
-                g = ti.cast(2, dtype) * grad_loss[b]
-                gd = g / ti.cast(hi - lo, dtype)
-                for c in ti.static(range(channels)):
-                    grad[b, i, c] += g * lap[b, i, c]
-                for e in range(lo, hi):
-                    j = neighbours[e]
+                inv = ti.cast(1, dtype) / ti.cast(hi - lo, dtype)
+                for b in range(lap.shape[0]):
+                    g = ti.cast(2, dtype) * grad_loss[b]
                     for c in ti.static(range(channels)):
-                        grad[b, j, c] -= gd * lap[b, i, c]
+                        grad[b, i, c] += g * lap[b, i, c]
+                    for e in range(lo, hi):
+                        j = neighbours[e]
+                        for c in ti.static(range(channels)):
+                            grad[b, j, c] -= g * inv * lap[b, i, c]
 
     return forward, backward
 
@@ -88,10 +90,10 @@ class _Laplacian(torch.autograd.Function):
     def forward(ctx, values, offsets, neighbours):
         fwd, _ = _laplacian_kernels(_TI_DTYPES[values.dtype], values.shape[2])
         lap = torch.empty_like(values)
-        loss = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
-        fwd(*detached([values, offsets, neighbours, lap, loss]))
+        energy = torch.empty(values.shape[:2], dtype=values.dtype, device=values.device)
+        fwd(*detached([values, offsets, neighbours, lap, energy]))
         ctx.save_for_backward(lap, offsets, neighbours)
-        return loss
+        return energy.sum(1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -115,7 +117,7 @@ def laplacian_energy(values: torch.Tensor, offsets: torch.Tensor, neighbours: to
         neighbours: (E,) int32 neighbour indices in ``[0, N)``.
 
     Returns:
-        (B,) energies, differentiable w.r.t. ``values`` (hand-written backward, see module docstring).
+        (B,) energies, differentiable w.r.t. ``values`` (hand-written backward, see the module docstring).
     """
     b, n, _ = check_values("values", values)
     check_csr(offsets, neighbours, n, n, names=("offsets", "neighbours"), allow_empty=True)
@@ -124,47 +126,65 @@ def laplacian_energy(values: torch.Tensor, offsets: torch.Tensor, neighbours: to
 
 
 @functools.cache
-def _pair_kernel(dtype, channels: int, squared: bool):
-    nd = ti.types.ndarray
+def _pair_kernels(dtype, channels: int, squared: bool):
+    @ti.kernel
+    def forward(values: nd(dtype=dtype, ndim=3), src: nd(dtype=ti.i32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
+                weights: nd(dtype=dtype, ndim=2), hyper: nd(dtype=dtype, ndim=1), energy: nd(dtype=dtype, ndim=2),
+                coef: nd(dtype=dtype, ndim=2)):
+        # hyper = (p / 2, eps^2, eps^p); coef = w * dphi/ds with s = d^2, what the backward needs.
+        for e in range(src.shape[0]):
+            i, j = src[e], dst[e]
+            for b in range(values.shape[0]):
+                s = ti.cast(0, dtype)
+                for c in ti.static(range(channels)):
+                    d = values[b, i, c] - values[b, j, c]
+                    s += d * d
+                w = weights[b, e]
+                if ti.static(squared):
+                    energy[b, e] = w * s
+                else:
+                    # phi(s) = (s + eps^2)^(p/2) - eps^p; s == 0 is pinned to exactly 0 (eps^p is computed
+                    # in double on the host, so pow's rounding could otherwise leave ~1e-10).
+                    pw = ti.pow(s + hyper[1], hyper[0])
+                    energy[b, e] = w * (pw - hyper[2]) if s > 0 else ti.cast(0, dtype)
+                    coef[b, e] = w * hyper[0] * pw / (s + hyper[1])
 
     @ti.kernel
-    def pair(values: nd(dtype=dtype, ndim=3), src: nd(dtype=ti.i32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
-             weights: nd(dtype=dtype, ndim=2), hyper: nd(dtype=dtype, ndim=1), loss: nd(dtype=dtype, ndim=1)):
-        for b, e in ti.ndrange(values.shape[0], src.shape[0]):
+    def backward(values: nd(dtype=dtype, ndim=3), src: nd(dtype=ti.i32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
+                 coef: nd(dtype=dtype, ndim=2), grad_loss: nd(dtype=dtype, ndim=1), grad: nd(dtype=dtype, ndim=3)):
+        # d phi / d x_i = 2 phi'(s) (x_i - x_j) = -d phi / d x_j; atomic: points are shared by edges.
+        for e in range(src.shape[0]):
             i, j = src[e], dst[e]
-            s = ti.cast(0, dtype)
-            for c in ti.static(range(channels)):
-                d = values[b, i, c] - values[b, j, c]
-                s += d * d
-            if ti.static(squared):
-                loss[b] += weights[b, e] * s
-            else:
-                # hyper = (p / 2, eps^2): the smoothed l_p norm. eps^p is computed by the same pow as the
-                # first term (not passed in), so phi is exactly 0 at d = 0 in float32 too.
-                loss[b] += weights[b, e] * (ti.pow(s + hyper[1], hyper[0]) - ti.pow(hyper[1], hyper[0]))
+            for b in range(values.shape[0]):
+                g = ti.cast(2, dtype) * coef[b, e] * grad_loss[b]
+                for c in ti.static(range(channels)):
+                    gd = g * (values[b, i, c] - values[b, j, c])
+                    grad[b, i, c] += gd
+                    grad[b, j, c] -= gd
 
-    return pair
+    return forward, backward
 
 
 class _Pair(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values, src, dst, weights, hyper, squared):
-        kern = _pair_kernel(_TI_DTYPES[values.dtype], values.shape[2], squared)
-        loss = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
-        kern(*detached([values, src, dst, weights, hyper, loss]))
-        ctx.save_for_backward(values, src, dst, weights, hyper)
+        fwd, _ = _pair_kernels(_TI_DTYPES[values.dtype], values.shape[2], squared)
+        energy = torch.empty(values.shape[0], src.shape[0], dtype=values.dtype, device=values.device)
+        # For p = 2, phi'(s) = 1: the weights are the coefficients (the kernel leaves coef alone).
+        coef = weights if squared else torch.empty_like(energy)
+        fwd(*detached([values, src, dst, weights, hyper, energy, coef]))
+        ctx.save_for_backward(values, src, dst, coef)
         ctx.squared = squared
-        return loss
+        return energy.sum(1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
-        values, src, dst, weights, hyper = ctx.saved_tensors
-        kern = _pair_kernel(_TI_DTYPES[values.dtype], values.shape[2], ctx.squared)
-        loss = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
-        (g,) = launch_grad(kern, [values, src, dst, weights, hyper, loss], grad_inputs=[0], outputs=[5],
-                           grad_outputs=[grad_loss])
-        return g, None, None, None, None, None
+        values, src, dst, coef = ctx.saved_tensors
+        _, bwd = _pair_kernels(_TI_DTYPES[values.dtype], values.shape[2], ctx.squared)
+        grad = torch.zeros_like(values)
+        bwd(values.detach(), src, dst, coef, grad_loss.detach().to(values.dtype).contiguous(), grad)
+        return grad, None, None, None, None, None
 
 
 def pair_energy(values: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor | None = None,
@@ -184,7 +204,7 @@ def pair_energy(values: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weig
         p: exponent, ``0 < p <= 2``. eps: smoothing (> 0), used only when ``p < 2``.
 
     Returns:
-        (B,) energies, differentiable w.r.t. ``values`` (Taichi autodiff).
+        (B,) energies, differentiable w.r.t. ``values`` (hand-written backward, see the module docstring).
     """
     b, n, _ = check_values("values", values)
     e = check_edges(src, dst, n)
@@ -195,8 +215,8 @@ def pair_energy(values: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weig
         raise ValueError(f"eps: expected > 0 for p < 2, got {eps}")
     backend.init()
     squared = p == 2
-    # Exact in float64: computed here in double, stored in the data's dtype.
-    hyper = torch.tensor([p / 2, eps * eps], dtype=values.dtype, device=values.device)
+    # Computed in double, stored in the data's dtype (exact for float64 checks).
+    hyper = torch.tensor([p / 2, eps * eps, (eps * eps) ** (p / 2)], dtype=values.dtype, device=values.device)
     return _Pair.apply(values, src, dst, weights, hyper, squared)
 
 
@@ -209,36 +229,51 @@ def _edge_weights(weights, values, b: int, e: int) -> torch.Tensor:
     return weights.detach().expand(b, e).contiguous()
 
 
+_SUM_CHUNK = 1024  # entries per thread in the forward's partial sums
+
+
 @functools.cache
-def _sum_sq_kernel(dtype):
-    nd = ti.types.ndarray
+def _sum_sq_kernels(dtype):
+    @ti.kernel
+    def forward(values: nd(dtype=dtype, ndim=2), weights: nd(dtype=dtype, ndim=1), partial: nd(dtype=dtype, ndim=2)):
+        # One partial sum per (chunk, image), each thread summing a contiguous run: no atomics.
+        d_all = values.shape[1]
+        for k in range(partial.shape[1]):
+            for b in range(values.shape[0]):
+                acc = ti.cast(0, dtype)
+                for d in range(k * _SUM_CHUNK, ti.min((k + 1) * _SUM_CHUNK, d_all)):
+                    x = values[b, d]
+                    acc += weights[d] * x * x
+                partial[b, k] = acc
 
     @ti.kernel
-    def sum_sq(values: nd(dtype=dtype, ndim=2), weights: nd(dtype=dtype, ndim=1), loss: nd(dtype=dtype, ndim=1)):
-        for b, d in ti.ndrange(values.shape[0], values.shape[1]):
-            x = values[b, d]
-            loss[b] += weights[d] * x * x
+    def backward(values: nd(dtype=dtype, ndim=2), weights: nd(dtype=dtype, ndim=1), grad_loss: nd(dtype=dtype, ndim=1),
+                 grad: nd(dtype=dtype, ndim=2)):
+        for d in range(values.shape[1]):
+            for b in range(values.shape[0]):
+                grad[b, d] = ti.cast(2, dtype) * weights[d] * values[b, d] * grad_loss[b]
 
-    return sum_sq
+    return forward, backward
 
 
 class _SumSq(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values, weights):
-        kern = _sum_sq_kernel(_TI_DTYPES[values.dtype])
-        loss = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
-        kern(*detached([values, weights, loss]))
+        fwd, _ = _sum_sq_kernels(_TI_DTYPES[values.dtype])
+        chunks = -(-values.shape[1] // _SUM_CHUNK)
+        partial = torch.empty(values.shape[0], chunks, dtype=values.dtype, device=values.device)
+        fwd(*detached([values, weights, partial]))
         ctx.save_for_backward(values, weights)
-        return loss
+        return partial.sum(1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         values, weights = ctx.saved_tensors
-        kern = _sum_sq_kernel(_TI_DTYPES[values.dtype])
-        loss = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
-        (g,) = launch_grad(kern, [values, weights, loss], grad_inputs=[0], outputs=[2], grad_outputs=[grad_loss])
-        return g, None
+        _, bwd = _sum_sq_kernels(_TI_DTYPES[values.dtype])
+        grad = torch.empty_like(values)
+        bwd(values.detach(), weights, grad_loss.detach().to(values.dtype).contiguous(), grad)
+        return grad, None
 
 
 def weighted_sum_of_squares(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -249,7 +284,7 @@ def weighted_sum_of_squares(values: torch.Tensor, weights: torch.Tensor | None =
         weights: (D,) constant per-entry weights of the same dtype (e.g. ``1 / sigma^2``); ``None``: ones.
 
     Returns:
-        (B,) sums, differentiable w.r.t. ``values`` (Taichi autodiff).
+        (B,) sums, differentiable w.r.t. ``values`` (hand-written backward).
     """
     check_tensor("values", values, shape=(None, None))
     if values.shape[1] == 0:
@@ -264,8 +299,6 @@ def weighted_sum_of_squares(values: torch.Tensor, weights: torch.Tensor | None =
 
 @functools.cache
 def _chroma_kernels(dtype):
-    nd = ti.types.ndarray
-
     @ti.func
     def _corner(x, size):
         # Lower bilinear corner and fraction for a border-clamped coordinate (pixel centres at integers).
@@ -277,28 +310,31 @@ def _chroma_kernels(dtype):
     def chroma(image: nd(dtype=dtype, ndim=4), uv: nd(dtype=dtype, ndim=3), hyper: nd(dtype=dtype, ndim=1),
                out: nd(dtype=dtype, ndim=3)):
         h, w = image.shape[1], image.shape[2]
-        for b, i in ti.ndrange(uv.shape[0], uv.shape[1]):
-            x0, fx = _corner(uv[b, i, 0], w)
-            y0, fy = _corner(uv[b, i, 1], h)
-            x1, y1 = ti.min(x0 + 1, w - 1), ti.min(y0 + 1, h - 1)
-            col = ti.Vector.zero(dtype, 3)
-            for c in ti.static(range(3)):
-                top = image[b, y0, x0, c] * (1 - fx) + image[b, y0, x1, c] * fx
-                bot = image[b, y1, x0, c] * (1 - fx) + image[b, y1, x1, c] * fx
-                col[c] = top * (1 - fy) + bot * fy
-            inv = ti.cast(1, dtype) / (col[0] + col[1] + col[2] + hyper[1])
-            for c in ti.static(range(3)):
-                out[b, i, c] = col[c] * inv
+        for i in range(uv.shape[1]):
+            for b in range(uv.shape[0]):
+                x0, fx = _corner(uv[b, i, 0], w)
+                y0, fy = _corner(uv[b, i, 1], h)
+                x1, y1 = ti.min(x0 + 1, w - 1), ti.min(y0 + 1, h - 1)
+                col = ti.Vector.zero(dtype, 3)
+                for c in ti.static(range(3)):
+                    top = image[b, y0, x0, c] * (1 - fx) + image[b, y0, x1, c] * fx
+                    bot = image[b, y1, x0, c] * (1 - fx) + image[b, y1, x1, c] * fx
+                    col[c] = top * (1 - fy) + bot * fy
+                inv = ti.cast(1, dtype) / (col[0] + col[1] + col[2] + hyper[1])
+                for c in ti.static(range(3)):
+                    out[b, i, c] = col[c] * inv
 
     @ti.kernel
     def edge(chroma: nd(dtype=dtype, ndim=3), src: nd(dtype=ti.i32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
              hyper: nd(dtype=dtype, ndim=1), out: nd(dtype=dtype, ndim=2)):
-        for b, e in ti.ndrange(chroma.shape[0], src.shape[0]):
-            s = ti.cast(0, dtype)
-            for c in ti.static(range(3)):
-                d = chroma[b, src[e], c] - chroma[b, dst[e], c]
-                s += d * d
-            out[b, e] = ti.exp(-hyper[0] * ti.sqrt(s))
+        for e in range(src.shape[0]):
+            i, j = src[e], dst[e]
+            for b in range(chroma.shape[0]):
+                s = ti.cast(0, dtype)
+                for c in ti.static(range(3)):
+                    d = chroma[b, i, c] - chroma[b, j, c]
+                    s += d * d
+                out[b, e] = ti.exp(-hyper[0] * ti.sqrt(s))
 
     return chroma, edge
 

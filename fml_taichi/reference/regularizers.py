@@ -43,7 +43,12 @@ def pair_energy(values, src, dst, weights=None, p: float = 2.0, eps: float = 1e-
         raise ValueError(f"eps: expected > 0 for p < 2, got {eps}")
     d = values[:, src.long()] - values[:, dst.long()]
     s = (d * d).sum(-1)
-    phi = s if p == 2 else (s + eps * eps) ** (p / 2) - (eps * eps) ** (p / 2)
+    if p == 2:
+        phi = s
+    else:
+        # eps^p by the same pow in the same dtype as the first term, so phi(0) is exactly 0.
+        e2 = torch.full_like(s, eps * eps)
+        phi = (s + e2) ** (p / 2) - e2 ** (p / 2)
     return (weights.detach().expand(b, e) * phi).sum(1)
 
 
