@@ -240,3 +240,13 @@ def test_blur_and_noise_statistics_and_determinism():
     edge[:, :, 4:] = 1.0
     soft = blur_and_noise(edge, 0.6, torch.tensor([0]), torch.tensor([0.0]))
     assert 0.0 < float(soft[0, 0, 3, 0]) < 0.5 < float(soft[0, 0, 4, 0]) < 1.0  # the edge is softened
+    # Exactly a normalised 3 x 3 Gaussian with replicated borders.
+    x = torch.rand(2, 16, 20, 3, generator=torch.Generator().manual_seed(1))
+    side = math.exp(-1 / (2 * 0.6 ** 2))
+    w = torch.tensor([side, 1.0, side]) / (1 + 2 * side)
+    ker = (w[:, None] * w[None, :]).expand(3, 1, 3, 3).contiguous()
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(x.permute(0, 3, 1, 2), (1, 1, 1, 1), mode="replicate"),
+                                     ker, groups=3).permute(0, 2, 3, 1)
+    torch.testing.assert_close(blur_and_noise(x, 0.6, torch.tensor([0, 1]), torch.zeros(2)), ref, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="sigma"):
+        blur_and_noise(x, 1.5, torch.tensor([0, 1]), torch.zeros(2))

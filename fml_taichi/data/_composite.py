@@ -12,10 +12,20 @@ import torch
 
 from .. import backend
 
+#: Measured on this 2-core CPU (taichi 1.7.4, batch 32 x 240 x 240 x 3 float32): a copy kernel over
+#: ``ti.ndrange(B, H, W, 3)`` took 100 ms, the same copy parallel over ``(B, H)`` with a serial loop
+#: along the row 12 ms, a flat 1-D loop 3.6 ms (= torch's clone). Image kernels here loop over rows.
+ROW_LOOPS_NOTE = "parallelise image kernels over (batch, row), not over every pixel with ti.ndrange"
+
 
 @ti.func
-def _bilinear_bg(bg: ti.template(), b, y, x, c, h, w):
-    """Background at output pixel (y, x) of an h x w image, resampled bilinearly from ``bg``'s own
+def _load3(src: ti.template(), b, y, x):
+    return ti.Vector([src[b, y, x, 0], src[b, y, x, 1], src[b, y, x, 2]])
+
+
+@ti.func
+def _bilinear_bg(bg: ti.template(), b, y, x, h, w):
+    """RGB background at output pixel (y, x) of an h x w image, resampled bilinearly from ``bg``'s own
     resolution (pixel centres map to pixel centres; edges clamp)."""
     bh, bw = bg.shape[1], bg.shape[2]
     sy = ti.min(ti.max((y + 0.5) * bh / h - 0.5, 0.0), bh - 1.0)
@@ -24,9 +34,9 @@ def _bilinear_bg(bg: ti.template(), b, y, x, c, h, w):
     x0 = ti.min(ti.cast(ti.floor(sx), ti.i32), bw - 1)
     y1, x1 = ti.min(y0 + 1, bh - 1), ti.min(x0 + 1, bw - 1)
     fy, fx = sy - y0, sx - x0
-    top = bg[b, y0, x0, c] + fx * (bg[b, y0, x1, c] - bg[b, y0, x0, c])
-    bottom = bg[b, y1, x0, c] + fx * (bg[b, y1, x1, c] - bg[b, y1, x0, c])
-    return top + fy * (bottom - top)
+    top = (1.0 - fx) * _load3(bg, b, y0, x0) + fx * _load3(bg, b, y0, x1)
+    bottom = (1.0 - fx) * _load3(bg, b, y1, x0) + fx * _load3(bg, b, y1, x1)
+    return (1.0 - fy) * top + fy * bottom
 
 
 @ti.kernel
@@ -39,16 +49,20 @@ def _composite_kernel(
     out: ti.types.ndarray(dtype=ti.f32, ndim=4),
 ):
     h, w = out.shape[1], out.shape[2]
-    for b, y, x in ti.ndrange(out.shape[0], h, w):
-        f = tri_id[b, y, x]
-        if f < 0:
-            for c in ti.static(range(3)):
-                out[b, y, x, c] = _bilinear_bg(background, b, y, x, c, h, w)
-        else:
-            for c in ti.static(range(3)):
-                out[b, y, x, c] = (bary[b, y, x, 0] * colours[b, tris[f, 0], c]
-                                   + bary[b, y, x, 1] * colours[b, tris[f, 1], c]
-                                   + bary[b, y, x, 2] * colours[b, tris[f, 2], c])
+    # Parallel over rows, serial along a row: a 3-D ti.ndrange decomposes every flat index with
+    # divisions and was ~8x slower for a plain copy of a batch (measured, see ROW_LOOPS_NOTE).
+    for b, y in ti.ndrange(out.shape[0], h):
+        for x in range(w):
+            f = tri_id[b, y, x]
+            if f < 0:
+                v = _bilinear_bg(background, b, y, x, h, w)
+                for c in ti.static(range(3)):
+                    out[b, y, x, c] = v[c]
+            else:
+                for c in ti.static(range(3)):
+                    out[b, y, x, c] = (bary[b, y, x, 0] * colours[b, tris[f, 0], c]
+                                       + bary[b, y, x, 1] * colours[b, tris[f, 1], c]
+                                       + bary[b, y, x, 2] * colours[b, tris[f, 2], c])
 
 
 def composite(raster, triangles: torch.Tensor, colours: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
@@ -82,43 +96,40 @@ def _hash(x):
 
 
 @ti.kernel
-def _blur_rows(src: ti.types.ndarray(dtype=ti.f32, ndim=4), weights: ti.types.ndarray(dtype=ti.f32, ndim=1),
-               dst: ti.types.ndarray(dtype=ti.f32, ndim=4)):
-    r = (weights.shape[0] - 1) // 2
-    w = src.shape[2]
-    for b, y, x in ti.ndrange(src.shape[0], src.shape[1], w):
-        acc = ti.Vector([0.0, 0.0, 0.0])
-        for k in range(weights.shape[0]):
-            xx = ti.min(ti.max(x + k - r, 0), w - 1)
-            acc += weights[k] * ti.Vector([src[b, y, xx, 0], src[b, y, xx, 1], src[b, y, xx, 2]])
-        for c in ti.static(range(3)):
-            dst[b, y, x, c] = acc[c]
-
-
-@ti.kernel
-def _blur_cols_noise(src: ti.types.ndarray(dtype=ti.f32, ndim=4), weights: ti.types.ndarray(dtype=ti.f32, ndim=1),
-                     keys: ti.types.ndarray(dtype=ti.i32, ndim=1), amplitude: ti.types.ndarray(dtype=ti.f32, ndim=1),
-                     dst: ti.types.ndarray(dtype=ti.f32, ndim=4)):
-    r = (weights.shape[0] - 1) // 2
+def _blur_noise(src: ti.types.ndarray(dtype=ti.f32, ndim=4), w_side: ti.f32,
+                keys: ti.types.ndarray(dtype=ti.i32, ndim=1), amplitude: ti.types.ndarray(dtype=ti.f32, ndim=1),
+                dst: ti.types.ndarray(dtype=ti.f32, ndim=4)):
+    # One pass, 3 x 3 separable taps, one hash per pixel: this stage was compute-bound (a general
+    # (2r+1)^2 loop with a hash per channel cost ~7x a plain copy of the batch, measured).
     h, w = src.shape[1], src.shape[2]
-    for b, y, x in ti.ndrange(src.shape[0], h, w):
-        acc = ti.Vector([0.0, 0.0, 0.0])
-        for k in range(weights.shape[0]):
-            yy = ti.min(ti.max(y + k - r, 0), h - 1)
-            acc += weights[k] * ti.Vector([src[b, yy, x, 0], src[b, yy, x, 1], src[b, yy, x, 2]])
-        for c in ti.static(range(3)):
-            idx = ti.cast((y * w + x) * 3 + c, ti.u32)
-            u = ti.cast(_hash(ti.cast(keys[b], ti.u32) ^ _hash(idx)) >> 8, ti.f32) * (1.0 / 16777216.0)  # uniform [0, 1)
-            dst[b, y, x, c] = ti.min(ti.max(acc[c] + (u - 0.5) * amplitude[b], 0.0), 1.0)
+    w_mid = 1.0 - 2.0 * w_side
+    for b, y in ti.ndrange(src.shape[0], h):  # rows in parallel (see ROW_LOOPS_NOTE)
+        ym, yp = ti.max(y - 1, 0), ti.min(y + 1, h - 1)
+        # Sliding window along the row: each column's vertical 3-tap sum is computed once and reused
+        # by three output pixels (9 loads per pixel instead of 27).
+        prev = w_side * (_load3(src, b, ym, 0) + _load3(src, b, yp, 0)) + w_mid * _load3(src, b, y, 0)
+        cur = prev
+        for x in range(w):
+            xn = ti.min(x + 1, w - 1)
+            nxt = w_side * (_load3(src, b, ym, xn) + _load3(src, b, yp, xn)) + w_mid * _load3(src, b, y, xn)
+            acc = w_side * (prev + nxt) + w_mid * cur
+            bits = _hash(ti.cast(keys[b], ti.u32) ^ _hash(ti.cast(y * w + x, ti.u32)))
+            for c in ti.static(range(3)):
+                u = ti.cast((bits >> (10 * c)) & ti.u32(1023), ti.f32) * (1.0 / 1023.0)  # 10 bits per channel
+                dst[b, y, x, c] = ti.min(ti.max(acc[c] + (u - 0.5) * amplitude[b], 0.0), 1.0)
+            prev = cur
+            cur = nxt
 
 
 def blur_and_noise(images: torch.Tensor, sigma: float, keys: torch.Tensor, noise_sd: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur (radius ceil(1.5 sigma), edge-clamped), plus uniform noise of SD
-    ``noise_sd[b]``, clamped to [0, 1]; [B, H, W, 3] float32.
+    """3 x 3 Gaussian blur of SD ``sigma`` (<= 1 px: a camera's softness and anti-aliasing of the
+    z-buffered edges; edge-clamped), plus uniform noise of SD ``noise_sd[b]``, clamped to [0, 1];
+    [B, H, W, 3] float32 in one kernel pass.
 
-    The noise is a hash of (``keys[b]``, pixel, channel): deterministic per image key whatever the
-    batch, and no [B, H, W, 3] random buffer is drawn (on this CPU every full-batch pass costs
-    milliseconds, measured in ``benchmarks/bench_synthetic.py``). ``keys`` [B] integers (the low 31 bits are used).
+    The noise is a hash of (``keys[b]``, pixel): deterministic per image key whatever the batch, and
+    no [B, H, W, 3] random buffer is drawn (on this CPU every full-batch pass costs milliseconds,
+    measured in ``benchmarks/bench_synthetic.py``). ``keys`` [B] integers (the low 31 bits are used).
+    Uniform values have 10 bits per channel, plenty for sensor noise.
     """
     import math
 
@@ -126,14 +137,12 @@ def blur_and_noise(images: torch.Tensor, sigma: float, keys: torch.Tensor, noise
     b = images.shape[0]
     if keys.shape != (b,) or noise_sd.shape != (b,):
         raise ValueError(f"keys / noise_sd: expected shape ({b},), got {tuple(keys.shape)} / {tuple(noise_sd.shape)}")
-    r = max(1, int(math.ceil(1.5 * sigma))) if sigma > 0 else 0
-    x = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-x * x / (2 * sigma * sigma)) if sigma > 0 else torch.ones(1)
-    k = (k / k.sum()).contiguous()
+    if not 0.0 <= sigma <= 1.0:
+        raise ValueError(f"sigma: the 3 x 3 blur supports 0 <= sigma <= 1 px, got {sigma}")
+    side = math.exp(-1.0 / (2 * sigma * sigma)) if sigma > 0 else 0.0
+    w_side = side / (1.0 + 2.0 * side)  # normalised 1-D weights (w_side, 1 - 2 w_side, w_side)
     src = images.detach().float().contiguous()
-    tmp = torch.empty_like(src)
     out = torch.empty_like(src)
-    _blur_rows(src, k, tmp)
     amp = (noise_sd.float() * math.sqrt(12.0)).contiguous()  # uniform on [-a/2, a/2] has SD a / sqrt(12)
-    _blur_cols_noise(tmp, k, (keys.to(torch.int64) & 0x7FFFFFFF).to(torch.int32).contiguous(), amp, out)
+    _blur_noise(src, w_side, (keys.to(torch.int64) & 0x7FFFFFFF).to(torch.int32).contiguous(), amp, out)
     return out

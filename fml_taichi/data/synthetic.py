@@ -116,6 +116,8 @@ class SyntheticConfig:
                 raise ValueError(f"{f.name}: expected a (low, high) range, got {v!r}")
         if not 0 < self.face_fraction[0] <= self.face_fraction[1] <= 1.5:
             raise ValueError(f"face_fraction: expected 0 < low <= high <= 1.5, got {self.face_fraction}")
+        if self.blur_px > 1:
+            raise ValueError(f"blur_px: expected at most 1 px (a 3 x 3 blur), got {self.blur_px}")
         if self.hair_probability > 1:
             raise ValueError(f"hair_probability: expected a probability in [0, 1], got {self.hair_probability}")
 
