@@ -8,7 +8,7 @@ colour. Four families, chosen uniformly per image:
 * ``blobs``: smooth value noise, a coarse random colour grid upsampled bilinearly (defocused scenes);
 * ``stripes``: soft sinusoidal stripes or a checkerboard at a random frequency and angle (textiles,
   tiles: strong edges the photometric loss must not latch on to);
-* ``clutter``: a gradient with random soft-edged ellipses and rectangles on top (objects).
+* ``clutter``: a gradient with 2-6 random soft-edged ellipses and rectangles on top (objects).
 
 Optionally a ``hair`` blob (a dark or fair ellipse behind the upper head, see :func:`add_hair`),
 because real crops show hair where the face model's forehead ends.
@@ -17,6 +17,7 @@ Everything is vectorised torch on [H, W] grids; one image costs well under a mil
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -35,8 +36,10 @@ def _uniform(gen: torch.Generator, *shape, lo: float = 0.0, hi: float = 1.0) -> 
     return lo + (hi - lo) * torch.rand(shape, generator=gen)
 
 
+@functools.lru_cache(maxsize=8)
 def _grid(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel-centre coordinates scaled to [-1, 1] (x right, y down), each [H, W]."""
+    """Pixel-centre coordinates scaled to [-1, 1] (x right, y down), each [H, W]. Cached (callers
+    never modify it): rebuilding it was a visible share of a background's cost."""
     ys = torch.linspace(-1.0, 1.0, height)
     xs = torch.linspace(-1.0, 1.0, width)
     return torch.meshgrid(ys, xs, indexing="ij")[::-1]
@@ -85,10 +88,10 @@ def stripes(gen: torch.Generator, height: int, width: int) -> torch.Tensor:
 
 
 def clutter(gen: torch.Generator, height: int, width: int) -> torch.Tensor:
-    """A gradient with 3-9 random soft ellipses and rectangles painted over it; [H, W, 3]."""
+    """A gradient with 2-6 random soft ellipses and rectangles painted over it; [H, W, 3]."""
     img = gradient(gen, height, width)
     x, y = _grid(height, width)
-    for _ in range(int(torch.randint(3, 10, (1,), generator=gen))):
+    for _ in range(int(torch.randint(2, 7, (1,), generator=gen))):
         cx, cy = (float(v) for v in _uniform(gen, 2, lo=-1.1, hi=1.1))
         rx, ry = (float(v) for v in _uniform(gen, 2, lo=0.08, hi=0.6))
         if bool(torch.rand(1, generator=gen) < 0.5):
