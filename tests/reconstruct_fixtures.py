@@ -53,7 +53,16 @@ def write_tiny_checkpoint(path) -> str:
     with torch.no_grad():
         for head in (encoder.head_base, encoder.head_geometry, encoder.head_reflectance):
             head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01)
-    encoder.eval()  # BatchNorm running statistics as initialised: a usable eval-mode network
+    # Untrained BatchNorm statistics (mean 0, var 1) let activations vanish in eval mode: estimate
+    # them from a few random images, as a short training run would.
+    for m in encoder.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average
+    encoder.train()
+    with torch.no_grad():
+        for _ in range(4):
+            encoder(torch.rand(8, 3, 240, 240, generator=g))
+    encoder.eval()
     save_checkpoint(path, config=cfg.to_dict(), face_model_spec=spec, encoder=encoder.state_dict(),
                     multilevel=multilevel.state_dict(), step=0,
                     optimizer={"state": {}, "param_groups": []})
