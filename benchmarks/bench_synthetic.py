@@ -96,7 +96,7 @@ def write_sample_grid(path: str, renderer: SyntheticRenderer, seeds: list[int]) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000, 20000], help="model vertex counts")
-    ap.add_argument("--batches", type=int, nargs="+", default=[8, 32])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_synthetic.md"))
     args = ap.parse_args()

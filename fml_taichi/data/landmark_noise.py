@@ -76,6 +76,30 @@ def vertex_visibility(v_cam: torch.Tensor, normals_cam: torch.Tensor, depth: tor
     return facing & inside & unoccluded
 
 
+_JAW_TABLES: dict = {}
+
+
+def _jaw_tables(face_model) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded jaw candidates [17, K] (inside -> out, only up to the landmark's own vertex; pad = the
+    last real entry) and their validity mask [17, K]. Cached per model (keyed by its tensors)."""
+    key = id(face_model.contour_indices)
+    hit = _JAW_TABLES.get(key)
+    if hit is not None and hit[0] is face_model.contour_indices and hit[1] is face_model.landmarks:
+        return hit[2], hit[3]
+    rows = []
+    for j in range(N_JAW):
+        cand = face_model.contour(j).long()
+        own = (cand == int(face_model.landmarks[j])).nonzero()
+        rows.append(cand[: int(own[0, 0]) + 1] if len(own) else cand)  # the hidden point's outline is inside
+    k = max(len(r) for r in rows)
+    table = torch.stack([torch.cat([r, r[-1:].expand(k - len(r))]) for r in rows])
+    valid = torch.stack([torch.arange(k) < len(r) for r in rows])
+    if len(_JAW_TABLES) >= 8:
+        _JAW_TABLES.pop(next(iter(_JAW_TABLES)))
+    _JAW_TABLES[key] = (face_model.contour_indices, face_model.landmarks, table, valid)
+    return table, valid
+
+
 def detector_vertices(v_cam: torch.Tensor, normals_cam: torch.Tensor, depth: torch.Tensor,
                       intrinsics: torch.Tensor, face_model) -> DetectorView:
     """Which vertex a detector marks for each of the 68 landmarks, per image (module docstring, 1.).
@@ -93,18 +117,19 @@ def detector_vertices(v_cam: torch.Tensor, normals_cam: torch.Tensor, depth: tor
     fixed = face_model.landmarks.long().to(v_cam.device)
     vertex = fixed.unsqueeze(0).repeat(b, 1)
     visible = vertex_visibility(v_cam, normals_cam, depth, intrinsics, fixed)
+    # All jaw candidates at once: vis [B, 17, K]; a candidate counts while every one inside it is
+    # visible too (walking outwards, the first hidden one is past the silhouette).
+    table, valid = _jaw_tables(face_model)
+    table, valid = table.to(v_cam.device), valid.to(v_cam.device)
+    vis = vertex_visibility(v_cam, normals_cam, depth, intrinsics, table.reshape(-1)).reshape(b, N_JAW, -1)
+    vis = vis & valid
+    leading = torch.cumprod(vis.long(), dim=2).sum(2)  # [B, 17]
+    pick = table.unsqueeze(0).expand(b, -1, -1).gather(2, (leading - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    hidden = ~visible[:, :N_JAW]
+    vertex[:, :N_JAW] = torch.where(hidden, pick, fixed[:N_JAW])
     slid = torch.zeros_like(visible)
-    for j in range(N_JAW):
-        cand = face_model.contour(j).long().to(v_cam.device)
-        own = int((cand == fixed[j]).nonzero()[0, 0]) if bool((cand == fixed[j]).any()) else len(cand) - 1
-        inner = cand[: own + 1]  # the silhouette of a hidden jaw point lies inside it
-        vis = vertex_visibility(v_cam, normals_cam, depth, intrinsics, inner)  # [B, K]
-        leading = torch.cumprod(vis.long(), dim=1).sum(1)  # visible candidates before the first hidden
-        pick = (leading - 1).clamp(min=0)
-        hidden = ~visible[:, j]
-        vertex[:, j] = torch.where(hidden, inner[pick], fixed[j])
-        slid[:, j] = hidden & (inner[pick] != fixed[j])
-        visible[:, j] = torch.where(hidden, leading > 0, visible[:, j])
+    slid[:, :N_JAW] = hidden & (pick != fixed[:N_JAW])
+    visible[:, :N_JAW] = torch.where(hidden, leading > 0, visible[:, :N_JAW])
     p = torch.gather(v_cam, 1, vertex.unsqueeze(-1).expand(-1, -1, 3))
     return DetectorView(vertex=vertex, uv=project_points(p, intrinsics), visible=visible, slid=slid)
 
