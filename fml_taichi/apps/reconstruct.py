@@ -26,12 +26,16 @@ from ..data.crop import CropBox, crop_box_from_landmarks, crop_image, mean_landm
 from ..data.detect import Detection
 from ..model import FaceParams, ModelOutput
 
-__all__ = ["DEFAULT_CHECKPOINT", "default_checkpoint", "FaceResult", "FacePipeline", "NoFaceFound",
+__all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_MIN_CONFIDENCE", "default_checkpoint", "FaceResult", "FacePipeline", "NoFaceFound",
            "landmarks_in_image"]
 
 #: Where the shipped checkpoint lives inside the installed package (package data).
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
+
+
+#: Default detection-confidence threshold of reconstruction (see :class:`FacePipeline`).
+DEFAULT_MIN_CONFIDENCE = 0.2
 
 
 class NoFaceFound(ValueError):
@@ -93,11 +97,11 @@ def landmarks_in_image(output: ModelOutput, params: FaceParams, face_model, dete
     return crop_box.to_image(uv, size).astype(np.float32), idx.numpy().astype(np.int64)
 
 
-def _make_detector(detector, landmarks_3d):
+def _make_detector(detector, landmarks_3d, landmark_model=None):
     if detector is None or detector == "dlib":
         from ..data.detect import DlibDetector
 
-        return DlibDetector(landmarks_3d=landmarks_3d)
+        return DlibDetector(landmark_model, landmarks_3d=landmarks_3d)
     if detector == "pts":
         from ..data.detect import PtsFileDetector
 
@@ -116,13 +120,16 @@ class FacePipeline:
             list[Detection]``.
         backend: "auto" (ONNX Runtime when installed), "onnxruntime" or "torch".
         threads: ONNX Runtime threads (default 1; see :class:`~fml_taichi.apps.onnx_export.OnnxRunner`).
-        min_confidence: faces below this detection confidence are ignored (see
-            :mod:`fml_taichi.data.detect` for its definition).
+        min_confidence: faces below this detection confidence are ignored (definition in
+            :mod:`fml_taichi.data.detect`; real faces score ~0.5-0.95, dlib's false positives on
+            face-like patches mostly below 0.15).
         max_faces: at most this many faces per image, most confident first (None: all).
+        landmark_model: dlib's 68-point ``.dat`` file (default: found automatically).
     """
 
     def __init__(self, reconstructor, detector="dlib", backend: str = "auto", threads: int | None = None,
-                 min_confidence: float = 0.0, max_faces: int | None = None):
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE, max_faces: int | None = None,
+                 landmark_model: str | None = None):
         from .onnx_export import make_runner
 
         if not 0.0 <= float(min_confidence) <= 1.0:
@@ -135,7 +142,7 @@ class FacePipeline:
         self.size = int(reconstructor.image_size)
         self.crop_intrinsics = reconstructor.intrinsics.double().numpy()
         self.landmarks_3d = mean_landmarks_3d(self.face_model)
-        self.detector = _make_detector(detector, self.landmarks_3d)
+        self.detector = _make_detector(detector, self.landmarks_3d, landmark_model)
         self.runner = make_runner(reconstructor.encoder, reconstructor.multilevel, backend, self.size, threads)
         self.min_confidence = float(min_confidence)
         self.max_faces = max_faces

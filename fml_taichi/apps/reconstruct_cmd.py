@@ -37,8 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="videos: One-Euro cutoff for a still head in Hz; lower = steadier (default 1; 0 = off)")
     p.add_argument("--detector", choices=("dlib", "pts"), default="dlib",
                    help="dlib (default), or pts: read IMAGE.pts landmark files next to the images")
-    p.add_argument("--min-confidence", type=float, default=0.0, metavar="C",
-                   help="ignore faces whose detection confidence (0-1) is below C (default 0)")
+    p.add_argument("--min-confidence", type=float, default=0.2, metavar="C",
+                   help="ignore faces whose detection confidence (dlib score x landmark-fit plausibility, 0-1) "
+                        "is below C (default 0.2)")
+    p.add_argument("--landmark-model", metavar="FILE", default=None,
+                   help="dlib shape_predictor_68_face_landmarks.dat (default: found automatically)")
     p.add_argument("--max-faces", type=int, default=None, metavar="N", help="at most N faces per image")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="videos: only the first N frames")
     p.add_argument("--backend", choices=("auto", "onnxruntime", "torch"), default="auto",
@@ -118,7 +121,7 @@ def _make_pipeline(args):
     try:
         return FacePipeline.from_checkpoint(args.checkpoint, detector=args.detector, backend=args.backend,
                                             threads=args.threads, min_confidence=args.min_confidence,
-                                            max_faces=args.max_faces)
+                                            max_faces=args.max_faces, landmark_model=args.landmark_model)
     except (FileNotFoundError, CheckpointError, DetectorUnavailable, RuntimeError, ValueError) as e:
         _error(str(e))
         return None
