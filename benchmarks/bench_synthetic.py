@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_synthetic.md"))
     args = ap.parse_args()
     backend.init()
+    load0 = os.getloadavg()[0]
     lines = [f"# Synthetic faces: throughput at 240 x 240 ({backend.device_name()}, torch threads "
              f"{torch.get_num_threads()})", "",
              "| vertices | batch | img/s | x target (100 img/s) | slowest stages (ms/img) |",
@@ -119,6 +120,8 @@ def main() -> None:
             fused, generic = bench_composite(renderers[n], b, args.repeats)
             comp_rows.append(f"| {renderers[n].face_model.n_vertices} | {b} | {fused:.1f} | {generic:.1f} | "
                              f"{generic / fused:.1f}x |")
+    lines += ["", f"1-minute load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+              "(other processes share these cores; rows of one run are comparable, runs are not)."]
     lines += ["", "Compositing one batch (ms): fused Taichi kernel vs generic `shade_image`", "",
               "| vertices | batch | fused | shade_image | speed-up |", "|---:|---:|---:|---:|---:|"] + comp_rows
     grid = os.path.join(os.path.dirname(args.out), "synthetic_samples.png")
