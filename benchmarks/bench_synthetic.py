@@ -71,7 +71,8 @@ def bench_composite(renderer: SyntheticRenderer, batch: int, repeats: int) -> tu
             samples.append((time.perf_counter() - t0) * 1000)
         return statistics.median(samples)
 
-    return ms(lambda: composite(raster, fm.triangles, colours, bg)), ms(lambda: shade_image(raster, fm.triangles, colours, bg))
+    fused = ms(lambda: composite(raster, fm.triangles, colours, bg))
+    return fused, ms(lambda: shade_image(raster, fm.triangles, colours, bg))
 
 
 def write_sample_grid(path: str, renderer: SyntheticRenderer, seeds: list[int]) -> None:

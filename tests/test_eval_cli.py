@@ -1,7 +1,6 @@
 """`fml-taichi eval` end to end (fit, mean baseline, checkpoint, user images) and the harness."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest

@@ -168,8 +168,10 @@ def test_backgrounds_vary_and_stay_in_range():
     # Structure differs by family: stripes have much more high-frequency energy than a gradient.
     def roughness(img):
         return float((img[1:] - img[:-1]).abs().mean() + (img[:, 1:] - img[:, :-1]).abs().mean())
-    g = [roughness(backgrounds.random_background(torch.Generator().manual_seed(s), 64, 64, "gradient")) for s in range(5)]
-    st = [roughness(backgrounds.random_background(torch.Generator().manual_seed(s), 64, 64, "stripes")) for s in range(5)]
+    def draw(kind, seed):
+        return backgrounds.random_background(torch.Generator().manual_seed(seed), 64, 64, kind)
+    g = [roughness(draw("gradient", s)) for s in range(5)]
+    st = [roughness(draw("stripes", s)) for s in range(5)]
     assert sum(st) > 3 * sum(g)
     plain = backgrounds.gradient(torch.Generator().manual_seed(3), 64, 48)
     cluttered = backgrounds.clutter(torch.Generator().manual_seed(3), 64, 48)

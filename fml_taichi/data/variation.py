@@ -138,7 +138,8 @@ class VariationTables:
         nbr = face_model.neighbour_indices.long().cpu().numpy()
         hairy = _smooth(1.0 - face_model.skin_mask.cpu().numpy().astype(np.float64), off, nbr, 2)
         full, moustache, goatee = full * hairy, moustache * hairy, goatee * hairy
-        eyes = np.maximum(_soft_polygon(param, lp, EYE_SHADOW_RIGHT, 1.5), _soft_polygon(param, lp, EYE_SHADOW_LEFT, 1.5))
+        eyes = np.maximum(_soft_polygon(param, lp, EYE_SHADOW_RIGHT, 1.5),
+                          _soft_polygon(param, lp, EYE_SHADOW_LEFT, 1.5))
         t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
         masks = {"lips": t(lips), "full": t(full), "moustache": t(moustache), "goatee": t(goatee),
                  "eye_shadow": t(eyes)}
@@ -176,7 +177,8 @@ def draw_variation(gen: torch.Generator, tables: VariationTables, strength: floa
         raise ValueError(f"strength: expected a non-negative number, got {strength}")
     n_groups = len(BUMPS)
     on = torch.rand(n_groups, generator=gen) < p_bump
-    amp_g = (torch.randn(n_groups, generator=gen) * BUMP_SD_MM).clamp(-BUMP_CLIP_SD * BUMP_SD_MM, BUMP_CLIP_SD * BUMP_SD_MM)
+    clip = BUMP_CLIP_SD * BUMP_SD_MM
+    amp_g = (torch.randn(n_groups, generator=gen) * BUMP_SD_MM).clamp(-clip, clip)
     amp_g = amp_g * torch.tensor([b[3] for b in BUMPS]) * on * strength
     lo = torch.tensor([b[2][0] for b in BUMPS])
     hi = torch.tensor([b[2][1] for b in BUMPS])

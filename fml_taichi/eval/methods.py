@@ -230,7 +230,8 @@ class FitMethod:
             opt = self._adam(free)
         else:
             c_g, c_r = self._n_deltas()
-            free = {"delta_g": torch.zeros(b, c_g, requires_grad=True), "delta_r": torch.zeros(b, c_r, requires_grad=True)}
+            free = {"delta_g": torch.zeros(b, c_g, requires_grad=True),
+                    "delta_r": torch.zeros(b, c_r, requires_grad=True)}
             opt = torch.optim.Adam(list(free.values()), lr=self.LR["delta"] * self.lr_scale)
         for _ in range(self.final_iterations):
             corr_g, corr_r = self._correctives(free)

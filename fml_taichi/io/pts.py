@@ -79,7 +79,8 @@ def read_pts(path: str | os.PathLike, n_expected: int | None = N_POINTS) -> tupl
     end = start + n_points
     if len(lines) <= end or lines[end] != "}":
         got = max(0, min(len(lines), end) - start)
-        raise ValueError(f"{path}: expected {n_points} coordinate lines followed by '}}' (found {got} lines before the end)")
+        raise ValueError(f"{path}: expected {n_points} coordinate lines followed by '}}' "
+                         f"(found {got} lines before the end)")
     pts = np.empty((n_points, 2), np.float64)
     for k in range(n_points):
         parts = lines[start + k].split()
