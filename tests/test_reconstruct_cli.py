@@ -272,3 +272,32 @@ def test_video_track_is_smoothed_and_drawn(checkpoint, tmp_path):
         count += 1
     assert count == n
     assert (tmp_path / "out" / "clip.track.png").is_file()
+
+
+def test_video_reader_flags_truncation_and_rejects_what_it_cannot_decode(tmp_path):
+    from fml_taichi.data.video import VideoReader, VideoWriter
+
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 48))
+    for _ in range(20):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = (tmp_path / "v.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    with VideoReader(tmp_path / "v.avi") as v:
+        frames = list(v)
+        assert len(frames) == 20 and not v.truncated and frames[0].shape == (48, 64, 3)
+        assert frames[0].dtype == np.float32 and 0.0 <= frames[0].min() and frames[0].max() <= 1.0
+    with VideoReader(tmp_path / "cut.avi") as v:
+        n = sum(1 for _ in v)
+        assert 0 < n < 20 and v.truncated
+    (tmp_path / "junk.mp4").write_bytes(b"junk" * 100)
+    with pytest.raises(ValueError, match="cannot decode video"):
+        VideoReader(tmp_path / "junk.mp4")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        VideoReader(tmp_path / "none.mp4")
+    # a failed writer leaves nothing behind
+    with pytest.raises(ValueError, match="frame"):
+        with VideoWriter(tmp_path / "out.mp4", 25.0, (64, 48)) as w:
+            w.write(np.zeros((10, 10, 3), np.float32))
+    assert not list(tmp_path.glob("*out.mp4*"))

@@ -97,10 +97,16 @@ def _image_item(pipe, item, args, checkpoint) -> dict:
 
 
 def _video_item(pipe, item, args) -> dict:
+    from tqdm.auto import tqdm
+
     from .reconstruct_video import reconstruct_video
 
-    return reconstruct_video(pipe, item.path, args.out, item.name, args.smooth, args.refine, args.max_frames,
+    info = reconstruct_video(pipe, item.path, args.out, item.name, args.smooth, args.refine, args.max_frames,
                              progress=not args.quiet)
+    if info["truncated"]:
+        tqdm.write(f"fml-taichi reconstruct: warning: {item.path}: the video stops decoding after {info['frames']} "
+                   "frame(s), fewer than it declares (truncated or damaged); those frames were used", file=sys.stderr)
+    return info
 
 
 def _refine_summary(records: list[dict]) -> str | None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -71,7 +71,6 @@ class Detection:
     fit_error: float
     confidence: float
     source: str
-    extra: dict = field(default_factory=dict)
 
     @property
     def landmark_conf(self) -> np.ndarray:
