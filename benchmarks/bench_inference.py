@@ -196,13 +196,13 @@ def main() -> int:
         if detection is None:
             print(f"detection not timed: {why}")
         else:
-            (dm, db), (cm, cb) = detection["detect_landmarks_ms"], detection["crop_ms"]
+            (dm, db), (cm, _) = detection["detect_landmarks_ms"], detection["crop_ms"]
             print(f"detection (dlib HOG + 68 landmarks, 640x480, no upsampling): {dm:.1f} ms median ({db:.1f} best); "
                   f"crop: {cm:.2f} ms")
 
     sweep = []
     if args.sweep:
-        print(f"\nsweep (untrained encoders, ONNX Runtime if installed, batch 1, median / best ms):")
+        print("\nsweep (untrained encoders, ONNX Runtime if installed, batch 1, median / best ms):")
         for input_size in (96, 112, 128, 160):
             for width in (0.75, 1.0):
                 enc, ml, _ = load_networks(None, input_size, width)

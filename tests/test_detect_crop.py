@@ -1,11 +1,8 @@
 """Crop rule and detection: coordinate maps, resampling, framing like training, confidences, detectors."""
-import os
-
 import numpy as np
 import pytest
-import torch
 
-from fml_taichi.data.crop import (CROP_SIZE, FACE_FRACTION, CropBox, crop_box_from_landmarks, crop_image,
+from fml_taichi.data.crop import (FACE_FRACTION, CropBox, crop_box_from_landmarks, crop_image,
                                   fit_affine_camera)
 from fml_taichi.data.detect import (DetectorUnavailable, PtsFileDetector, detector_confidence, find_dlib_predictor,
                                     fit_confidence, landmark_fit_error)

@@ -301,3 +301,16 @@ def test_video_reader_flags_truncation_and_rejects_what_it_cannot_decode(tmp_pat
         with VideoWriter(tmp_path / "out.mp4", 25.0, (64, 48)) as w:
             w.write(np.zeros((10, 10, 3), np.float32))
     assert not list(tmp_path.glob("*out.mp4*"))
+
+
+def test_runner_falls_back_to_torch_without_onnx_runtime(checkpoint, monkeypatch):
+    import fml_taichi.apps.onnx_export as ox
+    from fml_taichi.train.reconstructor import Reconstructor
+
+    rec = Reconstructor.from_checkpoint(checkpoint)
+    monkeypatch.setattr(ox, "onnx_available", lambda: False)
+    assert ox.make_runner(rec.encoder, rec.multilevel).backend == "torch"
+    with pytest.raises(RuntimeError, match="pip install onnxruntime onnx"):
+        ox.make_runner(rec.encoder, rec.multilevel, backend="onnxruntime")
+    with pytest.raises(ValueError, match="backend"):
+        ox.make_runner(rec.encoder, rec.multilevel, backend="tensorrt")

@@ -147,12 +147,11 @@ class OnnxRunner:
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # a stale or damaged cache file: re-export once
+        except Exception:  # a damaged cache file (ONNX Runtime raises its own types): re-export once
             if not cache:
                 raise
             data = export_onnx(encoder, multilevel, path, size)
             self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-            del e
 
     def run_numpy(self, x: np.ndarray) -> list[np.ndarray]:
         """Raw graph outputs for network-layout input ``x`` [B, 3, S, S] float32 (for benchmarks)."""
