@@ -314,3 +314,14 @@ def test_runner_falls_back_to_torch_without_onnx_runtime(checkpoint, monkeypatch
         ox.make_runner(rec.encoder, rec.multilevel, backend="onnxruntime")
     with pytest.raises(ValueError, match="backend"):
         ox.make_runner(rec.encoder, rec.multilevel, backend="tensorrt")
+
+
+def test_packaged_checkpoint_is_the_default(tmp_path, checkpoint, photo, capsys, monkeypatch):
+    import fml_taichi.apps.reconstruct as rc
+
+    assert rc.DEFAULT_CHECKPOINT.endswith(os.path.join("fml_taichi", "checkpoints", "default.pt"))
+    monkeypatch.setattr(rc, "DEFAULT_CHECKPOINT", checkpoint)  # as if installed with the package
+    code, _, err = _run(["reconstruct", str(photo), "--out", str(tmp_path / "o"), "--detector", "pts",
+                         "--backend", "torch", "--quiet"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "o" / "face.face_00.json").read_text())["extra"]["checkpoint"] == checkpoint
