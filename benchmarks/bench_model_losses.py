@@ -66,15 +66,20 @@ def _step(model, fm, start, target, weights, be, ctx):
     return {k: v.detach() for k, v in out.items()}
 
 
-def _time(fn, repeats, warmup=2):
+def _time_pair(fn_a, fn_b, repeats, warmup=2):
+    """Median ms of ``fn_a`` and ``fn_b``, calls interleaved so that load from other processes on a
+    shared machine hits both alike."""
+    fns = [f for f in (fn_a, fn_b) if f is not None]
     for _ in range(warmup):  # first calls compile the Taichi kernels (and fill caches)
-        fn()
-    ts = []
+        for f in fns:
+            f()
+    ts = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
+        for f, t in zip(fns, ts):
+            t0 = time.perf_counter()
+            f()
+            t.append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in ts] + [None] * (2 - len(fns))
 
 
 def _term_rows(model, fm, start, target, weights, ctx, repeats):
@@ -117,7 +122,7 @@ def _term_rows(model, fm, start, target, weights, ctx, repeats):
 
     rows = []
     for name in ("photo (2 levels)", "sparse (+ sliding)", "std", "smo", "ref", "ref weights", "glo", "sta"):
-        rows.append((name, _time(runner(name, "taichi"), repeats), _time(runner(name, "torch"), repeats)))
+        rows.append((name, *_time_pair(runner(name, "taichi"), runner(name, "torch"), repeats)))
     return rows
 
 
@@ -137,8 +142,8 @@ def benchmark(n_vertices, batch, size, repeats, with_terms):
     for key, theta_grad in (("", False), ("train_", True)):
         for prm in model.parameters():
             prm.requires_grad_(theta_grad)
-        t_ti = _time(lambda: _step(model, fm, start, target, weights, "taichi", ctx), repeats)
-        t_th = _time(lambda: _step(model, fm, start, target, weights, "torch", ctx), repeats)
+        t_ti, t_th = _time_pair(lambda: _step(model, fm, start, target, weights, "taichi", ctx),
+                                lambda: _step(model, fm, start, target, weights, "torch", ctx), repeats)
         res.update({f"{key}taichi_ms": round(t_ti, 2), f"{key}torch_ms": round(t_th, 2),
                     f"{key}speedup": round(t_th / t_ti, 2)})
     for prm in model.parameters():
