@@ -139,3 +139,14 @@ def test_closest_to_rays_resolves_sub_millimetre_offsets_in_float32(mod):
     got = mod.closest_to_rays(points, rot, tr, intr, target, torch.tensor([0, 4], dtype=torch.int32),
                               torch.tensor([0, 1, 2, 3], dtype=torch.int32))
     assert got.tolist() == [[2]]
+
+
+def test_point_behind_the_camera_gives_a_finite_loss():
+    points, idx, rot, tr, intr, tg, w = _inputs(torch.float64)
+    tr = tr.clone()
+    tr[:, 2] = -1000.0  # every point behind the camera
+    p = points.clone().requires_grad_()
+    loss = K.sparse_reprojection_loss(p, idx, rot, tr, intr, tg, w)
+    (g,) = torch.autograd.grad(loss.sum(), p)
+    assert torch.isfinite(loss).all() and torch.isfinite(g).all()
+    assert torch.allclose(loss, R.sparse_reprojection_loss(points, idx, rot, tr, intr, tg, w), rtol=1e-9)

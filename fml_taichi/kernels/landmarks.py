@@ -15,9 +15,11 @@ Conventions (``docs/conventions.md``): ``R = Rz(rz) @ Ry(ry) @ Rx(rx)``, ``p_cam
 
 Why the projection is fused in here instead of gathering the image-formation kernel's ``uv``: only K
 points (e.g. 68) are needed, so projecting them in-kernel avoids a dense ``[B, N, 2]`` gradient
-buffer and keeps this op independent of any other kernel's outputs. Taichi autodiff is used for the
-backward: the kernel is one top-level loop over (b, k) with only static inner loops, and its
-reverse pass is a handful of atomic adds per target (measured: see benchmarks/bench_model_losses.py).
+buffer and keeps this op independent of any other kernel's outputs. Taichi autodiff builds the
+backward: the kernel is one top-level loop over (b, k) with only static inner loops, and with K = 68
+targets the 2-D loop and the atomic adds into B losses are negligible (the whole E_sparse term with the
+sliding selection, forward + backward, is 1.5 ms at 4k vertices and batch 5; see
+benchmarks/bench_model_losses.py --terms).
 """
 # No `from __future__ import annotations`: Taichi reads kernel annotations as live objects.
 import functools
@@ -27,6 +29,7 @@ import torch
 
 from .. import backend
 from .._loss_checks import check_csr, check_gather, check_pose, check_targets
+from ..reference.landmarks import Z_MIN as _Z_MIN
 from .bridge import detached, launch_grad
 
 _TI_DTYPES = {torch.float32: ti.f32, torch.float64: ti.f64}
@@ -62,8 +65,11 @@ def _kernels(dtype):
             p = ti.Vector([points[b, i, 0], points[b, i, 1], points[b, i, 2]])
             t = ti.Vector([translation[b, 0], translation[b, 1], translation[b, 2]])
             q = rot @ p + t
-            u = intrinsics[b, 0] * q[0] / q[2] + intrinsics[b, 2]
-            v = intrinsics[b, 1] * q[1] / q[2] + intrinsics[b, 3]
+            # Clamp like the image-formation layer: a point at or behind the camera gives a huge but
+            # finite residual instead of inf/NaN.
+            z = ti.max(q[2], ti.cast(_Z_MIN, dtype))
+            u = intrinsics[b, 0] * q[0] / z + intrinsics[b, 2]
+            v = intrinsics[b, 1] * q[1] / z + intrinsics[b, 3]
             du = targets[b, k, 0] - u
             dv = targets[b, k, 1] - v
             loss[b] += weights[b, k] * (du * du + dv * dv)

@@ -10,16 +10,20 @@
   ``exp(-alpha ||chroma(I(uv_src)) - chroma(I(uv_dst))||)`` with ``chroma(c) = c / (c_r + c_g + c_b + eps)``,
   the image bilinearly sampled (border-clamped) at each point's pixel position.
 
-Kernel structure, decided by measurement (2-core CPU, 20k points, 120k edges, batch 5; min of 15):
+Kernel structure, decided by measurement (2-core CPU shared with other jobs, 20k points, 120k edges,
+batch 5; best of 15-40 runs):
 - One top-level loop over the large dimension (points or edges) with the batch as an inner loop: a
   2-D ``ti.ndrange(B, E)`` costs an integer division per element and ran a trivial kernel 4x slower
-  (1.8 ms vs 0.45 ms for 600k elements), and the edge's indices are loaded once for all B images.
-- Per-element energies go to a buffer summed by torch: ``loss[b] += ...`` from every thread made all
-  of them contend on B addresses (pair energy forward 46 ms -> 7 ms without it).
+  (1.8 ms vs 0.45 ms for 600k elements), and an edge's indices are loaded once for all B images.
+- Per-element energies go to a buffer summed by torch: ``loss[b] += ...`` from every thread made them
+  all contend on B addresses. Pair energy (p = 2) forward: 46 ms with that, 9.3 ms per-element on a
+  2-D loop, 2.5 ms per-element on the 1-D loop.
 - Hand-written backward passes, not Taichi autodiff: autodiff needs static inner loops (so the 2-D
   loop above) and re-evaluates ``pow`` and its exponent derivative in reverse (pair energy, p = 0.9:
-  45 ms forward + backward with autodiff). Here the forward stores ``dphi/d(d^2)`` per edge and the
-  backward is a plain scatter; the Laplacian is linear, so its backward is ``2 L^T (L x)``.
+  45 ms forward + backward with autodiff, 16 ms hand-written). The forward stores ``dphi/d(d^2)`` per
+  edge and the backward is a plain atomic scatter; the Laplacian is linear, so its backward is
+  ``2 L^T (L x)``. A gather-based (atomic-free) backward would need transposed incidence lists; the
+  scatter costs ~5-10 ms per op at 43k points, left as is.
 
 Float hyper-parameters (``p``, ``eps``, ``alpha``) travel as a small ndarray of the data's dtype, and
 normalising constants are applied in torch: with ``default_fp = f32`` Taichi rounds float literals and

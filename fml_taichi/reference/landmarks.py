@@ -8,6 +8,10 @@ import torch
 
 from .._loss_checks import check_csr, check_gather, check_pose, check_targets
 
+# Depth clamp of the projection (mm), as in the image-formation layer, so points at or behind the camera
+# give finite residuals. A power of two: exact in float32, so f32-compiled literals match float64.
+Z_MIN = 2.0 ** -20
+
 
 def euler_zyx(rotation: torch.Tensor) -> torch.Tensor:
     """(B, 3) Euler angles -> (B, 3, 3) matrices ``Rz(rz) @ Ry(ry) @ Rx(rx)``."""
@@ -34,7 +38,7 @@ def sparse_reprojection_loss(points, indices, rotation, translation, intrinsics,
     check_gather(b, k, points.shape[1], points, indices, weights)
     gathered = torch.gather(points, 1, indices.long()[..., None].expand(b, k, 3))
     q = _camera_points(gathered, rotation, translation)
-    uv = q[..., :2] / q[..., 2:] * intr[:, None, :2] + intr[:, None, 2:]
+    uv = q[..., :2] / q[..., 2:].clamp_min(Z_MIN) * intr[:, None, :2] + intr[:, None, 2:]  # as the kernel
     return (weights.detach() * ((targets.detach() - uv) ** 2).sum(-1)).sum(1) / k
 
 
