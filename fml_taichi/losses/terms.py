@@ -115,6 +115,9 @@ def ref_term(final_reflectance, neighbour_rows, face_model, ref_weights, w_ref: 
     ``ref_weights`` (B, E) are constants aligned with the 1-ring CSR entries (see
     :func:`fml_taichi.losses.total.compute_reflectance_weights`); ``||.||^p`` is smoothed by ``eps``
     (see :func:`fml_taichi.kernels.regularizers.pair_energy`) so its gradient is finite at 0.
+    The sum runs over all vertices (the paper's V in Eq. 13 read as the whole mesh, as in Eq. 12):
+    a hidden or off-image vertex gets weights from the pixel its projection falls on (border-clamped),
+    usually the occluding skin, which keeps it smooth rather than unconstrained.
     """
     n = final_reflectance.shape[1]
     e = ops(backend).regularizers.pair_energy(final_reflectance.contiguous(), neighbour_rows,
