@@ -37,22 +37,32 @@ class ImagePool:
         self.images, self.landmarks, self.landmark_conf = images, landmarks.float(), landmark_conf.float()
 
     @classmethod
-    def from_dataset(cls, dataset, n: int | None = None, progress: bool = True, desc: str = "render pool") -> "ImagePool":
+    def from_dataset(cls, dataset, n: int | None = None, progress: bool = True, desc: str = "render pool",
+                     chunk: int = 16) -> "ImagePool":
+        """Materialise the first ``n`` items (all by default), ``chunk`` at a time when the dataset
+        can fetch lists (``__getitems__``: one rasteriser launch per chunk for synthetic faces)."""
         n = len(dataset) if n is None else int(n)
         if n < 1:
             raise ValueError(f"n: the pool needs at least one item, got {n}")
-        first = _checked_item(dataset, 0)
-        h, w = first["image"].shape[:2]
-        images = torch.empty(n, h, w, 3, dtype=torch.uint8)
-        lms = torch.empty(n, 68, 2)
-        conf = torch.empty(n, 68)
-        for i in tqdm(range(n), desc=desc, unit="img", disable=not progress, leave=False):
-            item = first if i == 0 else _checked_item(dataset, i)
-            if tuple(item["image"].shape[:2]) != (h, w):
-                raise ValueError(f"dataset item {i}: image is {tuple(item['image'].shape[:2])}, item 0 is {(h, w)}")
-            images[i] = to_uint8(item["image"])
-            lms[i] = torch.as_tensor(item["landmarks"], dtype=torch.float32)
-            conf[i] = torch.as_tensor(item["landmark_conf"], dtype=torch.float32)
+        images = lms = conf = None
+        with tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+            for start in range(0, n, chunk):
+                idx = list(range(start, min(start + chunk, n)))
+                items = (dataset.__getitems__(idx) if hasattr(dataset, "__getitems__")
+                         else [dataset[i] for i in idx])
+                for i, item in zip(idx, items):
+                    item = _check(item, i)
+                    if images is None:
+                        h, w = item["image"].shape[:2]
+                        images = torch.empty(n, h, w, 3, dtype=torch.uint8)
+                        lms, conf = torch.empty(n, 68, 2), torch.empty(n, 68)
+                    if tuple(item["image"].shape[:2]) != tuple(images.shape[1:3]):
+                        raise ValueError(f"dataset item {i}: image is {tuple(item['image'].shape[:2])}, "
+                                         f"item 0 is {tuple(images.shape[1:3])}")
+                    images[i] = to_uint8(item["image"])
+                    lms[i] = torch.as_tensor(item["landmarks"], dtype=torch.float32)
+                    conf[i] = torch.as_tensor(item["landmark_conf"], dtype=torch.float32)
+                bar.update(len(idx))
         return cls(images, lms, conf)
 
     def __len__(self) -> int:
@@ -80,7 +90,12 @@ class DatasetSource:
         return len(self.dataset)
 
     def batch(self, indices: torch.Tensor) -> dict:
-        items = [_checked_item(self.dataset, int(i)) for i in indices]
+        idx = [int(i) for i in indices]
+        if hasattr(self.dataset, "__getitems__"):  # e.g. SyntheticFaces renders a list in one launch
+            fetched = self.dataset.__getitems__(idx)
+            items = [_check(it, i) for it, i in zip(fetched, idx)]
+        else:
+            items = [_checked_item(self.dataset, i) for i in idx]
         return {"image": torch.stack([torch.as_tensor(it["image"], dtype=torch.float32) for it in items]).contiguous(),
                 "landmarks": torch.stack([torch.as_tensor(it["landmarks"], dtype=torch.float32) for it in items]),
                 "landmark_conf": torch.stack([torch.as_tensor(it["landmark_conf"], dtype=torch.float32)
@@ -95,7 +110,10 @@ def to_uint8(image) -> torch.Tensor:
 
 
 def _checked_item(dataset, i: int) -> dict:
-    item = dataset[i]
+    return _check(dataset[i], i)
+
+
+def _check(item: dict, i: int) -> dict:
     for key in ("image", "landmarks", "landmark_conf"):
         if key not in item:
             raise ValueError(f"dataset item {i}: missing {key!r} (got keys {sorted(item)})")

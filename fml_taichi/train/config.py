@@ -42,6 +42,7 @@ class EncoderSection:
     input_size: int = 120
     width: float = 1.0
     n_features: int = 1024
+    pool: str = "avg"
     scales: dict = field(default_factory=dict)
 
 
@@ -71,11 +72,14 @@ class LossConfig:
     :func:`fml_taichi.losses.default_weights`) plus per-key overrides.
 
     backend: "taichi" (kernels) or "torch" (the reference maths; slower, bit-reproducible).
+    final_landmarks: weight of E_sparse evaluated on the final level too (stage 2), relative to the
+    base level's; 0 is the paper (landmarks constrain the base level only). See objective.py.
     """
 
     weights: typing.Optional[str] = None
     overrides: dict = field(default_factory=dict)
     backend: str = "taichi"
+    final_landmarks: float = 0.0
 
 
 @dataclass
@@ -200,6 +204,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _positive("model.n_vertices", m.n_vertices)
     _positive("model.n_correctives_geometry", m.n_correctives_geometry)
     _positive("model.n_correctives_reflectance", m.n_correctives_reflectance)
+    if cfg.encoder.pool not in ("avg", "flatten"):
+        raise ConfigError(f"encoder.pool: expected 'avg' or 'flatten', got {cfg.encoder.pool!r}")
     d = cfg.data
     if d.kind not in ("synthetic", "folder"):
         raise ConfigError(f"data.kind: expected 'synthetic' or 'folder', got {d.kind!r}")
@@ -208,6 +214,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _positive("data.n_train", d.n_train, allow_zero=True)
     _positive("data.n_val", d.n_val)
     _positive("data.image_size", d.image_size)
+    _positive("losses.final_landmarks", cfg.losses.final_landmarks, allow_zero=True)
     if cfg.losses.backend not in ("taichi", "torch"):
         raise ConfigError(f"losses.backend: expected 'taichi' or 'torch', got {cfg.losses.backend!r}")
     for name in ("stage1", "stage2"):

@@ -111,6 +111,18 @@ def gather_digests(module: torch.nn.Module, info: DistInfo) -> list[str]:
     return out
 
 
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last forward of a stage each
+    rank still holds statistics of its own slice; call this before saving or comparing weights.
+    """
+    if not info.enabled:
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src=src)
+
+
 def broadcast_object(obj, info: DistInfo, src: int = 0):
     """Rank ``src``'s ``obj`` on every rank."""
     if not info.enabled:

@@ -7,6 +7,10 @@ E_ref/E_glo would only re-penalise the base reflectance that E_std already contr
 them and render once instead of twice (half the image-formation cost).
 
 Stage 2 minimises the full E_total (Eq. 6) of :func:`fml_taichi.losses.total_loss`, both levels.
+Optionally (``losses.final_landmarks`` > 0, not in the paper) the sparse landmark term is also
+evaluated on the final level: without it the geometry correctives see only the photometric term,
+which on a CPU budget learns smooth warps that trade geometric accuracy for colour agreement.
+Landmarks are detector output, not ground truth, so the training stays self-supervised.
 
 No term ever sees ground truth: a batch holds images, detected landmarks and confidences only.
 """
@@ -41,12 +45,23 @@ def base_level_loss(model_out, params, face_model, image, landmarks, landmark_co
 
 
 def stage_loss(stage: int, model_out, params, face_model, batch: dict, intrinsics, weights,
-               backend: str = "taichi") -> dict[str, torch.Tensor]:
-    """The loss dict of ``stage`` (1 or 2) for one batch (``image``, ``landmarks``, ``landmark_conf``)."""
-    args = (model_out, params, face_model, batch["image"], batch["landmarks"], batch["landmark_conf"], intrinsics,
-            weights)
+               backend: str = "taichi", final_landmarks: float = 0.0) -> dict[str, torch.Tensor]:
+    """The loss dict of ``stage`` (1 or 2) for one batch (``image``, ``landmarks``, ``landmark_conf``).
+
+    ``final_landmarks``: weight of E_sparse on the final level in stage 2 (key ``sparse_final``).
+    """
+    image, landmarks, conf = batch["image"], batch["landmarks"], batch["landmark_conf"]
+    args = (model_out, params, face_model, image, landmarks, conf, intrinsics, weights)
     if stage == 1:
         return base_level_loss(*args, backend=backend)
-    if stage == 2:
-        return total_loss(*args, backend=backend)
-    raise ValueError(f"stage: expected 1 or 2, got {stage!r}")
+    if stage != 2:
+        raise ValueError(f"stage: expected 1 or 2, got {stage!r}")
+    out = total_loss(*args, backend=backend)
+    if final_landmarks > 0:
+        sparse_final = terms.sparse_term(model_out.final_geometry, params, face_model, landmarks, conf, intrinsics,
+                                         max(image.shape[1], image.shape[2]), weights.landmark_reference_size,
+                                         weights.sliding_contour, backend).mean()
+        out["sparse_final"] = sparse_final
+        out["data"] = out["data"] + final_landmarks * sparse_final
+        out["total"] = out["total"] + final_landmarks * sparse_final
+    return out

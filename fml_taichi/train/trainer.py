@@ -36,7 +36,7 @@ from .config import TrainConfig, from_dict
 from .logs import History, write_logs
 from .models import FaceAutoencoder, build_networks, face_model_from_spec, face_model_spec
 from .objective import stage_loss
-from .validation import evaluate_model
+from .validation import final_evaluation, validate
 
 CHECKPOINT = "checkpoint.pt"
 STAGE1_CHECKPOINT = "checkpoint_stage1.pt"
@@ -117,16 +117,20 @@ class Trainer:
         except TypeError as e:
             raise ValueError(f"losses.overrides: {e}") from e
 
-    def _synthetic(self, length: int, split: str):
-        from ..data.synthetic import SyntheticConfig, SyntheticFaces
+    def _synthetic_config(self):
+        from ..data.synthetic import SyntheticConfig
 
         scfg = dict(self.cfg.data.synthetic)
         scfg.setdefault("image_size", self.cfg.data.image_size)
         try:
-            syn_cfg = SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in scfg.items()})
+            return SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in scfg.items()})
         except TypeError as e:
             raise ValueError(f"data.synthetic: {e}") from e
-        return SyntheticFaces(length, split=split, face_model=self.face_model, config=syn_cfg)
+
+    def _synthetic(self, length: int, split: str):
+        from ..data.synthetic import SyntheticFaces
+
+        return SyntheticFaces(length, split=split, face_model=self.face_model, config=self._synthetic_config())
 
     def _build_data(self) -> None:
         d = self.cfg.data
@@ -163,6 +167,8 @@ class Trainer:
         )
 
     def save(self, name: str = CHECKPOINT) -> None:
+        """Write a checkpoint (rank 0). Collective in distributed runs: every rank must call it."""
+        D.broadcast_buffers(self.model, self.dist)
         if self.dist.is_main:
             save_checkpoint(os.path.join(self.out_dir, name), self.checkpoint())
 
@@ -260,7 +266,7 @@ class Trainer:
         self.state.cursor += scfg.batch_size * self.dist.world
         params, out = self.ddp(batch["image"])
         losses = stage_loss(stage, out, params, self.face_model, batch, self.intrinsics, self.weights,
-                            self.cfg.losses.backend)
+                            self.cfg.losses.backend, self.cfg.losses.final_landmarks)
         total = losses["total"]
         if not bool(torch.isfinite(total)):
             bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]
@@ -275,15 +281,17 @@ class Trainer:
         return {k: float(v.detach()) for k, v in losses.items()}
 
     def _validate(self, stage: int) -> None:
+        D.broadcast_buffers(self.model, self.dist)  # rank 0 validates; keep every rank's BN statistics equal
         if self.dist.is_main:
             t0 = time.perf_counter()
-            metrics = evaluate_model(self.model, self.face_model, self.val_batches, self.intrinsics)
+            metrics = validate(self.model, self.face_model, self.val_batches, self.intrinsics)
             self.timings["validation_s"] = self.timings.get("validation_s", 0.0) + time.perf_counter() - t0
             self.history.val.append({"step": self.state.step, "stage": stage, **metrics})
         D.barrier(self.dist)
 
     def _finish(self) -> dict:
         """Held-out evaluation into ``metrics.json`` (rank 0), consistency check across ranks."""
+        D.broadcast_buffers(self.model, self.dist)
         digests = D.gather_digests(self.model, self.dist)
         if len(set(digests)) != 1:
             raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
@@ -303,9 +311,7 @@ class Trainer:
 
     def final_evaluation(self) -> dict:
         """The evaluation issue's metrics on ``eval.n`` held-out synthetic faces (disjoint seeds)."""
-        faces = self._synthetic(self.cfg.eval.n, "eval")
-        items = (faces[i] for i in range(len(faces)))
-        return evaluate_model(self.model, self.face_model, _batches_lazy(items, 8), self.intrinsics)
+        return final_evaluation(self.model, self.cfg.eval.n, self._synthetic_config(), progress=self.progress)
 
 
 def _clean(d):
@@ -325,17 +331,6 @@ def _stack(items: list[dict]) -> dict:
 
 def _batches(items: list[dict], size: int) -> list[dict]:
     return [_stack(items[i:i + size]) for i in range(0, len(items), size)]
-
-
-def _batches_lazy(items, size: int):
-    chunk = []
-    for it in items:
-        chunk.append(it)
-        if len(chunk) == size:
-            yield _stack(chunk)
-            chunk = []
-    if chunk:
-        yield _stack(chunk)
 
 
 def trainer_from_checkpoint(path: str, out_dir: str, progress: bool = True,
