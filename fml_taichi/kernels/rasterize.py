@@ -152,7 +152,12 @@ def _resolve(
     tri_id: ti.types.ndarray(dtype=ti.i32, ndim=3),
     bary: ti.types.ndarray(dtype=ti.f32, ndim=4),
 ):
-    for b, y, x in ti.ndrange(zbuf.shape[0], zbuf.shape[1], zbuf.shape[2]):
+    height, width = zbuf.shape[1], zbuf.shape[2]
+    # A flat loop: Taichi's 3-D ndrange over (B, H, W) measured several times slower on the CPU here.
+    for p in range(zbuf.shape[0] * height * width):
+        b = p // (height * width)
+        y = (p // width) % height
+        x = p % width
         key = zbuf[b, y, x]
         high = ti.cast(key >> 32, ti.i32)
         if high == _EMPTY_HIGH:
