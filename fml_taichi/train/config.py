@@ -26,13 +26,18 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     """The multi-level face model. ``source``/``n_vertices`` say how to rebuild the base model
-    (:func:`fml_taichi.model.default_face_model`); ``kind`` is the corrective space ("linear" or "mlp")."""
+    (:func:`fml_taichi.model.default_face_model`); ``kind`` is the corrective space ("linear" or "mlp").
+
+    geometry_smooth: 0 (the paper: a free linear Theta_g [3N, C]) or K > 0: Theta_g = E W confined to
+    the K smoothest mesh functions (:mod:`fml_taichi.train.smooth_corrective`; linear kind only).
+    """
 
     source: str = "default"
     n_vertices: typing.Optional[int] = None
     n_correctives_geometry: int = 500
     n_correctives_reflectance: int = 500
     kind: str = "linear"
+    geometry_smooth: int = 0
 
 
 @dataclass
@@ -93,6 +98,9 @@ class StageConfig:
     optimizer: str = "adadelta"
     lr: dict = field(default_factory=lambda: {"base": 0.01})
     grad_clip: typing.Optional[float] = None
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    warm_start: int = 0
 
 
 @dataclass
@@ -202,6 +210,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if m.kind not in ("linear", "mlp"):
         raise ConfigError(f"model.kind: expected 'linear' or 'mlp', got {m.kind!r}")
     _positive("model.n_vertices", m.n_vertices)
+    _positive("model.geometry_smooth", m.geometry_smooth, allow_zero=True)
+    if m.geometry_smooth and m.kind != "linear":
+        raise ConfigError("model.geometry_smooth: a smooth geometry corrective needs model.kind 'linear'")
     _positive("model.n_correctives_geometry", m.n_correctives_geometry)
     _positive("model.n_correctives_reflectance", m.n_correctives_reflectance)
     if cfg.encoder.pool not in ("avg", "flatten"):
@@ -232,6 +243,12 @@ def _validate_stage(name: str, s: StageConfig) -> None:
     _positive(f"{name}.steps", s.steps, allow_zero=True)
     _positive(f"{name}.batch_size", s.batch_size)
     _positive(f"{name}.grad_clip", s.grad_clip)
+    if s.schedule not in ("constant", "cosine"):
+        raise ConfigError(f"{name}.schedule: expected 'constant' or 'cosine', got {s.schedule!r}")
+    _positive(f"{name}.warmup_steps", s.warmup_steps, allow_zero=True)
+    _positive(f"{name}.warm_start", s.warm_start, allow_zero=True)
+    if name == "stage1" and s.warm_start:
+        raise ConfigError("stage1.warm_start: the corrective warm start happens before stage 2 (stage2.warm_start)")
     if s.optimizer not in OPTIMIZERS:
         raise ConfigError(f"{name}.optimizer: expected one of {OPTIMIZERS}, got {s.optimizer!r}")
     if s.steps > 0 and not s.lr:

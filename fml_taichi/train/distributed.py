@@ -123,6 +123,12 @@ def broadcast_buffers(module: torch.nn.Module, info: DistInfo, src: int = 0) -> 
         dist.broadcast(buf.data, src=src)
 
 
+def broadcast_tensor(t: torch.Tensor, info: DistInfo, src: int = 0) -> None:
+    """In-place broadcast of ``t`` from rank ``src``."""
+    if info.enabled:
+        dist.broadcast(t, src=src)
+
+
 def broadcast_object(obj, info: DistInfo, src: int = 0):
     """Rank ``src``'s ``obj`` on every rank."""
     if not info.enabled:

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from ..model import FaceParams, ModelOutput, MultiLevelModel, default_face_model, load_face_model
+from ..model.multilevel import GEOMETRY_INIT_STD
 from .encoder import EncoderConfig, FaceEncoder
+from .smooth_corrective import SmoothLinearCorrective, smooth_basis
 
 
 def face_model_spec(model_cfg) -> dict:
@@ -48,6 +50,12 @@ def build_networks(cfg, face_model) -> tuple[MultiLevelModel, FaceEncoder]:
     m = cfg.model
     multilevel = MultiLevelModel(face_model, m.n_correctives_geometry, m.n_correctives_reflectance, kind=m.kind,
                                  seed=cfg.seed)
+    if m.geometry_smooth:
+        basis = smooth_basis(face_model.triangles, face_model.n_vertices, m.geometry_smooth)
+        # Same offset scale at init as the free Theta: E has unit-RMS orthogonal columns.
+        std = GEOMETRY_INIT_STD / m.geometry_smooth ** 0.5
+        multilevel.geometry_corrective = SmoothLinearCorrective(basis, m.n_correctives_geometry, std, cfg.seed).to(
+            dtype=face_model.dtype, device=face_model.device)
     enc_cfg = EncoderConfig(**vars(cfg.encoder)) if not isinstance(cfg.encoder, EncoderConfig) else cfg.encoder
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

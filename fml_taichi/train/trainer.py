@@ -37,6 +37,7 @@ from .logs import History, write_logs
 from .models import FaceAutoencoder, build_networks, face_model_from_spec, face_model_spec
 from .objective import stage_loss
 from .validation import final_evaluation, validate
+from .warm_start import warm_start_reflectance
 
 CHECKPOINT = "checkpoint.pt"
 STAGE1_CHECKPOINT = "checkpoint_stage1.pt"
@@ -66,13 +67,24 @@ def make_optimizer(stage_cfg, model: FaceAutoencoder) -> torch.optim.Optimizer:
         for p in params:
             p.requires_grad_(lr is not None)
         if lr is not None:
-            param_groups.append({"params": params, "lr": float(lr), "name": part})
+            param_groups.append({"params": params, "lr": float(lr), "base_lr": float(lr), "name": part})
     if stage_cfg.optimizer == "adadelta":
         # Caffe's AdaDelta (the paper's solver) uses momentum 0.95 and delta 1e-6.
         return torch.optim.Adadelta(param_groups, rho=0.95, eps=1e-6)
     if stage_cfg.optimizer == "adam":
         return torch.optim.Adam(param_groups)
     return torch.optim.SGD(param_groups, momentum=0.9)
+
+
+def lr_factor(stage_cfg, step_in_stage: int) -> float:
+    """Learning-rate multiplier at ``step_in_stage`` (0-based) of a stage (see StageConfig.schedule)."""
+    w = stage_cfg.warmup_steps
+    if w and step_in_stage < w:
+        return (step_in_stage + 1) / w
+    if stage_cfg.schedule == "cosine":
+        span = max(stage_cfg.steps - w, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step_in_stage - w, span) / span))
+    return 1.0
 
 
 class Trainer:
@@ -222,6 +234,8 @@ class Trainer:
             if self.state.step >= last:
                 continue
             if self.opt_stage != stage:
+                if stage == 2 and self.state.step == first and scfg.warm_start:
+                    self._warm_start(scfg.warm_start)
                 self._start_stage(stage)
             self._run_stage(stage, scfg, last)
             if self.state.step == first + scfg.steps:
@@ -231,6 +245,18 @@ class Trainer:
         if self.state.step < total:
             return {}
         return self._finish()
+
+    def _warm_start(self, n: int) -> None:
+        """Data-driven start of Theta_r and the reflectance head (fml_taichi.train.warm_start)."""
+        t0 = time.perf_counter()
+        report = warm_start_reflectance(self.model, self.face_model, self.source, n, self.intrinsics,
+                                        self.cfg.losses.backend)
+        # Every rank computed the same thing from the same items; make it bitwise identical anyway.
+        for p in self.model.parameters():
+            D.broadcast_tensor(p.data, self.dist)
+        self.timings["warm_start_s"] = time.perf_counter() - t0
+        self.timings.update({k: v for k, v in report.items()})
+        self._validate(2)
 
     def _run_stage(self, stage: int, scfg, last: int) -> None:
         first = 0 if stage == 1 else self.cfg.stage1.steps
@@ -272,6 +298,10 @@ class Trainer:
             bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]
             raise TrainingDiverged(f"step {self.state.step + 1} (stage {stage}): loss is not finite "
                                    f"(terms: {', '.join(bad)}); lower the learning rates in stage{stage}.lr")
+        first = 0 if stage == 1 else self.cfg.stage1.steps
+        factor = lr_factor(scfg, self.state.step - first)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if scfg.grad_clip:
