@@ -89,7 +89,7 @@ def write_curves(out_dir: str, history: History) -> list[str]:
     written = []
     specs = [
         ("curves_loss.png", history.train, ("total", "sparse", "photo_base", "photo_final"),
-         "training loss", "loss (log10)", True),
+         "training loss", "loss", True),
         ("curves_val_photo.png", history.val, ("photo_base", "photo_final"),
          "validation: photometric error (RGB distance)", "error", False),
         ("curves_val_geometry.png", history.val, ("geom_mm_base", "geom_mm_final"),
