@@ -21,15 +21,15 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its pool (see fml_taichi.backend)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its pool (see fml_taichi.common.runtime)
 
 import torch  # noqa: E402
 
-import fml_taichi.kernels as K  # noqa: E402
+import fml_taichi.ops as K  # noqa: E402
 import fml_taichi.reference as R  # noqa: E402
-from fml_taichi import backend  # noqa: E402
-from fml_taichi.camera import default_intrinsics  # noqa: E402
-from fml_taichi.io.atomic import atomic_path  # noqa: E402
+from fml_taichi.common import runtime  # noqa: E402
+from fml_taichi.common.camera import default_intrinsics  # noqa: E402
+from fml_taichi.common.atomic import atomic_path  # noqa: E402
 from fml_taichi.reference.image_formation import SH_C0  # noqa: E402
 from fml_taichi.reference.meshes import sphere_with_n_vertices  # noqa: E402
 
@@ -37,7 +37,7 @@ from fml_taichi.reference.meshes import sphere_with_n_vertices  # noqa: E402
 def make_scene(n: int, b: int, size: int, dtype: torch.dtype, seed: int = 0):
     """Inputs of image_formation for ``b`` images of a sphere with about ``n`` vertices."""
     g = torch.Generator().manual_seed(seed)
-    dev = backend.torch_device()
+    dev = runtime.torch_device()
     verts, tris = sphere_with_n_vertices(n, radius=80.0, dtype=dtype)
     vertices = (verts.expand(b, -1, -1) + 0.5 * torch.randn(b, verts.shape[0], 3, generator=g, dtype=dtype))
     reflectance = 0.3 + 0.5 * torch.rand(b, verts.shape[0], 3, generator=g, dtype=dtype)
@@ -108,9 +108,9 @@ def main(argv=None) -> int:
     if args.runs < 1 or args.warmup < 0:
         p.error("--runs must be >= 1 and --warmup >= 0")
 
-    backend.init()
+    runtime.init()
     dtype = torch.float64 if args.float64 else torch.float32
-    device = backend.device_name()
+    device = runtime.device_name()
     print(f"device: {device}; dtype {str(dtype).replace('torch.', '')}; torch threads {torch.get_num_threads()}; "
           f"image {args.image_size}x{args.image_size}; median of {args.runs} runs after {args.warmup} warm-up")
     header = (f"{'N':>7} {'B':>3} {'F':>7} | {'taichi fwd':>10} {'taichi f+b':>10} | {'torch fwd':>10} "

@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fml_taichi import backend  # noqa: E402
+from fml_taichi.common import runtime  # noqa: E402
 
 TARGET_HZ = 250.0
 
@@ -52,9 +52,9 @@ def time_calls(fn, repeats: int, warmup: int = 5) -> tuple[float, float]:
 def load_networks(checkpoint: str | None, input_size: int | None = None, width: float | None = None):
     """(encoder, multilevel, description): a checkpoint's networks, or untrained ones of configs/default.yaml
     (optionally with another encoder input size / width)."""
-    from fml_taichi.train.config import load_config
-    from fml_taichi.train.models import build_networks, face_model_from_spec, face_model_spec
-    from fml_taichi.train.reconstructor import Reconstructor
+    from fml_taichi.nets.config import load_config
+    from fml_taichi.nets.models import build_networks, face_model_from_spec, face_model_spec
+    from fml_taichi.recon.reconstructor import Reconstructor
 
     if checkpoint and input_size is None and width is None:
         rec = Reconstructor.from_checkpoint(checkpoint)
@@ -83,7 +83,7 @@ def bench_runner(runner, size: int, batch: int, repeats: int, device: str = "cpu
 
 
 def runners(encoder, multilevel, size: int, threads: int):
-    from fml_taichi.apps.onnx_export import OnnxRunner, TorchRunner, onnx_available
+    from fml_taichi.recon.runners import OnnxRunner, TorchRunner, onnx_available
 
     out = {"torch": TorchRunner(encoder, multilevel)}
     if onnx_available():
@@ -99,7 +99,7 @@ def gpu_runner(encoder, multilevel):
         return None
     import copy
 
-    from fml_taichi.apps.onnx_export import TorchRunner
+    from fml_taichi.recon.runners import TorchRunner
 
     enc, ml = copy.deepcopy(encoder).cuda(), copy.deepcopy(multilevel).cuda()
     return TorchRunner(enc, ml)
@@ -149,15 +149,15 @@ def main() -> int:
     ap.add_argument("--no-detection", action="store_true", help="skip the detection timing")
     args = ap.parse_args()
 
-    from fml_taichi.apps.reconstruct import default_checkpoint
+    from fml_taichi.recon.pipeline import default_checkpoint
 
-    backend.init()
+    runtime.init()
     thread_counts = sorted({int(t) for t in args.threads.split(",")})
     ckpt = args.checkpoint or default_checkpoint()
     encoder, multilevel, what = load_networks(ckpt)
     size = 240
     n_vert = multilevel.face_model.n_vertices
-    device = backend.device_name()
+    device = runtime.device_name()
     print(f"device: {device}; threads: {thread_counts}; load average: {load_average()}")
     print(f"model: {what}; encoder input {encoder.input_size} px; {n_vert} vertices; "
           f"C = {multilevel.n_correctives_geometry}/{multilevel.n_correctives_reflectance}; crop {size} px")
@@ -216,7 +216,7 @@ def main() -> int:
                       f"({1e3 / med:5.0f} / {1e3 / bst:5.0f} Hz)")
 
     if args.json:
-        from fml_taichi.io.atomic import write_text
+        from fml_taichi.common.atomic import write_text
 
         doc = {"device": device, "ms_batch1": round(best["ms_batch1"], 4), "hz_batch1": round(best["hz_batch1"], 1),
                "hz_batch64": round(best64, 1), "backend": best["backend"],

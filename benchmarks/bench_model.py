@@ -15,7 +15,7 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its pool (see fml_taichi.backend)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its pool (see fml_taichi.common.runtime)
 
 import torch  # noqa: E402
 

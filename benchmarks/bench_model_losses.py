@@ -24,12 +24,15 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import sys  # noqa: E402
+
 import torch  # noqa: E402
 
-from fml_taichi import backend  # noqa: E402
-from fml_taichi.io.atomic import atomic_path  # noqa: E402
+from fml_taichi.common import runtime  # noqa: E402
+from fml_taichi.common.atomic import atomic_path  # noqa: E402
 from fml_taichi.losses import LossContext, LossWeights, default_weights, terms, total_loss  # noqa: E402
-from fml_taichi.losses.synthetic import frontal_light, render_target  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from loss_fixtures import frontal_light, render_target  # noqa: E402  (the tests' synthetic targets)
 from fml_taichi.model import FaceParams, MultiLevelModel, default_face_model  # noqa: E402
 
 
@@ -127,7 +130,7 @@ def _term_rows(model, fm, start, target, weights, ctx, repeats):
 
 
 def benchmark(n_vertices, batch, size, repeats, with_terms):
-    backend.init()
+    runtime.init()
     fm, model, _, start, target = _scene(n_vertices, batch, size)
     weights = default_weights()
     ctx = LossContext.build(fm, weights)
@@ -149,13 +152,13 @@ def benchmark(n_vertices, batch, size, repeats, with_terms):
     for prm in model.parameters():
         prm.requires_grad_(False)
     rows = _term_rows(model, fm, start, target, weights, ctx, repeats) if with_terms else []
-    head = dict(device=backend.device_name(), n_vertices=fm.n_vertices, batch=batch)
+    head = dict(device=runtime.device_name(), n_vertices=fm.n_vertices, batch=batch)
     return {**head, **res}, rows, worst, torch.get_num_threads()
 
 
 def balance(n_vertices, size):
     """Print the change of E_sparse, E_photo, E_std under unit perturbations from the truth."""
-    backend.init()
+    runtime.init()
     fm, model, truth, _, target = _scene(n_vertices, 1, size, seed=1)
     w = LossWeights()
 

@@ -16,9 +16,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from fml_taichi import backend  # noqa: E402
-from fml_taichi.camera import default_intrinsics  # noqa: E402
-from fml_taichi.kernels.rasterize import rasterize  # noqa: E402
+from fml_taichi.common import runtime  # noqa: E402
+from fml_taichi.common.camera import default_intrinsics  # noqa: E402
+from fml_taichi.ops.rasterize import rasterize  # noqa: E402
 from fml_taichi.reference.rasterize import rasterize as rasterize_reference  # noqa: E402
 
 
@@ -53,9 +53,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=240)
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    backend.init()
+    runtime.init()
     intr = default_intrinsics(args.size)
-    print(f"device: {backend.device_name()}, torch threads: {torch.get_num_threads()}")
+    print(f"device: {runtime.device_name()}, torch threads: {torch.get_num_threads()}")
     print(f"{'B':>3} {'cull':>5} {'triangles':>10} {'pixels':>9} {'taichi ms':>10} {'torch ms':>9} {'speed-up':>9} "
           f"{'best ti':>8} {'best torch':>10} {'agree':>7}")
     for batch, cull in ((1, False), (8, False), (8, True)):

@@ -23,11 +23,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from fml_taichi import backend  # noqa: E402
+from fml_taichi.common import runtime  # noqa: E402
 from fml_taichi.data import SyntheticConfig, SyntheticRenderer  # noqa: E402
-from fml_taichi.data._composite import composite  # noqa: E402
-from fml_taichi.io.atomic import write_text  # noqa: E402
-from fml_taichi.kernels.rasterize import rasterize, shade_image  # noqa: E402
+from fml_taichi.ops.composite import composite  # noqa: E402
+from fml_taichi.common.atomic import write_text  # noqa: E402
+from fml_taichi.ops.rasterize import rasterize, shade_image  # noqa: E402
 from fml_taichi.model import default_face_model  # noqa: E402
 
 TARGET = 100.0  # img/s: enough to keep a ~40-50 img/s CPU training step from waiting on data
@@ -101,9 +101,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_synthetic.md"))
     args = ap.parse_args()
-    backend.init()
+    runtime.init()
     load0 = os.getloadavg()[0]
-    lines = [f"# Synthetic faces: throughput at 240 x 240 ({backend.device_name()}, torch threads "
+    lines = [f"# Synthetic faces: throughput at 240 x 240 ({runtime.device_name()}, torch threads "
              f"{torch.get_num_threads()})", "",
              "| vertices | batch | img/s | x target (100 img/s) | slowest stages (ms/img) |",
              "|---:|---:|---:|---:|---|"]

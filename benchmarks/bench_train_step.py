@@ -24,12 +24,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from fml_taichi import backend  # noqa: E402
-from fml_taichi.camera import default_intrinsics  # noqa: E402
-from fml_taichi.io.atomic import write_text  # noqa: E402
-from fml_taichi.train.config import load_config  # noqa: E402
-from fml_taichi.train.models import FaceAutoencoder, build_networks, face_model_from_spec, face_model_spec  # noqa: E402
-from fml_taichi.train.objective import stage_loss  # noqa: E402
+from fml_taichi.common import runtime  # noqa: E402
+from fml_taichi.common.camera import default_intrinsics  # noqa: E402
+from fml_taichi.common.atomic import write_text  # noqa: E402
+from fml_taichi.nets.config import load_config  # noqa: E402
+from fml_taichi.nets.models import FaceAutoencoder, build_networks, face_model_from_spec, face_model_spec  # noqa: E402
+from fml_taichi.losses.objective import stage_loss  # noqa: E402
 from fml_taichi.train.trainer import Trainer, make_optimizer  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     cfg = load_config(args.config)
-    backend.init()
+    runtime.init()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     load_start = _load()
@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
     render_s = (time.perf_counter() - t0) / half
     batch = {k: torch.stack([it[k] for it in items]).contiguous() for k in ("image", "landmarks", "landmark_conf")}
 
-    result = {"config": args.config, "device": backend.device_name(), "threads": torch.get_num_threads(),
+    result = {"config": args.config, "device": runtime.device_name(), "threads": torch.get_num_threads(),
               "n_vertices": face_model.n_vertices, "encoder_input": cfg.encoder.input_size,
               "render_ms_per_image": round(render_s * 1000, 2)}
     for stage in (1, 2):

@@ -2,6 +2,6 @@
 
 Importing the package first sets the process environment Taichi and torch need (see ``backend``).
 """
-from . import backend  # noqa: F401  (must run before torch starts its thread pool)
+from .common import runtime  # noqa: F401  (must run before torch starts its thread pool)
 
 __version__ = "0.1.0"

@@ -42,9 +42,9 @@ def tiny_config() -> dict:
 def write_tiny_checkpoint(path) -> str:
     """An untrained checkpoint whose heads are small random weights (outputs depend on the input, stay
     near the mean face, frontal, 0.5 m away)."""
-    from fml_taichi.train.checkpoint import save_checkpoint
-    from fml_taichi.train.config import from_dict
-    from fml_taichi.train.models import build_networks, face_model_from_spec, face_model_spec
+    from fml_taichi.nets.checkpoint import save_checkpoint
+    from fml_taichi.nets.config import from_dict
+    from fml_taichi.nets.models import build_networks, face_model_from_spec, face_model_spec
 
     cfg = from_dict(tiny_config())
     spec = face_model_spec(cfg.model)

@@ -4,9 +4,9 @@ import os
 
 import torch
 
-from fml_taichi.apps import inverse_render as demo
+from fml_taichi.recon import inverse_render as demo
 from fml_taichi.apps.cli import main
-from fml_taichi.camera import DEFAULT_DISTANCE_MM
+from fml_taichi.common.camera import DEFAULT_DISTANCE_MM
 
 
 def test_fit_recovers_pose_and_light():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fml_taichi.model.params import FaceParams
-from fml_taichi.train.encoder import (SH_C0, FaceEncoder, ParamCodec, ParamLayout, ParamScales,
+from fml_taichi.nets.encoder import (SH_C0, FaceEncoder, ParamCodec, ParamLayout, ParamScales,
                                       count_parameters)
 
 LAYOUT = ParamLayout(n_shape=4, n_expression=3, n_reflectance=5, n_delta_geometry=6, n_delta_reflectance=7)

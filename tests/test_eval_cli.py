@@ -79,9 +79,9 @@ def test_eval_on_user_images_with_pts(tmp_path, small_model, capsys):
 
 
 def test_eval_from_a_checkpoint(tmp_path, capsys):
-    from fml_taichi.train.checkpoint import save_checkpoint
-    from fml_taichi.train.config import from_dict
-    from fml_taichi.train.models import build_networks, face_model_from_spec
+    from fml_taichi.nets.checkpoint import save_checkpoint
+    from fml_taichi.nets.config import from_dict
+    from fml_taichi.nets.models import build_networks, face_model_from_spec
 
     cfg = from_dict({"seed": 0, "model": {"n_vertices": 1000, "n_correctives_geometry": 4,
                                           "n_correctives_reflectance": 4},

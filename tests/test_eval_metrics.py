@@ -6,7 +6,7 @@ import pytest
 import torch
 import trimesh
 
-from fml_taichi.eval import metrics
+from fml_taichi.losses import metrics
 from fml_taichi.eval.harness import face_region, format_table, summarise
 from fml_taichi.io.pts import read_pts, write_pts
 from fml_taichi.model import default_face_model

@@ -8,7 +8,7 @@ import pytest
 import torch
 import trimesh
 
-import fml_taichi.io.atomic as atomic
+import fml_taichi.common.atomic as atomic
 from fml_taichi.io import (bake_vertex_colors, compose_figure, load_image, overlay, plot_bars, plot_curves,
                            read_params_npz, write_obj, write_params_json, write_params_npz, write_ply)
 from fml_taichi.model.params import FaceParams

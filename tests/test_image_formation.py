@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-import fml_taichi.kernels as K
+import fml_taichi.ops as K
 import fml_taichi.reference as R
 from fml_taichi.reference.image_formation import SH_C0
 from fml_taichi.reference.meshes import uv_sphere

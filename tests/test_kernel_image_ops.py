@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-import fml_taichi.kernels as K
+import fml_taichi.ops as K
 import fml_taichi.reference as R
 from fml_taichi.reference.image_formation import SH_C0, SH_C1, SH_C2, SH_C3, SH_C4
 from fml_taichi.reference.meshes import uv_sphere

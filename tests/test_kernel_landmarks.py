@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from fml_taichi.kernels import landmarks as K
+from fml_taichi.ops import landmarks as K
 from fml_taichi.reference import landmarks as R
 
 

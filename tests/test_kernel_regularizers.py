@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fml_taichi.kernels import regularizers as K
+from fml_taichi.ops import regularizers as K
 from fml_taichi.reference import regularizers as R
 
 

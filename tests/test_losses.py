@@ -9,7 +9,7 @@ from fml_taichi.losses import (LossWeights, compute_reflectance_weights, default
                                landmark_vertices, total_loss)
 from fml_taichi.losses import terms
 from fml_taichi.losses.config import DEFAULT_CONFIG
-from fml_taichi.losses.synthetic import frontal_light, render_target
+from loss_fixtures import frontal_light, render_target
 from fml_taichi.model import FaceParams, MultiLevelModel, default_face_model
 
 SIZE = 64

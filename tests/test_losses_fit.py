@@ -14,7 +14,7 @@ import math
 import torch
 
 from fml_taichi.losses import default_weights, total_loss
-from fml_taichi.losses.synthetic import frontal_light, render_target
+from loss_fixtures import frontal_light, render_target
 from fml_taichi.model import FaceParams, MultiLevelModel, default_face_model
 
 FITTED = ["shape", "expression", "reflectance", "rotation", "translation", "light"]

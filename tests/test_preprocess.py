@@ -8,7 +8,7 @@ from fml_taichi.apps.cli import main
 from fml_taichi.data.crop import FACE_FRACTION
 from fml_taichi.data.preprocess import REPORT, crop_name, preprocess_folder
 from fml_taichi.io.images import write_png
-from fml_taichi.train.cached_dataset import CachedCropDataset
+from fml_taichi.data.cached_dataset import CachedCropDataset
 from reconstruct_fixtures import dlib_ready, mean_landmarks, paste, synthetic_faces
 
 SEEDS = tuple(range(12))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fml_taichi.kernels.rasterize import BACKGROUND_DEPTH, interpolate, rasterize, shade_image
+from fml_taichi.ops.rasterize import BACKGROUND_DEPTH, interpolate, rasterize, shade_image
 from fml_taichi.reference.rasterize import rasterize as rasterize_reference
 
 QUAD_TRIS = torch.tensor([[0, 1, 2], [0, 2, 3]], dtype=torch.int32)

@@ -69,7 +69,7 @@ def test_reconstruct_writes_every_export_with_valid_fields(tmp_path, checkpoint,
 
     # landmarks_2d is what the stored parameters give: model -> pose -> the stored image intrinsics
     from fml_taichi.reference.image_formation import euler_to_matrix
-    from fml_taichi.train.reconstructor import Reconstructor
+    from fml_taichi.recon.reconstructor import Reconstructor
 
     params, extra_npz = read_params_npz(prefix.parent / "face.face_00.npz")
     assert extra_npz["landmarks_2d"] == extra["landmarks_2d"]
@@ -125,7 +125,7 @@ def test_unwritable_output_names_the_input(tmp_path, checkpoint, photo, capsys):
 
 
 def test_setup_errors_exit_2(tmp_path, photo, capsys, monkeypatch):
-    import fml_taichi.apps.reconstruct as rc
+    import fml_taichi.recon.pipeline as rc
 
     monkeypatch.setattr(rc, "DEFAULT_CHECKPOINT", str(tmp_path / "none.pt"))
     code, _, err = _run(["reconstruct", str(photo), "--out", str(tmp_path / "o"), "--quiet"], capsys)
@@ -165,8 +165,8 @@ def test_several_faces_per_image_with_dlib(tmp_path, checkpoint, capsys):
 
 @pytest.mark.skipif(not onnx_ready(), reason="onnxruntime / onnx not installed (pip install onnxruntime onnx)")
 def test_onnx_runtime_matches_torch(checkpoint, tmp_path, monkeypatch):
-    from fml_taichi.apps.onnx_export import OnnxRunner, TorchRunner
-    from fml_taichi.train.reconstructor import Reconstructor
+    from fml_taichi.recon.runners import OnnxRunner, TorchRunner
+    from fml_taichi.recon.reconstructor import Reconstructor
 
     monkeypatch.setenv("FML_TAICHI_CACHE", str(tmp_path))
     rec = Reconstructor.from_checkpoint(checkpoint)
@@ -185,16 +185,16 @@ def test_onnx_runtime_matches_torch(checkpoint, tmp_path, monkeypatch):
 
 
 def test_ship_checkpoint_halves_weights_and_keeps_results(checkpoint, tmp_path, capsys):
-    from fml_taichi.apps.ship_checkpoint import compare_checkpoints, main as ship_main
-    from fml_taichi.train.checkpoint import load_checkpoint
-    from fml_taichi.train.reconstructor import Reconstructor
+    from fml_taichi.nets.shipping import compare_checkpoints, main as ship_main
+    from fml_taichi.nets.checkpoint import load_checkpoint
+    from fml_taichi.recon.reconstructor import Reconstructor
 
     dst = tmp_path / "default.pt"
     assert ship_main([checkpoint, str(dst)]) == 0
     assert "MB" in capsys.readouterr().out
     ck = load_checkpoint(dst)
     assert ck.optimizer is None and ck.rng == {} and ck.extra["shipped"]["storage"] == "float16"
-    from fml_taichi.apps.ship_checkpoint import MIN_NUMEL
+    from fml_taichi.nets.shipping import MIN_NUMEL
 
     src = load_checkpoint(checkpoint)
     for part in ("encoder", "multilevel"):
@@ -210,8 +210,8 @@ def test_ship_checkpoint_halves_weights_and_keeps_results(checkpoint, tmp_path, 
 
 
 def test_refine_improves_the_fit(checkpoint):
-    from fml_taichi.apps.reconstruct import FacePipeline
-    from fml_taichi.apps.refine import refine_results
+    from fml_taichi.recon.pipeline import FacePipeline
+    from fml_taichi.recon.refine import refine_results
 
     pipe = FacePipeline.from_checkpoint(checkpoint, detector="pts", backend="torch")
     faces = synthetic_faces(SEEDS)
@@ -236,8 +236,8 @@ def test_refine_improves_the_fit(checkpoint):
 def test_video_track_is_smoothed_and_drawn(checkpoint, tmp_path):
     """A face sliding across a video, with detector landmarks jittering by ~2 px: every frame gets
     parameters, the overlay video has every frame, and the smoothed track jitters less than the raw one."""
-    from fml_taichi.apps.reconstruct import FacePipeline
-    from fml_taichi.apps.reconstruct_video import reconstruct_video
+    from fml_taichi.recon.pipeline import FacePipeline
+    from fml_taichi.recon.video import reconstruct_video
     from fml_taichi.data.detect import PtsFileDetector
 
     faces = synthetic_faces(SEEDS)
@@ -304,8 +304,8 @@ def test_video_reader_flags_truncation_and_rejects_what_it_cannot_decode(tmp_pat
 
 
 def test_runner_falls_back_to_torch_without_onnx_runtime(checkpoint, monkeypatch):
-    import fml_taichi.apps.onnx_export as ox
-    from fml_taichi.train.reconstructor import Reconstructor
+    import fml_taichi.recon.runners as ox
+    from fml_taichi.recon.reconstructor import Reconstructor
 
     rec = Reconstructor.from_checkpoint(checkpoint)
     monkeypatch.setattr(ox, "onnx_available", lambda: False)
@@ -317,7 +317,7 @@ def test_runner_falls_back_to_torch_without_onnx_runtime(checkpoint, monkeypatch
 
 
 def test_packaged_checkpoint_is_the_default(tmp_path, checkpoint, photo, capsys, monkeypatch):
-    import fml_taichi.apps.reconstruct as rc
+    import fml_taichi.recon.pipeline as rc
 
     assert rc.DEFAULT_CHECKPOINT.endswith(os.path.join("fml_taichi", "checkpoints", "default.pt"))
     monkeypatch.setattr(rc, "DEFAULT_CHECKPOINT", checkpoint)  # as if installed with the package

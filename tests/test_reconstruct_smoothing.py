@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from fml_taichi.apps.reconstruct_video import from_video_camera, matrix_to_euler, to_video_camera
-from fml_taichi.apps.smoothing import OneEuroFilter, noise_scale, one_euro
+from fml_taichi.recon.video import from_video_camera, matrix_to_euler, to_video_camera
+from fml_taichi.recon.smoothing import OneEuroFilter, noise_scale, one_euro
 from fml_taichi.data.crop import CropBox
 from fml_taichi.reference.image_formation import euler_to_matrix
 

@@ -3,8 +3,8 @@ import os
 
 import torch
 
-from fml_taichi.apps.reconstruct import DEFAULT_CHECKPOINT
-from fml_taichi.camera import DEFAULT_DISTANCE_MM
+from fml_taichi.recon.pipeline import DEFAULT_CHECKPOINT
+from fml_taichi.common.camera import DEFAULT_DISTANCE_MM
 from fml_taichi.eval.harness import evaluate
 from fml_taichi.eval.methods import CheckpointMethod, Reconstruction
 from fml_taichi.model import FaceParams, ModelOutput

@@ -219,8 +219,8 @@ def test_bad_input_is_named(face_model, renderer):
 
 
 def test_fused_composite_matches_shade_image(face_model, batch):
-    from fml_taichi.data._composite import composite
-    from fml_taichi.kernels.rasterize import rasterize, shade_image
+    from fml_taichi.ops.composite import composite
+    from fml_taichi.ops.rasterize import rasterize, shade_image
 
     p = batch["gt_params"]
     rot = euler_to_matrix(p.rotation)
@@ -239,7 +239,7 @@ def test_fused_composite_matches_shade_image(face_model, batch):
 
 
 def test_blur_and_noise_statistics_and_determinism():
-    from fml_taichi.data._composite import blur_and_noise
+    from fml_taichi.ops.composite import blur_and_noise
 
     flat = torch.full((3, 64, 64, 3), 0.5)
     out = blur_and_noise(flat, 0.6, torch.tensor([7, 7, 8]), torch.tensor([0.02, 0.02, 0.0]))

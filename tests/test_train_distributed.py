@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from fml_taichi.train.checkpoint import load_checkpoint
+from fml_taichi.nets.checkpoint import load_checkpoint
 from fml_taichi.train.distributed import DistInfo, env_info, state_digest
 
 TINY = {

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from fml_taichi.train import trainer as T
-from fml_taichi.train.cached_dataset import write_crop
-from fml_taichi.train.checkpoint import CheckpointError, load_checkpoint
-from fml_taichi.train.config import from_dict
-from fml_taichi.train.reconstructor import Reconstructor
+from fml_taichi.data.cached_dataset import write_crop
+from fml_taichi.nets.checkpoint import CheckpointError, load_checkpoint
+from fml_taichi.nets.config import from_dict
+from fml_taichi.recon.reconstructor import Reconstructor
 from fml_taichi.train.validation import METRIC_KEYS
 
 TINY = {

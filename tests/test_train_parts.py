@@ -6,8 +6,8 @@ import torch
 
 from fml_taichi.model import default_face_model
 from fml_taichi.model.mesh import graph_laplacian
-from fml_taichi.train.config import from_dict
-from fml_taichi.train.smooth_corrective import SmoothLinearCorrective, smooth_basis
+from fml_taichi.nets.config import from_dict
+from fml_taichi.model.smooth_corrective import SmoothLinearCorrective, smooth_basis
 from fml_taichi.train.trainer import lr_factor
 from fml_taichi.train.warm_start import principal_basis, ridge_gcv
 
@@ -39,7 +39,7 @@ def test_smooth_corrective_matches_its_theta_and_is_smooth(small_model):
 
 
 def test_config_builds_the_smooth_geometry_corrective(small_model):
-    from fml_taichi.train.models import build_networks
+    from fml_taichi.nets.models import build_networks
 
     cfg = from_dict({"model": {"n_vertices": 500, "n_correctives_geometry": 6, "n_correctives_reflectance": 4,
                                "geometry_smooth": 12}})
@@ -90,7 +90,7 @@ def test_final_landmarks_add_the_final_level_sparse_term(small_model):
     from fml_taichi.data.synthetic import SyntheticConfig, SyntheticRenderer
     from fml_taichi.losses import default_weights
     from fml_taichi.model import MultiLevelModel
-    from fml_taichi.train.objective import stage_loss
+    from fml_taichi.losses.objective import stage_loss
 
     fm = small_model
     batch = SyntheticRenderer(fm, SyntheticConfig(image_size=64)).render([0, 1])

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from fml_taichi.train import config as C
+from fml_taichi.nets import config as C
 from fml_taichi.train.batches import DatasetSource, ImagePool, SampleOrder
-from fml_taichi.train.cached_dataset import CachedCropDataset, write_crop
-from fml_taichi.train.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from fml_taichi.data.cached_dataset import CachedCropDataset, write_crop
+from fml_taichi.nets.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 
 # ----------------------------------------------------------------------------------------------
 # config

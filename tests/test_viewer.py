@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from fml_taichi.apps.corrective_modes import SIGMA_FROM_FACES
-from fml_taichi.apps.demo_correctives import demo_multilevel
-from fml_taichi.apps.view_scene import DEFAULT_LIGHT, FaceScene
-from fml_taichi.apps.view_strips import mode_state
-from fml_taichi.apps.viewer import GGUIRenderer, ViewerApp, default_focal, ggui_status
+from fml_taichi.viewer.modes import SIGMA_FROM_FACES
+from fml_taichi.viewer.demo_model import demo_multilevel
+from fml_taichi.viewer.scene import DEFAULT_LIGHT, FaceScene
+from fml_taichi.viewer.strips import mode_state
+from fml_taichi.viewer.ggui import GGUIRenderer, ViewerApp, default_focal, ggui_status
 from fml_taichi.io.images import load_image
-from fml_taichi.kernels.rasterize import rasterize, shade_image
+from fml_taichi.ops.rasterize import rasterize, shade_image
 from fml_taichi.model import FaceParams, default_face_model
 
 W, H = 160, 128  # non-square on purpose: checks GGUI's vertical field of view and centring

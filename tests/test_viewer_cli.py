@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from fml_taichi.apps import cli
-from fml_taichi.apps.corrective_modes import SIGMA_ASSUMED, SIGMA_FROM_FACES, principal_modes
-from fml_taichi.apps.demo_correctives import DEMO_CENTRES
-from fml_taichi.apps.viewer import VULKAN_HINT, ggui_status
+from fml_taichi.viewer.modes import SIGMA_ASSUMED, SIGMA_FROM_FACES, principal_modes
+from fml_taichi.viewer.demo_model import DEMO_CENTRES
+from fml_taichi.viewer.ggui import VULKAN_HINT, ggui_status
 from fml_taichi.io.exports import write_params_npz
 from fml_taichi.io.images import load_image
 from fml_taichi.model import FaceParams, default_face_model
@@ -102,9 +102,9 @@ def test_reconstruction_sets_start_face_and_sigmas(ggui, tmp_path):
 
 
 def _tiny_checkpoint(path, theta_g, theta_r):
-    from fml_taichi.train.checkpoint import save_checkpoint
-    from fml_taichi.train.config import from_dict
-    from fml_taichi.train.models import build_networks, face_model_from_spec, face_model_spec
+    from fml_taichi.nets.checkpoint import save_checkpoint
+    from fml_taichi.nets.config import from_dict
+    from fml_taichi.nets.models import build_networks, face_model_from_spec, face_model_spec
 
     cfg = from_dict({"model": {"n_vertices": N_VERTICES, "n_correctives_geometry": theta_g.shape[1],
                                "n_correctives_reflectance": theta_r.shape[1]},
@@ -180,7 +180,8 @@ def test_interactive_without_display_says_so(ggui, monkeypatch, capsys):
 
 
 def test_command_view_names_match_the_scene():
-    from fml_taichi.apps import view_cmd, view_scene
+    from fml_taichi.apps import view_cmd
+    from fml_taichi.viewer import scene as view_scene
 
     assert view_cmd.VIEWS == view_scene.VIEWS
 

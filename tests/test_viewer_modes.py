@@ -1,8 +1,8 @@
-"""Corrective-mode analysis (fml_taichi.apps.corrective_modes): SVD modes, sigmas, ordering, probing."""
+"""Corrective-mode analysis (fml_taichi.viewer.modes): SVD modes, sigmas, ordering, probing."""
 import pytest
 import torch
 
-from fml_taichi.apps.corrective_modes import (SIGMA_ASSUMED, SIGMA_FROM_FACES, corrective_matrix,
+from fml_taichi.viewer.modes import (SIGMA_ASSUMED, SIGMA_FROM_FACES, corrective_matrix,
                                               principal_modes)
 
 

@@ -17,10 +17,10 @@ def run(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..camera import DEFAULT_DISTANCE_MM
+    from ..common.camera import DEFAULT_DISTANCE_MM
     from ..io import compose_figure, plot_curves, write_png
-    from ..io.atomic import write_text
-    from . import inverse_render as demo
+    from ..common.atomic import write_text
+    from ..recon import inverse_render as demo
 
     if args.steps < 1 or args.size < 32:
         raise SystemExit("demo: --steps must be >= 1 and --size >= 32")

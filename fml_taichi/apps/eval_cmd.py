@@ -75,7 +75,7 @@ def _check_args(args) -> None:
 def run(args) -> int:
     from ..data.synthetic import EVAL_SEED_START, SyntheticConfig
     from ..eval import harness
-    from ..io.atomic import write_text
+    from ..common.atomic import write_text
 
     try:
         _check_args(args)

@@ -6,8 +6,8 @@ Examples::
     fml-taichi reconstruct lfw/ clip.mp4 --out recon/ --refine 30  # a folder (recursive) and a video
     fml-taichi reconstruct photo.jpg --out recon/ --checkpoint runs/default/checkpoint.pt
 
-What is written is listed in :mod:`fml_taichi.apps.face_exports` (images) and
-:mod:`fml_taichi.apps.reconstruct_video` (videos), plus ``DIR/summary.json`` (every input's status,
+What is written is listed in :mod:`fml_taichi.recon.outputs` (images) and
+:mod:`fml_taichi.recon.video` (videos), plus ``DIR/summary.json`` (every input's status,
 faces and refinement statistics). An input that fails (missing, unreadable or truncated, not an image,
 an undecodable video, no face, an output that cannot be written) is reported on stderr with its path,
 leaves no partial outputs, and the others go on. Exit code: 0 when every input succeeded, 1 when any
@@ -70,7 +70,7 @@ def _error(msg: str) -> None:
 
 def _describe(e: BaseException) -> str:
     """The exception's message; unexpected types keep their name so a bug is not mistaken for bad input."""
-    from ..train.checkpoint import CheckpointError
+    from ..nets.checkpoint import CheckpointError
 
     text = str(e) or type(e).__name__
     if isinstance(e, (ValueError, OSError, CheckpointError)):
@@ -80,8 +80,8 @@ def _describe(e: BaseException) -> str:
 
 def _image_item(pipe, item, args, checkpoint) -> dict:
     from ..io.images import load_image
-    from .face_exports import write_image_exports
-    from .refine import refine_results
+    from ..recon.outputs import write_image_exports
+    from ..recon.refine import refine_results
 
     image = load_image(item.path)
     faces = pipe(image, item.path)
@@ -99,7 +99,7 @@ def _image_item(pipe, item, args, checkpoint) -> dict:
 def _video_item(pipe, item, args) -> dict:
     from tqdm.auto import tqdm
 
-    from .reconstruct_video import reconstruct_video
+    from ..recon.video import reconstruct_video
 
     info = reconstruct_video(pipe, item.path, args.out, item.name, args.smooth, args.refine, args.max_frames,
                              progress=not args.quiet)
@@ -121,8 +121,8 @@ def _refine_summary(records: list[dict]) -> str | None:
 
 def _make_pipeline(args):
     from ..data.detect import DetectorUnavailable
-    from ..train.checkpoint import CheckpointError
-    from .reconstruct import FacePipeline
+    from ..nets.checkpoint import CheckpointError
+    from ..recon.pipeline import FacePipeline
 
     try:
         return FacePipeline.from_checkpoint(args.checkpoint, detector=args.detector, backend=args.backend,
@@ -134,7 +134,7 @@ def _make_pipeline(args):
 
 
 def _write_summary(out: str, records: list[dict]) -> None:
-    from ..io.atomic import write_text
+    from ..common.atomic import write_text
 
     try:
         write_text(os.path.join(out, "summary.json"), json.dumps({"inputs": records}, indent=1) + "\n")
@@ -145,9 +145,9 @@ def _write_summary(out: str, records: list[dict]) -> None:
 def run(args) -> int:
     from tqdm.auto import tqdm
 
-    from .. import backend
+    from ..common import runtime
     from ..data.inputs import collect_inputs
-    from .reconstruct import default_checkpoint
+    from ..recon.pipeline import default_checkpoint
 
     problem = _check_args(args)
     if problem:
@@ -157,7 +157,7 @@ def run(args) -> int:
     if not items:
         _error("no inputs: the folders given hold no images or videos")
         return 2
-    backend.init()
+    runtime.init()
     pipe = _make_pipeline(args)
     if pipe is None:
         return 2

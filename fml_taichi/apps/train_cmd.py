@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     info = D.setup()  # before Taichi starts: pins the GPU of this rank when launched by torchrun
     try:
-        from ..train.checkpoint import CheckpointError
-        from ..train.config import ConfigError, load_config
+        from ..nets.checkpoint import CheckpointError
+        from ..nets.config import ConfigError, load_config
         from ..train.trainer import CHECKPOINT, Trainer, TrainingDiverged, trainer_from_checkpoint
 
         progress = not args.no_progress

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", metavar="C", help="training checkpoint (base model + learned correctives)")
     src.add_argument("--model", metavar="M", help="base face model .npz (no correctives)")
     src.add_argument("--demo-correctives", action="store_true",
-                     help="default model with the hand-made correctives of fml_taichi.apps.demo_correctives "
+                     help="default model with the hand-made correctives of fml_taichi.viewer.demo_model "
                           "(not learned; for figures without a trained checkpoint)")
     parser.add_argument("--vertices", type=int, default=8000, metavar="N",
                         help="vertex count of the default model (default 8000; ignored with --checkpoint/--model)")
@@ -88,7 +88,7 @@ def load_sources(args):
     from ..model import default_face_model, load_face_model
 
     if args.checkpoint:
-        from ..train.reconstructor import Reconstructor
+        from ..recon.reconstructor import Reconstructor
 
         rec = Reconstructor.from_checkpoint(args.checkpoint)
         regressed = regress_synthetic(rec, args.regress_synthetic) if args.regress_synthetic else None
@@ -97,7 +97,7 @@ def load_sources(args):
         return load_face_model(args.model), None, None
     fm = default_face_model(n_vertices=args.vertices)
     if args.demo_correctives:
-        from .demo_correctives import demo_multilevel
+        from ..viewer.demo_model import demo_multilevel
 
         return fm, demo_multilevel(fm), None
     return fm, None, None
@@ -135,7 +135,7 @@ def load_reconstruction(path: str, index: int):
 
 def build_scene(args):
     """The :class:`view_scene.FaceScene` the arguments describe."""
-    from .view_scene import FaceScene
+    from ..viewer.scene import FaceScene
 
     face_model, multilevel, regressed = load_sources(args)
     start = None
@@ -148,19 +148,19 @@ def run(args) -> int:
     """Run the viewer; returns 0 on success, 1 with a one-line error on stderr otherwise."""
     try:
         _check_args(args)
-        from .. import backend
-        from .viewer import require_ggui
+        from ..common import runtime
+        from ..viewer.ggui import require_ggui
 
         require_ggui()  # before loading anything: fail fast, and with the install hint
         if not args.headless:
-            from .viewer import require_display
+            from ..viewer.ggui import require_display
 
             require_display()
-        backend.init()
+        runtime.init()
         scene = build_scene(args)
         if args.headless:
             return _headless(scene, args)
-        from .viewer import run_interactive
+        from ..viewer.ggui import run_interactive
 
         return run_interactive(scene, args.width, args.height, screenshot_dir=args.screenshots,
                                n_sliders=args.sliders, max_frames=args.frames)
@@ -172,7 +172,7 @@ def run(args) -> int:
 def _headless(scene, args) -> int:
     import numpy as np
 
-    from .view_strips import write_headless
+    from ..viewer.strips import write_headless
 
     sigmas = np.linspace(-args.sigma_range, args.sigma_range, args.steps).round(6).tolist()
     summary = write_headless(scene, args.out, n_modes=args.modes, size=args.size, sigmas=sigmas,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..camera import DEFAULT_FOCAL_PX, DEFAULT_IMAGE_SIZE
+from ..common.camera import DEFAULT_FOCAL_PX, DEFAULT_IMAGE_SIZE
 
 __all__ = ["CROP_SIZE", "FACE_FRACTION", "INNER_LANDMARKS", "CropBox", "fit_affine_camera", "crop_box_from_landmarks",
            "crop_image", "mean_landmarks_3d"]

@@ -1,4 +1,4 @@
-"""A user's face photos -> the cached crop folder training reads (:mod:`fml_taichi.train.cached_dataset`).
+"""A user's face photos -> the cached crop folder training reads (:mod:`fml_taichi.data.cached_dataset`).
 
 For every image under ``in_dir`` (recursive: CelebA's flat folder, LFW's one folder per person, ...):
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..io.atomic import write_text
+from ..common.atomic import write_text
 from ..io.images import load_image
-from ..train.cached_dataset import MANIFEST, write_crop, write_manifest
+from .cached_dataset import MANIFEST, write_crop, write_manifest
 from .crop import CROP_SIZE, crop_box_from_landmarks, crop_image
 from .inputs import list_images
 

@@ -50,13 +50,15 @@ from dataclasses import dataclass, fields
 import torch
 from torch.utils.data import Dataset
 
-from ..camera import default_intrinsics
-from ..kernels.rasterize import rasterize
+from ..common.camera import default_intrinsics
+from ..ops.rasterize import rasterize
 from ..model.params import FaceParams
-from ..kernels.normals import vertex_normals
+from ..ops.normals import vertex_normals
 from ..reference.image_formation import SH_C0, euler_to_matrix, sh_basis
-from . import backgrounds, landmark_noise, variation
-from ._composite import blur_and_noise, composite
+from . import backgrounds
+from . import landmark_noise
+from . import variation
+from ..ops.composite import blur_and_noise, composite
 
 TRAIN_SEED_START = 0
 EVAL_SEED_START = 10_000_000

@@ -7,4 +7,4 @@
 """
 from .harness import SUMMARY_KEYS, EvalResult, evaluate, evaluate_images, face_region, format_table, summarise  # noqa: F401
 from .methods import CheckpointMethod, FitMethod, MeanFaceMethod, Method, Reconstruction  # noqa: F401
-from .metrics import geometric_error, landmark_nme, photometric_error, point_to_surface, umeyama  # noqa: F401
+from ..losses.metrics import geometric_error, landmark_nme, photometric_error, point_to_surface, umeyama  # noqa: F401

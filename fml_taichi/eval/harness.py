@@ -28,15 +28,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..camera import default_intrinsics
+from ..common.camera import default_intrinsics
 from ..data import landmark_noise
-from ..data._composite import composite
+from ..ops.composite import composite
 from ..data.synthetic import EVAL_SEED_START, SyntheticConfig, SyntheticRenderer
-from ..kernels.normals import vertex_normals
-from ..kernels.rasterize import rasterize
+from ..ops.normals import vertex_normals
+from ..ops.rasterize import rasterize
 from ..model import regions
 from ..reference.image_formation import SH_C0, euler_to_matrix, sh_basis
-from . import metrics
+from ..losses import metrics
 
 LEVELS = ("base", "final")
 SUMMARY_KEYS = ("n", "geom_mm_base", "geom_mm_final", "geom_sd_base", "geom_sd_final", "photo_base",

@@ -32,8 +32,8 @@ Implementations:
        level equals the base.
 
 * :class:`CheckpointMethod` (``--checkpoint C``): a trained encoder + multi-level model loaded with
-  :meth:`fml_taichi.train.reconstructor.Reconstructor.from_checkpoint` (which reads the file through
-  :func:`fml_taichi.train.checkpoint.load_checkpoint`); one forward pass, landmarks unused.
+  :meth:`fml_taichi.recon.reconstructor.Reconstructor.from_checkpoint` (which reads the file through
+  :func:`fml_taichi.nets.checkpoint.load_checkpoint`); one forward pass, landmarks unused.
 """
 from __future__ import annotations
 
@@ -302,7 +302,7 @@ class CheckpointMethod:
     """A trained model from a checkpoint file (module docstring); ``device`` for the networks."""
 
     def __init__(self, path, device: str = "cpu"):
-        from ..train.reconstructor import Reconstructor
+        from ..recon.reconstructor import Reconstructor
 
         self.reconstructor = Reconstructor.from_checkpoint(path, device=device)
         self.face_model = self.reconstructor.face_model

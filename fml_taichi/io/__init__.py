@@ -6,7 +6,7 @@
 - ``exports``: meshes (OBJ + MTL + texture, binary PLY) and face parameters (JSON, NPZ).
 - ``figures``: overlays and labelled panel figures; ``plots``: line and bar charts (OpenCV, no matplotlib).
 """
-from .atomic import atomic_path, write_bytes, write_text
+from ..common.atomic import atomic_path, write_bytes, write_text
 from .exports import (bake_vertex_colors, read_params_npz, write_obj, write_params_json, write_params_npz,
                       write_ply)
 from .figures import compose_figure, overlay

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..model.params import FaceParams
-from .atomic import atomic_path, write_bytes, write_text
+from ..common.atomic import atomic_path, write_bytes, write_text
 from .images import to_uint8, write_png
 
 __all__ = ["write_obj", "write_ply", "write_params_json", "write_params_npz", "read_params_npz",
@@ -81,7 +81,7 @@ def bake_vertex_colors(uvs, triangles, colors, size: int = 512, dilate: int = 4)
     ``kernels.rasterize`` in texture space), then covered colours are grown ``dilate`` texels into
     the empty space so bilinear sampling at chart borders does not bleed in the background.
     """
-    from ..kernels.rasterize import interpolate, rasterize  # lazy: keeps Taichi out of plain IO
+    from ..ops.rasterize import interpolate, rasterize  # lazy: keeps Taichi out of plain IO
 
     uv = _array("uvs", uvs, (None, 2)).astype(np.float32)
     tri = _array("triangles", triangles, (None, 3), integer=True)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from .atomic import write_bytes
+from ..common.atomic import write_bytes
 
 __all__ = ["load_image", "load_images", "write_png", "to_uint8", "to_network", "from_network"]
 

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from .atomic import write_text
+from ..common.atomic import write_text
 
 N_POINTS = 68
 # On-disk pixel coordinates are 1-based; ours are 0-based.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .._validate import check_tensor
+from ..common.checks import check_tensor
 
 
 def draw_partners(mask: torch.Tensor, count: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

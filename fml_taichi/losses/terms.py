@@ -1,6 +1,6 @@
 """The individual terms of Sec. 6 (Eq. 9-15), each per image (shape [B]), on either backend.
 
-``backend="taichi"`` runs the generic kernels of :mod:`fml_taichi.kernels`; ``backend="torch"`` runs
+``backend="taichi"`` runs the generic kernels of :mod:`fml_taichi.ops`; ``backend="torch"`` runs
 the plain-torch references of :mod:`fml_taichi.reference` (benchmark baseline and fallback). Both
 compute the same maths; the face-specific choices (which vertices, which weights) live here.
 """
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .._validate import check_tensor
+from ..common.checks import check_tensor
 
 BACKENDS = ("taichi", "torch")
 
@@ -18,10 +18,12 @@ BACKENDS = ("taichi", "torch")
 def ops(backend: str) -> SimpleNamespace:
     """The op implementations for ``backend``: ``landmarks``, ``regularizers``, ``image_formation``."""
     if backend == "taichi":
-        from ..kernels import landmarks, regularizers
-        from ..kernels.image_formation import image_formation
+        from ..ops import landmarks
+        from ..ops import regularizers
+        from ..ops.image_formation import image_formation
     elif backend == "torch":
-        from ..reference import landmarks, regularizers
+        from ..reference import landmarks
+        from ..reference import regularizers
         from ..reference.image_formation import image_formation
     else:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
@@ -114,7 +116,7 @@ def ref_term(final_reflectance, neighbour_rows, face_model, ref_weights, w_ref: 
 
     ``ref_weights`` (B, E) are constants aligned with the 1-ring CSR entries (see
     :func:`fml_taichi.losses.total.compute_reflectance_weights`); ``||.||^p`` is smoothed by ``eps``
-    (see :func:`fml_taichi.kernels.regularizers.pair_energy`) so its gradient is finite at 0.
+    (see :func:`fml_taichi.ops.regularizers.pair_energy`) so its gradient is finite at 0.
     The sum runs over all vertices (the paper's V in Eq. 13 read as the whole mesh, as in Eq. 12):
     a hidden or off-image vertex gets weights from the pixel its projection falls on (border-clamped),
     usually the occluding skin, which keeps it smooth rather than unconstrained.

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import check_tensor
+from ..common.checks import check_tensor
 from ..model.params import FaceParams
 from . import terms
 from .config import LossWeights, default_weights

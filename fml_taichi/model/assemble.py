@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import mesh, regions
+from . import mesh
+from . import regions
 from .face_model import FaceModel
 from .reflectance import lowfreq_reflectance
 

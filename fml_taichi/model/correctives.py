@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validate import check_tensor
+from ..common.checks import check_tensor
 
 
 def _generator(seed: int | None) -> torch.Generator:

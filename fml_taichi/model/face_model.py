@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .._validate import check_indices, check_tensor
+from ..common.checks import check_indices, check_tensor
 
 N_LANDMARKS = 68
 N_JAW = 17

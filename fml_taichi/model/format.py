@@ -18,7 +18,7 @@ import zipfile
 import numpy as np
 import torch
 
-from ..io.atomic import atomic_path
+from ..common.atomic import atomic_path
 from .face_model import FaceModel
 
 FORMAT_VERSION = 1

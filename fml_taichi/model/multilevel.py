@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._validate import check_tensor
+from ..common.checks import check_tensor
 from .correctives import LinearCorrective, MLPCorrective
 from .face_model import FaceModel
 from .params import FaceParams

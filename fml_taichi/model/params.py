@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .._validate import check_tensor
+from ..common.checks import check_tensor
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Plain-torch references of the kernels' maths: test oracle, benchmark baseline, Taichi-free fallback.
 
-Same names and signatures as :mod:`fml_taichi.kernels`; this package never imports taichi.
+Same names and signatures as :mod:`fml_taichi.ops`; this package never imports taichi.
 """
 from .image_formation import (  # noqa: F401
     ImageFormationResult,

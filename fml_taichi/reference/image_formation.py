@@ -1,6 +1,6 @@
 """Plain-torch image formation (paper Sec. 5, Eq. 5 and Eq. 9): the oracle for the Taichi kernels.
 
-Every function here has the signature of its twin in :mod:`fml_taichi.kernels` and computes the same
+Every function here has the signature of its twin in :mod:`fml_taichi.ops` and computes the same
 maths with idiomatic vectorised torch (``index_add_`` for normals, one ``gather`` for the four bilinear
 taps), differentiated by torch's autograd. It is the test oracle, the benchmark baseline, and the
 fallback where Taichi is unavailable: this module must not import taichi.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import check_indices, check_same, check_tensor
+from ..common.checks import check_indices, check_same, check_tensor
 
 # Real orthonormal SH constants for bands 0..2 (docs/conventions.md order (l, m) = (0,0), (1,-1),
 # (1,0), (1,1), (2,-2), (2,-1), (2,0), (2,1), (2,2)); full precision so float64 checks are exact.

@@ -1,4 +1,4 @@
-"""Plain-torch references of ``fml_taichi.kernels.landmarks`` (same names, same maths, same checks).
+"""Plain-torch references of ``fml_taichi.ops.landmarks`` (same names, same maths, same checks).
 
 Test oracle and benchmark baseline; differentiable through ordinary torch autograd.
 """
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .._loss_checks import check_csr, check_gather, check_pose, check_targets
+from ..common.loss_checks import check_csr, check_gather, check_pose, check_targets
 
 # Depth clamp of the projection (mm), as in the image-formation layer, so points at or behind the camera
 # give finite residuals. A power of two: exact in float32, so f32-compiled literals match float64.
@@ -31,7 +31,7 @@ def _camera_points(points, rotation, translation):
 
 
 def sparse_reprojection_loss(points, indices, rotation, translation, intrinsics, targets, weights):
-    """Torch version of :func:`fml_taichi.kernels.landmarks.sparse_reprojection_loss`."""
+    """Torch version of :func:`fml_taichi.ops.landmarks.sparse_reprojection_loss`."""
     b, intr = check_pose(points, rotation, translation, intrinsics)
     check_targets(b, points, targets)
     k = targets.shape[1]
@@ -43,7 +43,7 @@ def sparse_reprojection_loss(points, indices, rotation, translation, intrinsics,
 
 
 def closest_to_rays(points, rotation, translation, intrinsics, targets, offsets, candidates):
-    """Torch version of :func:`fml_taichi.kernels.landmarks.closest_to_rays`."""
+    """Torch version of :func:`fml_taichi.ops.landmarks.closest_to_rays`."""
     b, intr = check_pose(points, rotation, translation, intrinsics)
     check_targets(b, points, targets)
     k = targets.shape[1]

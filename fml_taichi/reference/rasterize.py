@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from .._validate import check_indices, check_tensor
+from ..common.checks import check_indices, check_tensor
 
 __all__ = ["rasterize", "interpolate", "shade_image", "RasterResult", "BACKGROUND_DEPTH", "check_raster_args"]
 
@@ -114,7 +114,7 @@ def _corners(screen: torch.Tensor, triangles: torch.Tensor):
 
 
 def rasterize(v_cam, triangles, intrinsics, height, width, cull_backfaces=False, near=1e-3) -> RasterResult:
-    """Same contract, checks and results as :func:`fml_taichi.kernels.rasterize.rasterize` (whose
+    """Same contract, checks and results as :func:`fml_taichi.ops.rasterize.rasterize` (whose
     docstring is the reference), in plain torch."""
     intr = check_raster_args(v_cam, triangles, intrinsics, height, width, near)
     v = v_cam.detach().to(torch.float32)

@@ -1,4 +1,4 @@
-"""Plain-torch references of ``fml_taichi.kernels.regularizers`` (same names, maths and checks).
+"""Plain-torch references of ``fml_taichi.ops.regularizers`` (same names, maths and checks).
 
 Test oracle and benchmark baseline; differentiable through ordinary torch autograd.
 """
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from .._validate import check_same, check_tensor
-from .._loss_checks import check_csr, check_edges, check_values
+from ..common.checks import check_same, check_tensor
+from ..common.loss_checks import check_csr, check_edges, check_values
 
 
 def csr_rows(offsets: torch.Tensor) -> torch.Tensor:
@@ -17,7 +17,7 @@ def csr_rows(offsets: torch.Tensor) -> torch.Tensor:
 
 
 def laplacian_energy(values: torch.Tensor, offsets: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-    """Torch version of :func:`fml_taichi.kernels.regularizers.laplacian_energy`."""
+    """Torch version of :func:`fml_taichi.ops.regularizers.laplacian_energy`."""
     b, n, c = check_values("values", values)
     check_csr(offsets, neighbours, n, n, names=("offsets", "neighbours"), allow_empty=True)
     rows = csr_rows(offsets)
@@ -30,7 +30,7 @@ def laplacian_energy(values: torch.Tensor, offsets: torch.Tensor, neighbours: to
 
 
 def pair_energy(values, src, dst, weights=None, p: float = 2.0, eps: float = 1e-3):
-    """Torch version of :func:`fml_taichi.kernels.regularizers.pair_energy`."""
+    """Torch version of :func:`fml_taichi.ops.regularizers.pair_energy`."""
     b, n, _ = check_values("values", values)
     e = check_edges(src, dst, n)
     if weights is None:
@@ -53,7 +53,7 @@ def pair_energy(values, src, dst, weights=None, p: float = 2.0, eps: float = 1e-
 
 
 def weighted_sum_of_squares(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Torch version of :func:`fml_taichi.kernels.regularizers.weighted_sum_of_squares`."""
+    """Torch version of :func:`fml_taichi.ops.regularizers.weighted_sum_of_squares`."""
     check_tensor("values", values, shape=(None, None))
     if values.shape[1] == 0:
         raise ValueError("values: no entries (D = 0)")
@@ -87,7 +87,7 @@ def bilinear_clamped(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 
 def chromaticity_edge_weights(image, uv, src, dst, alpha: float = 50.0, eps: float = 1e-6):
-    """Torch version of :func:`fml_taichi.kernels.regularizers.chromaticity_edge_weights`."""
+    """Torch version of :func:`fml_taichi.ops.regularizers.chromaticity_edge_weights`."""
     check_tensor("image", image, shape=(None, None, None, 3))
     b, h, w = image.shape[:3]
     if h == 0 or w == 0:

@@ -19,7 +19,7 @@ import json
 import math
 import os
 
-from ..io.atomic import write_text
+from ..common.atomic import write_text
 from ..io.plots import plot_curves
 
 

@@ -25,17 +25,17 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from .. import backend
-from ..camera import default_intrinsics
-from ..io.atomic import write_text
+from ..common import runtime
+from ..common.camera import default_intrinsics
+from ..common.atomic import write_text
 from ..losses import LossWeights, default_weights
 from . import distributed as D
 from .batches import DatasetSource, ImagePool, SampleOrder
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig, from_dict
+from ..nets.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ..nets.config import TrainConfig, from_dict
 from .logs import History, write_logs
-from .models import FaceAutoencoder, build_networks, face_model_from_spec, face_model_spec
-from .objective import stage_loss
+from ..nets.models import FaceAutoencoder, build_networks, face_model_from_spec, face_model_spec
+from ..losses.objective import stage_loss
 from .validation import final_evaluation, validate
 from .warm_start import warm_start_reflectance
 
@@ -102,7 +102,7 @@ class Trainer:
         self.out_dir = out_dir
         self.dist = dist_info or D.DistInfo()
         self.progress = progress and cfg.log.progress and self.dist.is_main
-        backend.init()
+        runtime.init()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.spec = face_model_spec(cfg.model)
@@ -152,7 +152,7 @@ class Trainer:
             val = self._synthetic(d.n_val, "eval")
             val_items = [val[i] for i in range(len(val))]
         else:
-            from .cached_dataset import CachedCropDataset
+            from ..data.cached_dataset import CachedCropDataset
 
             full = CachedCropDataset(d.root, image_size=d.image_size)
             if len(full) <= d.n_val:

@@ -32,7 +32,8 @@ import pickle
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .. import mesh, regions
+from .. import mesh
+from .. import regions
 from ..assemble import BFM_TO_MODEL, assemble
 from ..face_model import FaceModel
 

@@ -1,0 +1,78 @@
+"""Inference from a training checkpoint: images -> (FaceParams, ModelOutput).
+
+Used by evaluation, the reconstruction command and the viewer::
+
+    rec = Reconstructor.from_checkpoint("runs/default/checkpoint.pt")
+    params, out = rec(images)          # images [B, H, W, 3] float in [0, 1]
+    out.final_geometry                 # [B, N, 3] mm, model space; rec.face_model.triangles
+    rec.intrinsics                     # [fx, fy, cx, cy] of the training crop size
+
+Images of any square size work: the encoder resizes internally, and the predicted pose is in
+millimetres and radians, so it projects correctly with ``default_intrinsics(size)`` for that size
+(:meth:`Reconstructor.intrinsics_for`), since the focal length scales with the crop.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..common.checks import check_tensor
+from ..common.camera import default_intrinsics
+from ..model import FaceParams, ModelOutput
+from ..nets.checkpoint import load_checkpoint
+from ..nets.config import from_dict
+from ..nets.models import FaceAutoencoder, build_networks, face_model_from_spec
+
+
+class Reconstructor:
+    """A trained encoder + multi-level model in eval mode (no gradients).
+
+    Attributes: ``face_model`` (base model), ``multilevel`` (with the learned Theta), ``encoder``,
+    ``intrinsics`` (for crops of the training size ``image_size``), ``config`` (the TrainConfig).
+    """
+
+    def __init__(self, model: FaceAutoencoder, image_size: int = 240, config=None):
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.encoder = model.encoder
+        self.multilevel = model.multilevel
+        self.face_model = model.multilevel.face_model
+        self.image_size = int(image_size)
+        self.intrinsics = default_intrinsics(self.image_size)
+        self.config = config
+
+    @classmethod
+    def from_checkpoint(cls, path, device: str = "cpu") -> "Reconstructor":
+        """Rebuild from a checkpoint (:func:`~fml_taichi.nets.checkpoint.load_checkpoint` errors for a
+        missing, corrupt or wrong-format file; ValueError if its weights do not fit its config)."""
+        ck = load_checkpoint(path)
+        cfg = from_dict(ck.config)
+        face_model = face_model_from_spec(ck.face_model_spec)
+        multilevel, encoder = build_networks(cfg, face_model)
+        try:
+            encoder.load_state_dict(ck.encoder)
+            multilevel.load_state_dict(ck.multilevel)
+        except RuntimeError as e:
+            raise ValueError(f"checkpoint {path!r}: weights do not match its config: {str(e).splitlines()[0]}") from e
+        model = FaceAutoencoder(encoder, multilevel).to(device)
+        return cls(model, cfg.data.image_size, cfg)
+
+    def intrinsics_for(self, size: int) -> torch.Tensor:
+        """``[fx, fy, cx, cy]`` for square crops of ``size`` px (same field of view as training)."""
+        return default_intrinsics(size)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[FaceParams, ModelOutput]:
+        """images [B, H, W, 3] (or one [H, W, 3]) float in [0, 1] -> (FaceParams, ModelOutput)."""
+        if not isinstance(images, torch.Tensor):
+            images = torch.as_tensor(images)
+        if images.ndim == 3:
+            images = images.unsqueeze(0)
+        check_tensor("images", images, shape=(None, None, None, 3), contiguous=False, min_size=1)
+        if images.shape[1] < 16 or images.shape[2] < 16:
+            raise ValueError(f"images: crops must be at least 16 x 16 px, got {tuple(images.shape[1:3])}")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(f"images: expected values in [0, 1], got [{lo:.3g}, {hi:.3g}] (uint8? divide by 255)")
+        dev = next(self.model.parameters()).device
+        return self.model(images.to(device=dev, dtype=torch.float32))
