@@ -12,6 +12,8 @@ import torch
 
 from fml_taichi.common.camera import default_intrinsics
 from fml_taichi.model.params import FaceParams
+from fml_taichi.ops.projection import project
+from fml_taichi.ops.render import render
 
 #: Uniform unit irradiance in the SH convention of ``kernels/shading.py`` is gamma_0 = 1 / 0.282095.
 UNIFORM_LIGHT = 1.0 / 0.28209479177387814
@@ -46,22 +48,18 @@ def render_target(model, params: FaceParams, size: int, background=(0.25, 0.3, 0
                   intrinsics: torch.Tensor | None = None) -> SyntheticTarget:
     """Render ``model`` (a ``MultiLevelModel``) at ``params`` (final level) into ``size`` x ``size`` images.
 
-    Pixels are shaded by interpolating the per-vertex shaded colours of the image-formation layer over
-    the visible (back-face culled, z-buffered) triangles; the background is a constant colour.
+    Pixels are shaded by the library's renderer (per-vertex Eq. 5 colours interpolated over the visible,
+    back-face culled, z-buffered triangles); the background is a constant colour.
     """
-    from fml_taichi.ops.image_formation import image_formation
-    from fml_taichi.ops.rasterize import rasterize, shade_image
-
     fm = model.face_model
     intr = default_intrinsics(size, dtype=fm.dtype) if intrinsics is None else intrinsics
     out = model(params)
     b = params.batch_size
-    blank = torch.zeros(b, size, size, 3, dtype=fm.dtype)
-    res = image_formation(out.final_geometry.contiguous(), out.final_reflectance.contiguous(), fm.triangles,
-                          params.rotation.contiguous(), params.translation.contiguous(), intr,
-                          params.light.contiguous(), blank)
-    raster = rasterize(res.v_cam.contiguous(), fm.triangles, intr, size, size, cull_backfaces=True)
-    image = shade_image(raster, fm.triangles, res.colors.clamp(0, 1), background).contiguous()
-    landmarks = res.uv[:, fm.landmarks.long()].contiguous()
+    drawn = render(out.final_geometry, fm.triangles, intr, size, size, rotation=params.rotation,
+                   translation=params.translation, reflectance=out.final_reflectance, light=params.light,
+                   background=background)
+    image = drawn.image.contiguous()
+    landmarks = project(drawn.mesh.v_cam, intr)[:, fm.landmarks.long()].contiguous()
     conf = torch.ones(b, fm.landmarks.shape[0], dtype=fm.dtype)
+    raster = drawn.raster
     return SyntheticTarget(image, landmarks, conf, intr, params, raster.mask)

@@ -51,14 +51,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..common.camera import default_intrinsics
-from ..ops.rasterize import rasterize
 from ..model.params import FaceParams
-from ..ops.normals import vertex_normals
+from ..ops.composite import blur_and_noise
+from ..ops.render import draw, render
 from ..reference.image_formation import SH_C0, euler_to_matrix, sh_basis
-from . import backgrounds
-from . import landmark_noise
-from . import variation
-from ..ops.composite import blur_and_noise, composite
+from . import backgrounds, landmark_noise, variation
 
 TRAIN_SEED_START = 0
 EVAL_SEED_START = 10_000_000
@@ -262,13 +259,11 @@ class SyntheticRenderer:
             refl_off = variation.reflectance_offsets(self.tables.variation, base_r, draws, self.tables.mean_albedo)
             vertices = (base_g + geo_off).contiguous()
             reflectance = base_r + refl_off
-        with _timed(timings, "transform+shade"):
-            rot = euler_to_matrix(params.rotation)
-            v_cam = (torch.bmm(vertices, rot.transpose(1, 2)) + params.translation.unsqueeze(1)).contiguous()
-            normals = vertex_normals(v_cam, fm.triangles)
-            colours = (reflectance * torch.bmm(sh_basis(normals), params.light)).clamp(0.0, 1.0)
-        with _timed(timings, "rasterize"):
-            raster = rasterize(v_cam, fm.triangles, self.intrinsics, size, size, cull_backfaces=True)
+        with _timed(timings, "render"):
+            rendering = render(vertices, fm.triangles, self.intrinsics, size, size, rotation=params.rotation,
+                               translation=params.translation, reflectance=reflectance, light=params.light,
+                               background=None)
+            v_cam, normals, raster = rendering.mesh.v_cam, rendering.mesh.normals, rendering.raster
         with _timed(timings, "landmarks"):
             view = landmark_noise.detector_vertices(v_cam, normals, raster.depth, self.intrinsics, fm)
             noisy = [landmark_noise.detector_noise(stream(s, "landmarks"), view.uv[i], view.visible[i], view.slid[i],
@@ -276,7 +271,7 @@ class SyntheticRenderer:
         with _timed(timings, "background"):
             bg = torch.stack([self._background(s, view.uv[i]) for i, s in enumerate(seeds)])
         with _timed(timings, "composite"):
-            image = composite(raster, fm.triangles, colours, bg)
+            image = draw(raster, fm.triangles, rendering.mesh.colours, bg)
         with _timed(timings, "sensor"):
             image = self._sensor(seeds, image)
         b = len(seeds)

@@ -30,13 +30,15 @@ from tqdm.auto import tqdm
 
 from ..common.camera import default_intrinsics
 from ..data import landmark_noise
-from ..ops.composite import composite
 from ..data.synthetic import EVAL_SEED_START, SyntheticConfig, SyntheticRenderer
-from ..ops.normals import vertex_normals
-from ..ops.rasterize import rasterize
-from ..model import regions
-from ..reference.image_formation import SH_C0, euler_to_matrix, sh_basis
+from ..io.figures import compose_figure, label_strip
+from ..io.images import load_image, write_png
+from ..io.plots import plot_bars
+from ..io.pts import read_pts
 from ..losses import metrics
+from ..model import regions
+from ..ops.render import render
+from ..reference.image_formation import SH_C0
 
 LEVELS = ("base", "final")
 SUMMARY_KEYS = ("n", "geom_mm_base", "geom_mm_final", "geom_sd_base", "geom_sd_final", "photo_base",
@@ -78,13 +80,11 @@ def render_level(face_model, vertices: torch.Tensor, reflectance: torch.Tensor, 
                  background: torch.Tensor) -> Rendered:
     """Rasterise and SH-shade one level of a reconstruction over ``background`` [B, H, W, 3]."""
     b, h, w, _ = background.shape
-    vertices = vertices.detach().float().contiguous()
-    rot = euler_to_matrix(params.rotation.detach().float())
-    v_cam = (torch.bmm(vertices, rot.transpose(1, 2)) + params.translation.detach().float().unsqueeze(1)).contiguous()
-    normals = vertex_normals(v_cam, face_model.triangles)
-    colours = (reflectance.detach().float() * torch.bmm(sh_basis(normals), params.light.detach().float())).clamp(0, 1)
-    raster = rasterize(v_cam, face_model.triangles, intrinsics, h, w, cull_backfaces=True)
-    image = composite(raster, face_model.triangles, colours, background.float())
+    p = params
+    out = render(vertices.detach().float(), face_model.triangles, intrinsics, h, w, rotation=p.rotation.detach().float(),
+                 translation=p.translation.detach().float(), reflectance=reflectance.detach().float(),
+                 light=p.light.detach().float(), background=background.float())
+    v_cam, normals, raster, image = out.mesh.v_cam, out.mesh.normals, out.raster, out.image
     view = landmark_noise.detector_vertices(v_cam, normals, raster.depth, intrinsics, face_model)
     return Rendered(image=image, mask=raster.mask, landmarks=view.uv)
 
@@ -183,9 +183,6 @@ def write_summary_plot(path, summary: dict, title: str = "") -> np.ndarray:
     """One PNG: a bar chart per metric (geometry mm, photometric, NME), base vs final."""
     import tempfile
 
-    from ..io.figures import compose_figure
-    from ..io.images import write_png
-    from ..io.plots import plot_bars
 
     panels = []
     charts = [("geometric error (mm)", "geom_mm"), ("photometric error (RGB)", "photo"), ("landmark NME", "nme")]
@@ -201,7 +198,6 @@ def write_summary_plot(path, summary: dict, title: str = "") -> np.ndarray:
         raise ValueError("summary: no metric has a value to plot")
     fig = compose_figure(panels, label_height=2)
     if title:
-        from ..io.figures import label_strip
 
         fig = np.concatenate([label_strip(title, fig.shape[1], 28), fig], 0)
     write_png(path, fig)
@@ -311,8 +307,6 @@ def load_image_pair(image_path: str, pts_path: str, size: int) -> tuple[torch.Te
     Expected input: square face crops like the training crops; other aspect ratios are resized to
     square (landmarks follow, so the metrics stay consistent, but the face is stretched).
     """
-    from ..io.images import load_image
-    from ..io.pts import read_pts
 
     pts, conf = read_pts(pts_path)
     h, w = load_image(image_path).shape[:2]  # the one image reader (clear errors, BGR fixed)
@@ -351,8 +345,6 @@ def evaluate_images(method, folder, image_size: int = 240, batch_size: int = 4, 
 
 def write_examples(path, result: EvalResult) -> np.ndarray | None:
     """The example rows of ``result`` as one PNG (None if there are none)."""
-    from ..io.figures import compose_figure
-    from ..io.images import write_png
 
     if not result.examples:
         return None

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from ..common.camera import default_intrinsics
-from ..ops import euler_to_matrix, image_formation, rasterize, shade_image, sh_shading, vertex_normals
+from ..ops.image_formation import image_formation
+from ..ops.render import render as render_mesh
+from ..ops.transform import euler_to_matrix
 from ..reference.meshes import uv_sphere
 
 AMBIENT = 1.0 / 0.282095  # gamma_0 giving irradiance 1 everywhere (kernels/shading.py)
@@ -58,12 +60,9 @@ def true_light() -> torch.Tensor:
 def render(scene: DemoScene, rotation, translation, light, background=(0.08, 0.08, 0.1)) -> torch.Tensor:
     """A rasterized, SH-shaded image [1, H, W, 3] (used for the target and the figure)."""
     with torch.no_grad():
-        R = euler_to_matrix(rotation)
-        v_cam = (scene.vertices @ R.transpose(1, 2) + translation[:, None]).contiguous()
-        normals = vertex_normals(v_cam, scene.triangles)
-        colours = sh_shading(normals, scene.reflectance, light).clamp(0, 1)
-        raster = rasterize(v_cam, scene.triangles, scene.intrinsics, scene.size, scene.size, cull_backfaces=True)
-        return shade_image(raster, scene.triangles, colours, background)
+        return render_mesh(scene.vertices, scene.triangles, scene.intrinsics, scene.size, scene.size,
+                           rotation=rotation, translation=translation, reflectance=scene.reflectance, light=light,
+                           background=background).image
 
 
 def fit(scene: DemoScene, target: torch.Tensor, rotation, translation, light, steps: int = 150,

@@ -30,6 +30,7 @@ import torch
 from ..io.exports import write_obj, write_params_json, write_params_npz, write_ply
 from ..io.figures import compose_figure, overlay
 from ..io.images import write_png
+from ..ops.render import render
 
 __all__ = ["OVERLAY_MAX_SIDE", "OutputSet", "render_layers", "face_figure", "overlay_faces", "face_extra",
            "write_face_exports", "write_image_exports"]
@@ -67,20 +68,13 @@ def render_layers(geometry, reflectance, params, triangles, intrinsics, height: 
     """Render one level of a batch: ``{"shaded", "reflectance", "shading"}`` images [B, H, W, 3] (black
     background, clipped to [0, 1]) and ``"mask"`` [B, H, W] bool. Pose and SH light from ``params``;
     ``intrinsics`` [4] or [B, 4] of the target image."""
-    from ..ops.rasterize import rasterize, shade_image
-    from ..reference.image_formation import euler_to_matrix, sh_basis, vertex_normals
-
+    k = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
     with torch.no_grad():
-        rot = euler_to_matrix(params.rotation)
-        v_cam = (torch.bmm(geometry, rot.transpose(1, 2)) + params.translation.unsqueeze(1)).contiguous()
-        normals = vertex_normals(v_cam, triangles)
-        shading = torch.bmm(sh_basis(normals), params.light)
-        k = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
-        raster = rasterize(v_cam.float(), triangles, k, int(height), int(width), cull_backfaces=True)
-        layers = {"shaded": reflectance * shading, "reflectance": reflectance, "shading": shading}
-        out = {name: shade_image(raster, triangles, c.float().clamp(0, 1).contiguous()) for name, c in layers.items()}
-    out["mask"] = raster.mask
-    return out
+        out = render(geometry.float(), triangles, k, int(height), int(width), rotation=params.rotation,
+                     translation=params.translation, reflectance=reflectance.float(), light=params.light,
+                     layers={"reflectance": True, "shading": True})
+    return {"shaded": out.image, "reflectance": out.layers["reflectance"], "shading": out.layers["shading"],
+            "mask": out.mask}
 
 
 def _composite(background: np.ndarray, layer: torch.Tensor, mask: torch.Tensor) -> np.ndarray:

@@ -23,7 +23,12 @@ import numpy as np
 import torch
 
 from ..common import camera as _camera
+from ..model.mesh import vertex_normals as mesh_normals_np
 from ..model.params import FaceParams
+from ..ops.normals import vertex_normals
+from ..ops.render import transform
+from ..ops.shading import sh_shading
+from ..ops.transform import euler_to_matrix
 from ..reference.image_formation import SH_C0, SH_C1
 from .modes import CorrectiveModes, corrective_matrix, principal_modes
 
@@ -160,9 +165,7 @@ class FaceScene:
         fm = self.face_model
         if kind == "reflectance":
             return torch.ones(fm.n_vertices, 3)
-        from ..model.mesh import vertex_normals
-
-        n = vertex_normals(fm.mean_geometry.double().numpy(), fm.triangles.long().numpy())
+        n = mesh_normals_np(fm.mean_geometry.double().numpy(), fm.triangles.long().numpy())
         return torch.from_numpy(n).float()
 
     def _corrective(self, kind: str, delta: torch.Tensor) -> torch.Tensor:
@@ -242,17 +245,13 @@ class FaceScene:
     def frame(self, state: ViewState) -> Frame:
         """Camera-space vertices, normals and the colours of ``state.view`` (clipped to [0, 1]).
 
-        Uses the training kernels (``kernels.transform``, ``kernels.normals``, ``kernels.shading``),
-        so the shaded view is Eq. 5 exactly as the photometric loss sees it.
+        Uses the renderer's pose transform and the training ops (normals, SH shading), so the shaded
+        view is Eq. 5 exactly as the photometric loss sees it; GGUI only rasterises.
         """
-        from ..ops.normals import vertex_normals
-        from ..ops.shading import sh_shading
-        from ..ops.transform import euler_to_matrix, rigid_transform
-
         p = self.params(state)
         geo, refl, corr = self.evaluate(state)
         with torch.no_grad():
-            v_cam = rigid_transform(geo[None], p.rotation, p.translation)
+            v_cam = transform(geo[None], p.rotation, p.translation)
             normals = vertex_normals(v_cam, self.triangles)
             # The corrective's component along the outward normal, in mm (rotation only: an offset).
             corr_cam = corr[None] @ euler_to_matrix(p.rotation).transpose(1, 2)
