@@ -11,13 +11,13 @@ per-frame cost in front of the network.
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_inference.py [--checkpoint C] [--json PATH]
         [--threads 2] [--sweep]
 
-Thread counts: each backend is timed with 1 thread and with all cores. At batch 1 this small network
+Thread counts: each runner is timed with 1 thread and with all cores. At batch 1 this small network
 gains little from a second thread and, on a machine shared with other work, loses a lot (a parallel
 call waits for its slowest thread), so one thread is the default of the ONNX Runtime runner.
 
 ``--sweep`` also times untrained encoders of other input sizes / widths (timing does not depend on
 the weights) to show what would reach a target rate. ``--json`` writes ``{"device", "ms_batch1",
-"hz_batch1", "hz_batch64", "backend"}`` for the fastest backend (by batch-1 median; its batch-64 rate at
+"hz_batch1", "hz_batch64", "runner"}`` for the fastest runner (by batch-1 median; its batch-64 rate at
 its best thread count), plus the table.
 """
 import argparse
@@ -144,7 +144,7 @@ def main() -> int:
                     help="comma-separated thread counts to time (torch and ONNX Runtime alike; default 1,all cores)")
     ap.add_argument("--repeats", type=int, default=300, help="batch-1 calls per measurement")
     ap.add_argument("--repeats64", type=int, default=8, help="batch-64 calls per measurement")
-    ap.add_argument("--json", default=None, metavar="PATH", help="write the fastest backend's figures as JSON")
+    ap.add_argument("--json", default=None, metavar="PATH", help="write the fastest runner's figures as JSON")
     ap.add_argument("--sweep", action="store_true", help="also time untrained encoders of other sizes / widths")
     ap.add_argument("--no-detection", action="store_true", help="skip the detection timing")
     args = ap.parse_args()
@@ -173,21 +173,21 @@ def main() -> int:
             dev = "cuda" if name.endswith("cuda") else "cpu"
             med1, best1 = bench_runner(run, size, 1, args.repeats, dev)
             med64, best64 = bench_runner(run, size, 64, args.repeats64, dev)
-            rows.append({"backend": name, "threads": threads, "ms_batch1": med1, "best_ms_batch1": best1,
+            rows.append({"runner": name, "threads": threads, "ms_batch1": med1, "best_ms_batch1": best1,
                          "hz_batch1": 1e3 / med1, "ms_batch64": med64, "hz_batch64": 64e3 / med64,
                          "best_hz_batch64": 64e3 / best64})
     base = rows[0]  # torch, fewest threads: the baseline of the ratio columns
-    print(f"\n{'backend':<12} {'threads':>7} {'ms b=1 (median)':>15} {'best':>7} {'Hz b=1':>8} {'Hz b=64':>9} "
+    print(f"\n{'runner':<12} {'threads':>7} {'ms b=1 (median)':>15} {'best':>7} {'Hz b=1':>8} {'Hz b=64':>9} "
           f"{'x base b=1':>11} {'x base b=64':>12}")
     for r in rows:
-        print(f"{r['backend']:<12} {r['threads']:>7} {r['ms_batch1']:>15.3f} {r['best_ms_batch1']:>7.3f} "
+        print(f"{r['runner']:<12} {r['threads']:>7} {r['ms_batch1']:>15.3f} {r['best_ms_batch1']:>7.3f} "
               f"{r['hz_batch1']:>8.0f} {r['hz_batch64']:>9.0f} {base['ms_batch1'] / r['ms_batch1']:>11.2f} "
               f"{r['hz_batch64'] / base['hz_batch64']:>12.2f}")
-    print(f"(base: {base['backend']} with {base['threads']} thread(s))")
+    print(f"(base: {base['runner']} with {base['threads']} thread(s))")
     best = min(rows, key=lambda r: r["ms_batch1"])
-    best64 = max(r["hz_batch64"] for r in rows if r["backend"] == best["backend"])
+    best64 = max(r["hz_batch64"] for r in rows if r["runner"] == best["runner"])
     verdict = "meets" if best["hz_batch1"] >= TARGET_HZ else "misses"
-    print(f"\nfastest: {best['backend']} ({best['threads']} thread(s)), {best['hz_batch1']:.0f} Hz at batch 1 "
+    print(f"\nfastest: {best['runner']} ({best['threads']} thread(s)), {best['hz_batch1']:.0f} Hz at batch 1 "
           f"(median; best call {1e3 / best['best_ms_batch1']:.0f} Hz): {verdict} the {TARGET_HZ:.0f} Hz target")
 
     detection = None
@@ -210,7 +210,7 @@ def main() -> int:
                 run = runners(enc, ml, size, thread_counts[0])
                 name, r = list(run.items())[-1]
                 med, bst = bench_runner(r, size, 1, args.repeats)
-                sweep.append({"input_size": input_size, "width": width, "backend": name, "ms_batch1": med,
+                sweep.append({"input_size": input_size, "width": width, "runner": name, "ms_batch1": med,
                               "best_ms_batch1": bst})
                 print(f"  input {input_size:>3} px, width {width:<4}: {med:6.3f} / {bst:6.3f} ms "
                       f"({1e3 / med:5.0f} / {1e3 / bst:5.0f} Hz)")
@@ -219,7 +219,7 @@ def main() -> int:
         from fml_taichi.common.atomic import write_text
 
         doc = {"device": device, "ms_batch1": round(best["ms_batch1"], 4), "hz_batch1": round(best["hz_batch1"], 1),
-               "hz_batch64": round(best64, 1), "backend": best["backend"],
+               "hz_batch64": round(best64, 1), "runner": best["runner"],
                "threads": best["threads"], "load_average": load_average(), "model": what,
                "rows": rows, "detection_ms": detection, "sweep": sweep}
         write_text(args.json, json.dumps(doc, indent=1) + "\n")

@@ -1,7 +1,7 @@
 """Benchmark: multi-level model evaluation + E_total (every Sec. 6 term) + gradients, Taichi vs torch.
 
-Both backends run in this process on the same inputs: ``backend="taichi"`` (the kernels) and
-``backend="torch"`` (the plain-torch references). Each timed step is
+Both backends run in this process on the same inputs: ``impl="taichi"`` (the kernels) and
+``impl="torch"`` (the plain-torch references). Each timed step is
 ``model(params) -> total_loss(...) -> total.backward()`` for a batch of synthetic 240x240 faces.
 
     python benchmarks/bench_model_losses.py                   # table
@@ -64,7 +64,7 @@ def _step(model, fm, start, target, weights, be, ctx):
     q = _leaves(start)
     model.zero_grad(set_to_none=True)
     out = total_loss(model(q), q, fm, target.image, target.landmarks, target.landmark_conf, target.intrinsics,
-                     weights, backend=be, context=ctx)
+                     weights, impl=be, context=ctx)
     out["total"].backward()
     return {k: v.detach() for k, v in out.items()}
 
@@ -86,7 +86,7 @@ def _time_pair(fn_a, fn_b, repeats, warmup=2):
 
 
 def _term_rows(model, fm, start, target, weights, ctx, repeats):
-    """Forward + backward time (ms) of each term alone on fixed model outputs (leaves), per backend."""
+    """Forward + backward time (ms) of each term alone on fixed model outputs (leaves), per impl."""
     with torch.no_grad():
         out0 = model(start)
     names = ("base_geometry", "final_geometry", "base_reflectance", "final_reflectance", "geometry_corrective",
@@ -102,7 +102,7 @@ def _term_rows(model, fm, start, target, weights, ctx, repeats):
                 v = terms.photo_term(out, q, fm, target.image, target.intrinsics, be)[0]
             elif name == "sparse (+ sliding)":
                 v = terms.sparse_term(out.base_geometry, q, fm, target.landmarks, target.landmark_conf,
-                                      target.intrinsics, target.image.shape[1], backend=be)
+                                      target.intrinsics, target.image.shape[1], impl=be)
             elif name == "std":
                 v = terms.std_term(q, fm, weights.w_rstd, be)
             elif name == "smo":
@@ -113,7 +113,7 @@ def _term_rows(model, fm, start, target, weights, ctx, repeats):
             elif name == "ref weights":
                 from fml_taichi.losses import compute_reflectance_weights
                 compute_reflectance_weights(target.image, out.final_geometry[..., :2].detach(), fm.neighbour_offsets,
-                                            fm.neighbour_indices, backend=be, neighbour_rows=ctx.neighbour_rows)
+                                            fm.neighbour_indices, impl=be, neighbour_rows=ctx.neighbour_rows)
                 return
             elif name == "glo":
                 v = terms.glo_term(out.final_reflectance, ctx.partner_src, ctx.partner_dst, ctx.n_skin,

@@ -29,7 +29,7 @@ from fml_taichi.common.camera import default_intrinsics  # noqa: E402
 from fml_taichi.common.atomic import write_text  # noqa: E402
 from fml_taichi.nets.config import load_config  # noqa: E402
 from fml_taichi.nets.models import FaceAutoencoder, build_networks, face_model_from_spec, face_model_spec  # noqa: E402
-from fml_taichi.losses.objective import stage_loss  # noqa: E402
+from fml_taichi.train.objective import stage_loss  # noqa: E402
 from fml_taichi.train.trainer import Trainer, make_optimizer  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def _time_stage(stage, cfg, model, face_model, batch, weights, intrinsics, repea
         t0 = time.perf_counter()
         params, out = model(batch["image"])
         t1 = time.perf_counter()
-        losses = stage_loss(stage, out, params, face_model, batch, intrinsics, weights, cfg.losses.backend,
+        losses = stage_loss(stage, out, params, face_model, batch, intrinsics, weights, cfg.losses.impl,
                             cfg.losses.final_landmarks)
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)

@@ -34,9 +34,9 @@ def _with_grad(p: FaceParams, names=FaceParams.names()) -> FaceParams:
     return FaceParams(**{k: v.detach().clone().requires_grad_(k in names) for k, v in p.as_dict().items()})
 
 
-def _loss(model, fm, p, target, backend="taichi", weights=None, **kw):
+def _loss(model, fm, p, target, impl="taichi", weights=None, **kw):
     return total_loss(model(p), p, fm, target.image, target.landmarks, target.landmark_conf, target.intrinsics,
-                      weights or default_weights(), backend=backend, **kw)
+                      weights or default_weights(), impl=impl, **kw)
 
 
 def test_weights_file_matches_dataclass_defaults_and_rejects_bad_files(tmp_path):
@@ -86,7 +86,7 @@ def test_terms_vanish_where_they_must(setup):
     src, dst = draw_partners(fm.skin_mask, 6, 0)
     refl = torch.rand(2, fm.n_vertices, 3)
     refl[:, fm.skin_mask] = torch.tensor([0.7, 0.5, 0.4])
-    for be in terms.BACKENDS:
+    for be in terms.IMPLS:
         assert float(terms.glo_term(refl, src, dst, int(fm.skin_mask.sum()), 10.0, be).abs().max()) == 0
         const = torch.full((2, fm.n_vertices, 3), 0.6)
         w = torch.rand(2, fm.neighbour_indices.shape[0])
@@ -104,9 +104,9 @@ def test_total_is_the_weighted_sum_and_backends_agree(setup):
                       delta_geometry=torch.randn(2, 8, generator=g), delta_reflectance=torch.randn(2, 8, generator=g))
     w = default_weights()
     res = {}
-    for be in terms.BACKENDS:
+    for be in terms.IMPLS:
         q = _with_grad(start)
-        out = _loss(model, fm, q, target, backend=be)
+        out = _loss(model, fm, q, target, impl=be)
         out["total"].backward()
         res[be] = (out, {k: v.grad for k, v in q.as_dict().items()})
     out = res["taichi"][0]
@@ -163,10 +163,10 @@ def test_sliding_contour_landmarks_follow_the_silhouette(setup):
                                               p.rotation, p.translation, target.intrinsics, p.light, target.image)
     moved = target.landmarks.clone()
     moved[:, 3] = res.uv[:, other]
-    for be in terms.BACKENDS:
-        idx2 = landmark_vertices(out.base_geometry, p, fm, moved, target.intrinsics, backend=be)
+    for be in terms.IMPLS:
+        idx2 = landmark_vertices(out.base_geometry, p, fm, moved, target.intrinsics, impl=be)
         assert (idx2[:, 3] == other).all() and torch.equal(idx2[:, 17:], fixed[:, 17:])
-        pinned = landmark_vertices(out.base_geometry, p, fm, moved, target.intrinsics, sliding=False, backend=be)
+        pinned = landmark_vertices(out.base_geometry, p, fm, moved, target.intrinsics, sliding=False, impl=be)
         assert torch.equal(pinned, fixed)
 
 
@@ -177,7 +177,7 @@ def test_reflectance_weights_are_constant_chromaticity_similarities(setup):
                                               target.image)
     uv = res.uv.detach().requires_grad_()
     w = compute_reflectance_weights(target.image, uv, fm.neighbour_offsets, fm.neighbour_indices)
-    w_ref = compute_reflectance_weights(target.image, uv, fm.neighbour_offsets, fm.neighbour_indices, backend="torch")
+    w_ref = compute_reflectance_weights(target.image, uv, fm.neighbour_offsets, fm.neighbour_indices, impl="torch")
     assert w.shape == (2, fm.neighbour_indices.shape[0]) and not w.requires_grad
     assert torch.allclose(w, w_ref, atol=1e-5)
     assert float(w.min()) > 0 and float(w.max()) <= 1 and float(w.median()) > 0.5  # mostly smooth skin
@@ -190,17 +190,17 @@ def test_total_loss_rejects_bad_inputs(setup):
 
     def call(**changes):
         a = {**args, **changes}
-        backend = a.pop("backend", "taichi")
+        impl = a.pop("impl", "taichi")
         ref = a.pop("ref_weights", None)
         return total_loss(out, p, fm, a["image"], a["landmarks"], a["landmark_conf"], target.intrinsics,
-                          default_weights(), ref_weights=ref, backend=backend)
+                          default_weights(), ref_weights=ref, impl=impl)
 
     cases = [
         (dict(landmarks=target.landmarks[:, :60]), "landmarks"),
         (dict(landmark_conf=target.landmark_conf * 2), "landmark_conf"),
         (dict(image=target.image[..., :2].contiguous()), "image"),
         (dict(image=target.image * float("nan")), "image"),
-        (dict(backend="cuda"), "backend"),
+        (dict(impl="cuda"), "impl"),
         (dict(ref_weights=torch.ones(2, 5)), "ref_weights"),
     ]
     for changes, name in cases:

@@ -45,7 +45,7 @@ def _run(argv, capsys):
 def test_reconstruct_writes_every_export_with_valid_fields(tmp_path, checkpoint, photo, capsys):
     out = tmp_path / "out"
     code, stdout, err = _run(["reconstruct", str(photo), "--out", str(out), "--checkpoint", checkpoint,
-                              "--detector", "pts", "--backend", "torch", "--quiet"], capsys)
+                              "--detector", "pts", "--runner", "torch", "--quiet"], capsys)
     assert code == 0, err
     assert "reconstructed 1 of 1" in stdout
     prefix = out / "face.face_00"
@@ -98,7 +98,7 @@ def test_failing_inputs_are_reported_and_the_others_go_on(tmp_path, checkpoint, 
     missing = tmp_path / "missing.png"
     out = tmp_path / "out"
     code, stdout, err = _run(["reconstruct", str(missing), str(src), str(photo), "--out", str(out), "--checkpoint",
-                              checkpoint, "--detector", "pts", "--backend", "torch", "--quiet"], capsys)
+                              checkpoint, "--detector", "pts", "--runner", "torch", "--quiet"], capsys)
     assert code == 1
     assert f"input not found: '{missing}'" in err
     assert f"{src / 'text.jpg'}" in err and "not an image" in err
@@ -119,7 +119,7 @@ def test_unwritable_output_names_the_input(tmp_path, checkpoint, photo, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the output folder should go")
     code, _, err = _run(["reconstruct", str(photo), "--out", str(blocker / "out"), "--checkpoint", checkpoint,
-                         "--detector", "pts", "--backend", "torch", "--quiet"], capsys)
+                         "--detector", "pts", "--runner", "torch", "--quiet"], capsys)
     assert code == 1
     assert str(photo) in err and "cannot create output folder" in err
 
@@ -213,7 +213,7 @@ def test_refine_improves_the_fit(checkpoint):
     from fml_taichi.recon.pipeline import FacePipeline
     from fml_taichi.recon.refine import refine_results
 
-    pipe = FacePipeline.from_checkpoint(checkpoint, detector="pts", backend="torch")
+    pipe = FacePipeline.from_checkpoint(checkpoint, detector="pts", runner="torch")
     faces = synthetic_faces(SEEDS)
     img = paste(faces["image"][:1], [OFFSET])
 
@@ -249,7 +249,7 @@ def test_video_track_is_smoothed_and_drawn(checkpoint, tmp_path):
     for x in xs:
         writer.write((paste(faces["image"][:1], [(x, 30)])[:, :, ::-1] * 255).astype(np.uint8))
     writer.release()
-    pipe = FacePipeline.from_checkpoint(checkpoint, detector="pts", backend="torch")
+    pipe = FacePipeline.from_checkpoint(checkpoint, detector="pts", runner="torch")
     scorer = PtsFileDetector(pipe.landmarks_3d)._scorer
     rng = np.random.default_rng(0)
     state = {"t": 0}
@@ -309,11 +309,11 @@ def test_runner_falls_back_to_torch_without_onnx_runtime(checkpoint, monkeypatch
 
     rec = Reconstructor.from_checkpoint(checkpoint)
     monkeypatch.setattr(ox, "onnx_available", lambda: False)
-    assert ox.make_runner(rec.encoder, rec.multilevel).backend == "torch"
+    assert ox.make_runner(rec.encoder, rec.multilevel).name == "torch"
     with pytest.raises(RuntimeError, match="pip install onnxruntime onnx"):
-        ox.make_runner(rec.encoder, rec.multilevel, backend="onnxruntime")
-    with pytest.raises(ValueError, match="backend"):
-        ox.make_runner(rec.encoder, rec.multilevel, backend="tensorrt")
+        ox.make_runner(rec.encoder, rec.multilevel, runner="onnxruntime")
+    with pytest.raises(ValueError, match="runner"):
+        ox.make_runner(rec.encoder, rec.multilevel, runner="tensorrt")
 
 
 def test_packaged_checkpoint_is_the_default(tmp_path, checkpoint, photo, capsys, monkeypatch):
@@ -322,6 +322,6 @@ def test_packaged_checkpoint_is_the_default(tmp_path, checkpoint, photo, capsys,
     assert rc.DEFAULT_CHECKPOINT.endswith(os.path.join("fml_taichi", "checkpoints", "default.pt"))
     monkeypatch.setattr(rc, "DEFAULT_CHECKPOINT", checkpoint)  # as if installed with the package
     code, _, err = _run(["reconstruct", str(photo), "--out", str(tmp_path / "o"), "--detector", "pts",
-                         "--backend", "torch", "--quiet"], capsys)
+                         "--runner", "torch", "--quiet"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "o" / "face.face_00.json").read_text())["extra"]["checkpoint"] == checkpoint

@@ -19,7 +19,7 @@ TINY = {
     "model": {"n_vertices": 500, "n_correctives_geometry": 8, "n_correctives_reflectance": 8},
     "encoder": {"input_size": 32, "width": 0.5, "n_features": 64},
     "data": {"n_train": 8, "n_val": 4, "image_size": 64},
-    "losses": {"backend": "torch"},  # bit-reproducible reductions for the exact-resume check
+    "losses": {"impl": "torch"},  # bit-reproducible reductions for the exact-resume check
     "stage1": {"steps": 3, "batch_size": 2, "optimizer": "adam", "lr": {"base": 0.001}},
     "stage2": {"steps": 3, "batch_size": 2, "optimizer": "adam",
                "lr": {"base": 0.001, "geometry": 0.005, "reflectance": 0.01}},

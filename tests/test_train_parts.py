@@ -90,7 +90,7 @@ def test_final_landmarks_add_the_final_level_sparse_term(small_model):
     from fml_taichi.data.synthetic import SyntheticConfig, SyntheticRenderer
     from fml_taichi.losses import default_weights
     from fml_taichi.model import MultiLevelModel
-    from fml_taichi.losses.objective import stage_loss
+    from fml_taichi.train.objective import stage_loss
 
     fm = small_model
     batch = SyntheticRenderer(fm, SyntheticConfig(image_size=64)).render([0, 1])
@@ -99,9 +99,9 @@ def test_final_landmarks_add_the_final_level_sparse_term(small_model):
     out = ml(params)
     k = batch["intrinsics"][0]
     w = default_weights()
-    plain = stage_loss(2, out, params, fm, batch, k, w, backend="torch")
-    extra = stage_loss(2, out, params, fm, batch, k, w, backend="torch", final_landmarks=2.0)
+    plain = stage_loss(2, out, params, fm, batch, k, w, impl="torch")
+    extra = stage_loss(2, out, params, fm, batch, k, w, impl="torch", final_landmarks=2.0)
     assert "sparse_final" not in plain and extra["sparse_final"] > 0
     torch.testing.assert_close(extra["total"], plain["total"] + 2.0 * extra["sparse_final"])
-    one = stage_loss(1, out, params, fm, batch, k, w, backend="torch")
+    one = stage_loss(1, out, params, fm, batch, k, w, impl="torch")
     assert set(one) >= {"photo_base", "sparse", "std", "total"} and "photo_final" not in one

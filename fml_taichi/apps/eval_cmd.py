@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "8000; 0 = the full model); a checkpoint brings its own model")
     parser.add_argument("--base-iterations", type=int, default=150, help="fit: Adam steps for the base level")
     parser.add_argument("--final-iterations", type=int, default=60, help="fit: Adam steps for the final level")
-    parser.add_argument("--backend", choices=("taichi", "torch"), default="taichi", help="fit: loss backend")
+    parser.add_argument("--impl", choices=("taichi", "torch"), default="taichi", help="fit: loss implementation (Taichi kernels or their torch references)")
     parser.add_argument("--examples", type=int, default=3, help="example rows in eval_examples.png")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -58,7 +58,7 @@ def build_method(args):
     if args.method == "mean":
         return MeanFaceMethod(face_model)
     return FitMethod(face_model, base_iterations=args.base_iterations, final_iterations=args.final_iterations,
-                     backend=args.backend, progress=not args.no_progress)
+                     impl=args.impl, progress=not args.no_progress)
 
 
 def _check_args(args) -> None:

@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dlib shape_predictor_68_face_landmarks.dat (default: found automatically)")
     p.add_argument("--max-faces", type=int, default=None, metavar="N", help="at most N faces per image")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="videos: only the first N frames")
-    p.add_argument("--backend", choices=("auto", "onnxruntime", "torch"), default="auto",
+    p.add_argument("--runner", choices=("auto", "onnxruntime", "torch"), default="auto",
                    help="encoder runtime (default auto: ONNX Runtime when installed)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime threads (default 1, the fastest per face)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -88,7 +88,7 @@ def _image_item(pipe, item, args, checkpoint) -> dict:
     if args.refine:
         faces = refine_results(faces, pipe.multilevel, args.refine, progress=not args.quiet)
     paths = write_image_exports(args.out, item.name, image, faces, pipe.face_model.triangles, item.path,
-                                pipe.backend, checkpoint)
+                                pipe.runner_name, checkpoint)
     info = {"faces": len(faces), "outputs": paths,
             "confidence": [round(f.detection.confidence, 4) for f in faces]}
     if args.refine:
@@ -125,7 +125,7 @@ def _make_pipeline(args):
     from ..recon.pipeline import FacePipeline
 
     try:
-        return FacePipeline.from_checkpoint(args.checkpoint, detector=args.detector, backend=args.backend,
+        return FacePipeline.from_checkpoint(args.checkpoint, detector=args.detector, runner=args.runner,
                                             threads=args.threads, min_confidence=args.min_confidence,
                                             max_faces=args.max_faces, landmark_model=args.landmark_model)
     except (FileNotFoundError, CheckpointError, DetectorUnavailable, RuntimeError, ValueError) as e:
@@ -186,7 +186,7 @@ def run(args) -> int:
     _write_summary(args.out, records)
     ok = len(items) - failed
     print(f"reconstructed {ok} of {len(items)} input(s), {n_faces} face(s); {failed} failed "
-          f"[backend {pipe.backend}] -> {args.out}")
+          f"[runner {pipe.runner_name}] -> {args.out}")
     line = _refine_summary([r for r in records if r.get("status") == "ok"])
     if line:
         print(line)

@@ -14,7 +14,7 @@ the :class:`ModelOutput` (base and final geometry and reflectance, [B, N, 3]).
 Implementations:
 
 * :class:`FitMethod` (``--method fit``): per-image analysis-by-synthesis with the training losses
-  (:func:`fml_taichi.losses.total_loss`), usable before any training.
+  (:func:`fml_taichi.recon.fit.fit` on :func:`fml_taichi.losses.total_loss`), usable before any training.
 
   1. *Base level*: Adam on pose, SH light and the base-model coefficients (shape, expression,
      reflectance), starting from a frontal mean face placed from the landmarks' position and size.
@@ -43,8 +43,9 @@ from typing import Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
+from ..losses import default_weights
 from ..model import FaceParams, ModelOutput
-from ..reference.image_formation import SH_C0
+from ..recon.fit import fit, initial_light, initial_pose
 
 
 @dataclass
@@ -81,39 +82,6 @@ def _output(base_g, base_r, corr_g, corr_r) -> ModelOutput:
 
 
 # ----------------------------------------------------------------------------------------------
-# Initialisation from landmarks
-
-
-def initial_pose(face_model, landmarks: torch.Tensor, intrinsics: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frontal rotation (0) and a translation placing the mean face on the landmarks: depth from the
-    ratio of the model's to the image's eye-corner distance, x/y from the landmarks' centroid.
-
-    landmarks [B, 68, 2] -> (rotation [B, 3], translation [B, 3]).
-    """
-    lm = face_model.mean_geometry[face_model.landmarks.long()]  # [68, 3]
-    iod_mm = float((lm[36] - lm[45]).norm())
-    iod_px = (landmarks[:, 36] - landmarks[:, 45]).norm(dim=-1).clamp_min(1.0)
-    f, cx, cy = float(intrinsics[0]), float(intrinsics[2]), float(intrinsics[3])
-    centre_mm = lm[17:].mean(0)  # inner face: unaffected by which jaw points were detected
-    depth = f * iod_mm / iod_px  # distance of the eye line
-    z = depth - float(lm[[36, 45], 2].mean()) + float(centre_mm[2])
-    centre_px = landmarks[:, 17:].mean(1)
-    x = (centre_px[:, 0] - cx) * z / f - float(centre_mm[0])
-    y = (centre_px[:, 1] - cy) * z / f - float(centre_mm[1])
-    t = torch.stack([x, y, z - float(centre_mm[2])], -1)
-    return torch.zeros_like(t), t
-
-
-def initial_light(images: torch.Tensor, face_model) -> torch.Tensor:
-    """Ambient SH light [B, 9, 3] matching the mean image colour to the mean albedo (a rough start)."""
-    albedo = face_model.mean_reflectance.mean(0).clamp_min(1e-3)
-    level = images.mean(dim=(1, 2)) / albedo  # [B, 3]
-    light = torch.zeros(images.shape[0], 9, 3, dtype=images.dtype)
-    light[:, 0] = level.clamp(0.2, 3.0) / SH_C0
-    return light
-
-
-# ----------------------------------------------------------------------------------------------
 # The fit method
 
 
@@ -127,7 +95,7 @@ class FitMethod:
         multilevel: optional :class:`~fml_taichi.model.MultiLevelModel` whose fixed Theta the final
             level uses; None fits free per-vertex correctives.
         weights: :class:`~fml_taichi.losses.LossWeights` (default: the shipped ``configs/losses.yaml``).
-        backend: ``"taichi"`` or ``"torch"`` for the loss terms.
+        impl: ``"taichi"`` or ``"torch"`` for the loss terms.
         lr_scale: multiplies every learning rate.
         progress: show a tqdm bar per batch (iterations, rate, ETA).
     """
@@ -143,7 +111,7 @@ class FitMethod:
           "light": 0.05, "offset_g": 0.03, "offset_r": 0.01, "delta": 0.05}
 
     def __init__(self, face_model, base_iterations: int = 150, final_iterations: int = 60,
-                 rigid_iterations: int | None = None, multilevel=None, weights=None, backend: str = "taichi",
+                 rigid_iterations: int | None = None, multilevel=None, weights=None, impl: str = "taichi",
                  lr_scale: float = 1.0, progress: bool = True):
         for name, v in (("base_iterations", base_iterations), ("final_iterations", final_iterations)):
             if not isinstance(v, int) or v < 0:
@@ -152,62 +120,51 @@ class FitMethod:
             rigid_iterations = base_iterations // 4
         if not isinstance(rigid_iterations, int) or not 0 <= rigid_iterations <= base_iterations:
             raise ValueError(f"rigid_iterations: expected an int in [0, base_iterations], got {rigid_iterations!r}")
-        if backend not in ("taichi", "torch"):
-            raise ValueError(f"backend: expected 'taichi' or 'torch', got {backend!r}")
+        if impl not in ("taichi", "torch"):
+            raise ValueError(f"impl: expected 'taichi' or 'torch', got {impl!r}")
         if not lr_scale > 0:
             raise ValueError(f"lr_scale: expected a positive number, got {lr_scale!r}")
         if multilevel is not None and multilevel.face_model.n_vertices != face_model.n_vertices:
             raise ValueError("multilevel: its face model has a different vertex count than face_model")
-        from ..losses import default_weights
-
         self.face_model = face_model
         self.base_iterations, self.final_iterations = base_iterations, final_iterations
         self.rigid_iterations = rigid_iterations
         self.multilevel = multilevel
         self.weights = weights if weights is not None else default_weights()
-        self.backend = backend
+        self.impl = impl
         self.lr_scale = float(lr_scale)
         self.progress = progress
 
-    def _loss(self, out, params, images, landmarks, conf, intrinsics) -> torch.Tensor:
-        from ..losses import total_loss
-
-        return total_loss(out, params, self.face_model, images, landmarks, conf, intrinsics, self.weights,
-                          backend=self.backend)["total"]
-
-    def _adam(self, groups: dict) -> torch.optim.Adam:
-        return torch.optim.Adam([{"params": [t], "lr": self.LR[k] * self.lr_scale} for k, t in groups.items()])
+    def _lr(self, names) -> dict:
+        return {k: self.LR[k] * self.lr_scale for k in names}
 
     def fit_base(self, images, landmarks, conf, intrinsics, bar=None) -> FaceParams:
         """Stage 1: pose, light and base coefficients (returns detached :class:`FaceParams`)."""
         fm, b = self.face_model, images.shape[0]
         rot, trans = initial_pose(fm, landmarks, intrinsics)
-        free = {
-            "rotation": rot.requires_grad_(), "translation": trans.requires_grad_(),
-            "shape": torch.zeros(b, fm.m_shape, requires_grad=True),
-            "expression": torch.zeros(b, fm.m_expression, requires_grad=True),
-            "reflectance": torch.zeros(b, fm.m_reflectance, requires_grad=True),
-            "light": initial_light(images, fm).requires_grad_(),
-        }
+        free = {"rotation": rot, "translation": trans, "shape": torch.zeros(b, fm.m_shape),
+                "expression": torch.zeros(b, fm.m_expression), "reflectance": torch.zeros(b, fm.m_reflectance),
+                "light": initial_light(images, fm)}
         c_g, c_r = self._n_deltas()
         empty_g, empty_r = torch.zeros(b, c_g), torch.zeros(b, c_r)
-        rigid = self._adam({k: free[k] for k in ("rotation", "translation", "light")})
-        full = self._adam(free)
-        for it in range(self.base_iterations):
-            opt = rigid if it < self.rigid_iterations else full
-            params = FaceParams(free["shape"], free["expression"], free["reflectance"], empty_g, empty_r,
-                                free["rotation"], free["translation"], free["light"])
+
+        def params_of(f):
+            return FaceParams(f["shape"], f["expression"], f["reflectance"], empty_g, empty_r, f["rotation"],
+                              f["translation"], f["light"])
+
+        def evaluate(f):
+            params = params_of({**free, **f})
             base_g, base_r = fm.base(params.shape, params.expression, params.reflectance)
             zero = torch.zeros_like(base_g)
-            loss = self._loss(_output(base_g, base_r, zero, zero), params, images, landmarks, conf, intrinsics)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(stage="base", loss=f"{float(loss.detach()):.3g}")
-        return FaceParams(free["shape"], free["expression"], free["reflectance"], empty_g, empty_r,
-                          free["rotation"], free["translation"], free["light"]).detach()
+            return _output(base_g, base_r, zero, zero), params
+
+        args = (fm, images, landmarks, conf, intrinsics)
+        rigid = {k: free[k] for k in ("rotation", "translation", "light")}
+        free.update(fit(evaluate, rigid, self._lr(rigid), *args, self.rigid_iterations, self.weights, self.impl,
+                        bar=bar, stage="base"))
+        free = fit(evaluate, free, self._lr(free), *args, self.base_iterations - self.rigid_iterations, self.weights,
+                   self.impl, bar=bar, stage="base")
+        return params_of(free).detach()
 
     def _n_deltas(self) -> tuple[int, int]:
         if self.multilevel is None:
@@ -225,29 +182,25 @@ class FitMethod:
         fm, b, n = self.face_model, images.shape[0], self.face_model.n_vertices
         base_g, base_r = fm.base(params.shape, params.expression, params.reflectance)
         if self.multilevel is None:
-            free = {"offset_g": torch.zeros(b, n, 3, requires_grad=True),
-                    "offset_r": torch.zeros(b, n, 3, requires_grad=True)}
-            opt = self._adam(free)
+            free = {"offset_g": torch.zeros(b, n, 3), "offset_r": torch.zeros(b, n, 3)}
+            lr = self._lr(free)
         else:
             c_g, c_r = self._n_deltas()
-            free = {"delta_g": torch.zeros(b, c_g, requires_grad=True),
-                    "delta_r": torch.zeros(b, c_r, requires_grad=True)}
-            opt = torch.optim.Adam(list(free.values()), lr=self.LR["delta"] * self.lr_scale)
-        for _ in range(self.final_iterations):
-            corr_g, corr_r = self._correctives(free)
-            p = params if self.multilevel is None else params.replace(delta_geometry=free["delta_g"],
-                                                                     delta_reflectance=free["delta_r"])
-            loss = self._loss(_output(base_g, base_r, corr_g, corr_r), p, images, landmarks, conf, intrinsics)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(stage="final", loss=f"{float(loss.detach()):.3g}")
+            free = {"delta_g": torch.zeros(b, c_g), "delta_r": torch.zeros(b, c_r)}
+            lr = {k: self.LR["delta"] * self.lr_scale for k in free}
+
+        def evaluate(f):
+            corr_g, corr_r = self._correctives(f)
+            p = params if self.multilevel is None else params.replace(delta_geometry=f["delta_g"],
+                                                                     delta_reflectance=f["delta_r"])
+            return _output(base_g, base_r, corr_g, corr_r), p
+
+        free = fit(evaluate, free, lr, fm, images, landmarks, conf, intrinsics, self.final_iterations, self.weights,
+                   self.impl, bar=bar, stage="final")
         with torch.no_grad():
             corr_g, corr_r = self._correctives(free)
         if self.multilevel is not None:
-            params = params.replace(delta_geometry=free["delta_g"].detach(), delta_reflectance=free["delta_r"].detach())
+            params = params.replace(delta_geometry=free["delta_g"], delta_reflectance=free["delta_r"])
         return params, corr_g.detach(), corr_r.detach()
 
     def __call__(self, images, landmarks, landmark_conf, intrinsics) -> Reconstruction:

@@ -1,6 +1,6 @@
-"""The individual terms of Sec. 6 (Eq. 9-15), each per image (shape [B]), on either backend.
+"""The individual terms of Sec. 6 (Eq. 9-15), each per image (shape [B]), on either impl.
 
-``backend="taichi"`` runs the generic kernels of :mod:`fml_taichi.ops`; ``backend="torch"`` runs
+``impl="taichi"`` runs the generic kernels of :mod:`fml_taichi.ops`; ``impl="torch"`` runs
 the plain-torch references of :mod:`fml_taichi.reference` (benchmark baseline and fallback). Both
 compute the same maths; the face-specific choices (which vertices, which weights) live here.
 """
@@ -12,46 +12,49 @@ import torch
 
 from ..common.checks import check_tensor
 
-BACKENDS = ("taichi", "torch")
+IMPLS = ("taichi", "torch")
 
 
-def ops(backend: str) -> SimpleNamespace:
-    """The op implementations for ``backend``: ``landmarks``, ``regularizers``, ``image_formation``."""
-    if backend == "taichi":
+def ops(impl: str) -> SimpleNamespace:
+    """The op implementations for ``impl``: ``landmarks``, ``regularizers``, ``image_formation``."""
+    if impl == "taichi":
         from ..ops import landmarks
         from ..ops import regularizers
         from ..ops.image_formation import image_formation
-    elif backend == "torch":
+    elif impl == "torch":
         from ..reference import landmarks
         from ..reference import regularizers
         from ..reference.image_formation import image_formation
     else:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
     return SimpleNamespace(landmarks=landmarks, regularizers=regularizers, image_formation=image_formation)
 
 
 # ---- data terms -------------------------------------------------------------------------------------
 
 
-def photo_term(model_out, params, face_model, image, intrinsics, backend: str = "taichi"):
+def level_photo(geometry, reflectance, params, face_model, image, intrinsics, impl: str = "taichi"):
+    """The image-formation result (``ImageFormationResult``: per-image ``loss``, ``uv``, ``visible``) of
+    one level: its l2,1 colour error against ``image`` with the layer's backface visibility."""
+    return ops(impl).image_formation(geometry.contiguous(), reflectance.contiguous(), face_model.triangles,
+                                     params.rotation.contiguous(), params.translation.contiguous(), intrinsics,
+                                     params.light.contiguous(), image)
+
+
+def photo_term(model_out, params, face_model, image, intrinsics, impl: str = "taichi"):
     """E_photo (Eq. 9) per image: the l2,1 colour error of the base plus the final level.
 
     Returns ``(e_photo [B], base_result, final_result)``; the results (``ImageFormationResult``) carry
     ``uv``/``visible`` that other terms reuse. Visibility is the layer's backface test.
     """
-    form = ops(backend).image_formation
-    tri = face_model.triangles
-    base = form(model_out.base_geometry.contiguous(), model_out.base_reflectance.contiguous(), tri,
-                params.rotation.contiguous(), params.translation.contiguous(), intrinsics,
-                params.light.contiguous(), image)
-    final = form(model_out.final_geometry.contiguous(), model_out.final_reflectance.contiguous(), tri,
-                 params.rotation.contiguous(), params.translation.contiguous(), intrinsics,
-                 params.light.contiguous(), image)
+    base = level_photo(model_out.base_geometry, model_out.base_reflectance, params, face_model, image, intrinsics, impl)
+    final = level_photo(model_out.final_geometry, model_out.final_reflectance, params, face_model, image,
+                        intrinsics, impl)
     return base.loss + final.loss, base, final
 
 
 def landmark_vertices(base_geometry, params, face_model, landmarks, intrinsics, sliding: bool = True,
-                      backend: str = "taichi") -> torch.Tensor:
+                      impl: str = "taichi") -> torch.Tensor:
     """The vertex index k_f of every 2D landmark (Eq. 10), per image: (B, L) int32.
 
     Fixed landmarks use ``face_model.landmarks``. With ``sliding``, the first
@@ -64,7 +67,7 @@ def landmark_vertices(base_geometry, params, face_model, landmarks, intrinsics, 
     n_slide = face_model.contour_offsets.shape[0] - 1
     if sliding and n_slide > 0:
         with torch.no_grad():
-            idx[:, :n_slide] = ops(backend).landmarks.closest_to_rays(
+            idx[:, :n_slide] = ops(impl).landmarks.closest_to_rays(
                 base_geometry.detach().contiguous(), params.rotation.detach().contiguous(),
                 params.translation.detach().contiguous(), intrinsics,
                 landmarks[:, :n_slide].detach().contiguous(), face_model.contour_offsets,
@@ -73,7 +76,7 @@ def landmark_vertices(base_geometry, params, face_model, landmarks, intrinsics, 
 
 
 def sparse_term(base_geometry, params, face_model, landmarks, landmark_conf, intrinsics, image_size: int,
-                reference_size: float = 240.0, sliding: bool = True, backend: str = "taichi") -> torch.Tensor:
+                reference_size: float = 240.0, sliding: bool = True, impl: str = "taichi") -> torch.Tensor:
     """E_sparse (Eq. 10) per image: ``1/|F| sum_f c_f ||f - u^b_{k_f}||^2`` on the base level.
 
     Resolution independence: with ``reference_size > 0`` residuals are rescaled by
@@ -81,8 +84,8 @@ def sparse_term(base_geometry, params, face_model, landmarks, landmark_conf, int
     ``reference_size``-wide image, so a 2 px error at 240 px and a 1 px error at 120 px cost the same
     and one set of weights serves every resolution. ``reference_size = 0`` keeps raw pixels.
     """
-    idx = landmark_vertices(base_geometry, params, face_model, landmarks, intrinsics, sliding, backend)
-    loss = ops(backend).landmarks.sparse_reprojection_loss(
+    idx = landmark_vertices(base_geometry, params, face_model, landmarks, intrinsics, sliding, impl)
+    loss = ops(impl).landmarks.sparse_reprojection_loss(
         base_geometry.contiguous(), idx, params.rotation.contiguous(), params.translation.contiguous(),
         intrinsics, landmarks.contiguous(), landmark_conf.contiguous())
     if reference_size > 0:
@@ -93,7 +96,7 @@ def sparse_term(base_geometry, params, face_model, landmarks, landmark_conf, int
 # ---- regularisers -----------------------------------------------------------------------------------
 
 
-def std_term(params, face_model, w_rstd: float, backend: str = "taichi") -> torch.Tensor:
+def std_term(params, face_model, w_rstd: float, impl: str = "taichi") -> torch.Tensor:
     """E_std (Eq. 11) per image: ``sum (alpha_k / sigma_g,k)^2 + w_rstd sum (beta_k / sigma_r,k)^2``.
 
     Shape and expression coefficients share the geometry sum; one weighted sum-of-squares launch.
@@ -101,17 +104,17 @@ def std_term(params, face_model, w_rstd: float, backend: str = "taichi") -> torc
     values = torch.cat([params.shape, params.expression, params.reflectance], 1).contiguous()
     inv = torch.cat([face_model.shape_sigma ** -2, face_model.expression_sigma ** -2,
                      w_rstd * face_model.reflectance_sigma ** -2]).to(values.dtype).contiguous()
-    return ops(backend).regularizers.weighted_sum_of_squares(values, inv)
+    return ops(impl).regularizers.weighted_sum_of_squares(values, inv)
 
 
-def smo_term(geometry_corrective, face_model, w_smo: float, backend: str = "taichi") -> torch.Tensor:
+def smo_term(geometry_corrective, face_model, w_smo: float, impl: str = "taichi") -> torch.Tensor:
     """E_smo (Eq. 12) per image: ``w_smo / N sum_i ||mean_{j in N_i} (F_i - F_j)||^2`` over 1-rings."""
-    return w_smo * ops(backend).regularizers.laplacian_energy(
+    return w_smo * ops(impl).regularizers.laplacian_energy(
         geometry_corrective.contiguous(), face_model.neighbour_offsets, face_model.neighbour_indices)
 
 
 def ref_term(final_reflectance, neighbour_rows, face_model, ref_weights, w_ref: float, p: float, eps: float,
-             backend: str = "taichi") -> torch.Tensor:
+             impl: str = "taichi") -> torch.Tensor:
     """E_ref (Eq. 13) per image: ``w_ref / N sum_i sum_{j in N_i} w_ij ||r_i - r_j||^p``.
 
     ``ref_weights`` (B, E) are constants aligned with the 1-ring CSR entries (see
@@ -122,21 +125,21 @@ def ref_term(final_reflectance, neighbour_rows, face_model, ref_weights, w_ref: 
     usually the occluding skin, which keeps it smooth rather than unconstrained.
     """
     n = final_reflectance.shape[1]
-    e = ops(backend).regularizers.pair_energy(final_reflectance.contiguous(), neighbour_rows,
+    e = ops(impl).regularizers.pair_energy(final_reflectance.contiguous(), neighbour_rows,
                                               face_model.neighbour_indices, ref_weights, p=p, eps=eps)
     return w_ref * e / n
 
 
 def glo_term(final_reflectance, partner_src, partner_dst, n_mask: int, w_glo: float,
-             backend: str = "taichi") -> torch.Tensor:
+             impl: str = "taichi") -> torch.Tensor:
     """E_glo (Eq. 14) per image: ``w_glo / |M| sum_{i in M} sum_{j in G_i} ||r_i - r_j||^2``."""
-    e = ops(backend).regularizers.pair_energy(final_reflectance.contiguous(), partner_src, partner_dst)
+    e = ops(impl).regularizers.pair_energy(final_reflectance.contiguous(), partner_src, partner_dst)
     return w_glo * e / n_mask
 
 
-def sta_term(geometry_corrective, w_sta: float, backend: str = "taichi") -> torch.Tensor:
+def sta_term(geometry_corrective, w_sta: float, impl: str = "taichi") -> torch.Tensor:
     """E_sta (Eq. 15) per image: ``w_sta / N sum_i ||F_g,i||^2``."""
     check_tensor("geometry_corrective", geometry_corrective, shape=(None, None, 3), contiguous=False)
     b, n = geometry_corrective.shape[:2]
     flat = geometry_corrective.contiguous().reshape(b, 3 * n)
-    return w_sta * ops(backend).regularizers.weighted_sum_of_squares(flat) / n
+    return w_sta * ops(impl).regularizers.weighted_sum_of_squares(flat) / n

@@ -76,14 +76,14 @@ class LossConfig:
     """Loss weights: a YAML file (``configs/losses.yaml`` format; null: the shipped defaults of
     :func:`fml_taichi.losses.default_weights`) plus per-key overrides.
 
-    backend: "taichi" (kernels) or "torch" (the reference maths; slower, bit-reproducible).
+    impl: "taichi" (kernels) or "torch" (the reference maths; slower, bit-reproducible).
     final_landmarks: weight of E_sparse evaluated on the final level too (stage 2), relative to the
     base level's; 0 is the paper (landmarks constrain the base level only). See objective.py.
     """
 
     weights: typing.Optional[str] = None
     overrides: dict = field(default_factory=dict)
-    backend: str = "taichi"
+    impl: str = "taichi"
     final_landmarks: float = 0.0
 
 
@@ -226,8 +226,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _positive("data.n_val", d.n_val)
     _positive("data.image_size", d.image_size)
     _positive("losses.final_landmarks", cfg.losses.final_landmarks, allow_zero=True)
-    if cfg.losses.backend not in ("taichi", "torch"):
-        raise ConfigError(f"losses.backend: expected 'taichi' or 'torch', got {cfg.losses.backend!r}")
+    if cfg.losses.impl not in ("taichi", "torch"):
+        raise ConfigError(f"losses.impl: expected 'taichi' or 'torch', got {cfg.losses.impl!r}")
     for name in ("stage1", "stage2"):
         _validate_stage(name, getattr(cfg, name))
     if cfg.stage1.steps > 0 and set(cfg.stage1.lr) - {"base"}:
@@ -260,9 +260,27 @@ def _validate_stage(name: str, s: StageConfig) -> None:
             raise ConfigError(f"{name}.lr.{part}: expected a positive number, got {lr!r}")
 
 
+#: Keys renamed since checkpoints were first written: (section, old, new). Checkpoints carry their
+#: config, so the shipped one and users' older runs must keep loading.
+RENAMED_KEYS = (("losses", "backend", "impl"),)
+
+
 def from_dict(data: dict) -> TrainConfig:
     """A validated :class:`TrainConfig` from a (YAML-like) nested dict."""
-    return validate(_build(TrainConfig, data, ""))
+    return validate(_build(TrainConfig, _renamed(data), ""))
+
+
+def _renamed(data):
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for section, old, new in RENAMED_KEYS:
+        part = data.get(section)
+        if isinstance(part, dict) and old in part and new not in part:
+            part = dict(part)
+            part[new] = part.pop(old)
+            data[section] = part
+    return data
 
 
 def load_config(path: str | os.PathLike) -> TrainConfig:

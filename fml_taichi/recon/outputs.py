@@ -10,7 +10,7 @@ Per face ``k`` of an input named ``NAME`` (files beside each other, ``PREFIX = O
                               ``landmarks_2d`` [68, 2] (final-level landmark vertices projected into
                               the input image, x y px), ``detected_landmarks`` [68, 2], detection
                               score / confidence, intrinsics of the crop and of the image,
-                              ``image_size`` [W, H], backend, checkpoint, refinement statistics
+                              ``image_size`` [W, H], runner, checkpoint, refinement statistics
 ``PREFIX.figure.png``         input | base | final | reflectance | shading (crop panels)
 ============================  ==================================================================
 
@@ -137,7 +137,7 @@ def overlay_faces(image: np.ndarray, results, triangles, max_side: int = OVERLAY
 # files
 
 
-def face_extra(result, index: int, input_path: str, image_size, backend: str, checkpoint: str | None,
+def face_extra(result, index: int, input_path: str, image_size, runner: str, checkpoint: str | None,
                frame: int | None = None) -> dict:
     """The ``extra`` metadata of a face's JSON / NPZ (module docstring)."""
     d = result.detection
@@ -152,7 +152,7 @@ def face_extra(result, index: int, input_path: str, image_size, backend: str, ch
         "image_intrinsics": [float(v) for v in result.image_intrinsics],
         "pose_frame": "crop camera: v_cam = R(rotation) v + translation; project with image_intrinsics "
                       "for input-image pixels",
-        "backend": backend, "checkpoint": checkpoint,
+        "runner": runner, "checkpoint": checkpoint,
     }
     if frame is not None:
         extra["frame"] = int(frame)
@@ -178,12 +178,12 @@ def write_face_exports(prefix: str, result, triangles, extra: dict, outputs: Out
 
 
 def write_image_exports(out_dir: str, name: str, image: np.ndarray, results, triangles, input_path: str,
-                        backend: str, checkpoint: str | None) -> list[str]:
+                        runner: str, checkpoint: str | None) -> list[str]:
     """Every file of one image (all faces + the overlay); all-or-nothing. Returns the paths written."""
     base = os.path.join(out_dir, *name.split("/"))
     with OutputSet() as outputs:
         for i, r in enumerate(results):
-            extra = face_extra(r, i, input_path, (image.shape[1], image.shape[0]), backend, checkpoint)
+            extra = face_extra(r, i, input_path, (image.shape[1], image.shape[0]), runner, checkpoint)
             write_face_exports(f"{base}.face_{i:02d}", r, triangles, extra, outputs)
         outputs.add(base + ".overlay.png")
         write_png(base + ".overlay.png", overlay_faces(image, results, triangles))

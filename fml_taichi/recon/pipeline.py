@@ -118,7 +118,7 @@ class FacePipeline:
         reconstructor: a :class:`~fml_taichi.recon.reconstructor.Reconstructor`.
         detector: "dlib" (default), "pts" (``IMAGE.pts`` files), or a callable ``(image, path) ->
             list[Detection]``.
-        backend: "auto" (ONNX Runtime when installed), "onnxruntime" or "torch".
+        runner: "auto" (ONNX Runtime when installed), "onnxruntime" or "torch".
         threads: ONNX Runtime threads (default 1; see :class:`~fml_taichi.recon.runners.OnnxRunner`).
         min_confidence: faces below this detection confidence are ignored (definition in
             :mod:`fml_taichi.data.detect`; real faces score ~0.5-0.95, dlib's false positives on
@@ -127,7 +127,7 @@ class FacePipeline:
         landmark_model: dlib's 68-point ``.dat`` file (default: found automatically).
     """
 
-    def __init__(self, reconstructor, detector="dlib", backend: str = "auto", threads: int | None = None,
+    def __init__(self, reconstructor, detector="dlib", runner: str = "auto", threads: int | None = None,
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, max_faces: int | None = None,
                  landmark_model: str | None = None):
         from .runners import make_runner
@@ -143,7 +143,7 @@ class FacePipeline:
         self.crop_intrinsics = reconstructor.intrinsics.double().numpy()
         self.landmarks_3d = mean_landmarks_3d(self.face_model)
         self.detector = _make_detector(detector, self.landmarks_3d, landmark_model)
-        self.runner = make_runner(reconstructor.encoder, reconstructor.multilevel, backend, self.size, threads)
+        self.runner = make_runner(reconstructor.encoder, reconstructor.multilevel, runner, self.size, threads)
         self.min_confidence = float(min_confidence)
         self.max_faces = max_faces
 
@@ -163,8 +163,9 @@ class FacePipeline:
         return cls(Reconstructor.from_checkpoint(path), **kwargs)
 
     @property
-    def backend(self) -> str:
-        return self.runner.backend
+    def runner_name(self) -> str:
+        """Which runner runs the networks: ``"onnxruntime"`` or ``"torch"``."""
+        return self.runner.name
 
     def detect(self, image: np.ndarray, path: str | None = None) -> list[Detection]:
         """Faces above ``min_confidence``, most confident first, at most ``max_faces``."""

@@ -1,6 +1,6 @@
 """``--refine N``: per-image analysis-by-synthesis on top of the encoder's answer (paper Sec. 6 losses).
 
-Starting from the regressed parameters, Adam updates *all* of them (shape, expression, reflectance,
+Starting from the regressed parameters, Adam (:func:`fml_taichi.recon.fit.fit`) updates *all* of them (shape, expression, reflectance,
 both corrective coefficient vectors, pose, SH light) for ``N`` steps on the training objective
 ``E_total`` (:func:`fml_taichi.losses.total_loss`): the photometric term on the crop, the sparse
 landmark term on the detector's landmarks (weighted by its confidence), and every regulariser. The
@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.crop import CropBox
+from ..losses import default_weights, total_loss
+from ..losses.metrics import landmark_nme, photometric_error
 from ..model import FaceParams, ModelOutput
+from .fit import fit
+from .outputs import render_layers
+from .pipeline import FaceResult, landmarks_in_image
 
 __all__ = ["LR", "refine_results", "measure"]
 
@@ -41,12 +47,6 @@ def _stack(results) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, FaceParam
 def measure(params: FaceParams, output: ModelOutput, face_model, images, landmarks, conf, intrinsics,
             weights=None) -> dict[str, np.ndarray]:
     """Per-face ``loss`` (E_total of each face alone), ``photo_error`` and ``landmark_nme`` (module docstring)."""
-    from ..losses.metrics import landmark_nme, photometric_error
-    from ..losses import total_loss
-    from .outputs import render_layers
-    from .pipeline import landmarks_in_image
-    from ..data.crop import CropBox
-
     b, s = images.shape[0], images.shape[1]
     loss = []
     for i in range(b):  # E_total is a batch mean: evaluate each face alone to report per-face values
@@ -65,9 +65,6 @@ def refine_results(results, multilevel, iterations: int, weights=None, progress:
     """Refine every face of ``results`` (a list of :class:`~fml_taichi.recon.pipeline.FaceResult`
     from one image) jointly for ``iterations`` Adam steps; returns new results whose ``extra["refine"]``
     holds the before/after statistics (module docstring)."""
-    from ..losses import default_weights, total_loss
-    from .pipeline import FaceResult, landmarks_in_image
-
     if not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations: expected a non-negative int, got {iterations!r}")
     if not results or iterations == 0:
@@ -80,24 +77,14 @@ def refine_results(results, multilevel, iterations: int, weights=None, progress:
         out0 = multilevel(start)
     before = measure(start, out0, fm, images, landmarks, conf, k, weights)
 
-    free = {n: t.clone().requires_grad_() for n, t in start.as_dict().items()}
-    opt = torch.optim.Adam([{"params": [free[n]], "lr": LR[n]} for n in FaceParams.names()])
-    best_loss, best = float("inf"), start
+    def evaluate(free):
+        params = FaceParams(**free)
+        return multilevel(params), params
+
     with tqdm(total=iterations, desc=f"refine {len(results)} face(s)", unit="it", disable=not progress,
               leave=False) as bar:
-        for it in range(iterations + 1):  # the last pass only evaluates the final iterate
-            params = FaceParams(**free)
-            loss = total_loss(multilevel(params), params, fm, images, landmarks, conf, k, weights)["total"]
-            value = float(loss.detach())
-            if value < best_loss:
-                best_loss, best = value, FaceParams(**{n: t.detach().clone() for n, t in free.items()})
-            if it == iterations:
-                break
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4g}")
+        best = FaceParams(**fit(evaluate, {n: t.clone() for n, t in start.as_dict().items()}, LR, fm, images,
+                                landmarks, conf, k, iterations, weights, keep_best=True, bar=bar, stage="refine"))
 
     with torch.no_grad():
         out = multilevel(best)

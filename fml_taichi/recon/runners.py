@@ -103,7 +103,7 @@ def _cache_dir() -> str:
 class TorchRunner:
     """Eager torch: ``runner(crops [B, S, S, 3] float32) -> (FaceParams, final_geometry, final_reflectance)``."""
 
-    backend = "torch"
+    name = "torch"
 
     def __init__(self, encoder, multilevel):
         self.encoder = encoder.eval()
@@ -126,7 +126,7 @@ class OnnxRunner:
     not starve torch or Taichi work running in between (ONNX Runtime spins by default).
     """
 
-    backend = "onnxruntime"
+    name = "onnxruntime"
 
     def __init__(self, encoder, multilevel, size: int = 240, threads: int | None = None, cache: bool = True):
         import onnxruntime as ort
@@ -172,16 +172,16 @@ def _network_input(crops) -> torch.Tensor:
     return t
 
 
-def make_runner(encoder, multilevel, backend: str = "auto", size: int = 240, threads: int | None = None):
-    """The fastest available runner (``backend="auto"``), or ``"onnxruntime"`` / ``"torch"`` explicitly.
+def make_runner(encoder, multilevel, runner: str = "auto", size: int = 240, threads: int | None = None):
+    """The fastest available runner (``runner="auto"``), or ``"onnxruntime"`` / ``"torch"`` explicitly.
 
     Raises:
         RuntimeError: ``"onnxruntime"`` requested but not installed (message names the pip command).
     """
-    if backend not in ("auto", "onnxruntime", "torch"):
-        raise ValueError(f"backend: expected 'auto', 'onnxruntime' or 'torch', got {backend!r}")
-    if backend == "torch" or (backend == "auto" and not onnx_available()):
+    if runner not in ("auto", "onnxruntime", "torch"):
+        raise ValueError(f"runner: expected 'auto', 'onnxruntime' or 'torch', got {runner!r}")
+    if runner == "torch" or (runner == "auto" and not onnx_available()):
         return TorchRunner(encoder, multilevel)
     if not onnx_available():
-        raise RuntimeError(f"the ONNX Runtime backend needs onnxruntime and onnx: {INSTALL_ONNX}")
+        raise RuntimeError(f"the ONNX Runtime runner needs onnxruntime and onnx: {INSTALL_ONNX}")
     return OnnxRunner(encoder, multilevel, size=size, threads=threads)

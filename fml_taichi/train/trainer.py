@@ -35,7 +35,7 @@ from ..nets.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..nets.config import TrainConfig, from_dict
 from .logs import History, write_logs
 from ..nets.models import FaceAutoencoder, build_networks, face_model_from_spec, face_model_spec
-from ..losses.objective import stage_loss
+from .objective import stage_loss
 from .validation import final_evaluation, validate
 from .warm_start import warm_start_reflectance
 
@@ -250,7 +250,7 @@ class Trainer:
         """Data-driven start of Theta_r and the reflectance head (fml_taichi.train.warm_start)."""
         t0 = time.perf_counter()
         report = warm_start_reflectance(self.model, self.face_model, self.source, n, self.intrinsics,
-                                        self.cfg.losses.backend)
+                                        self.cfg.losses.impl)
         # Every rank computed the same thing from the same items; make it bitwise identical anyway.
         for p in self.model.parameters():
             D.broadcast_tensor(p.data, self.dist)
@@ -292,7 +292,7 @@ class Trainer:
         self.state.cursor += scfg.batch_size * self.dist.world
         params, out = self.ddp(batch["image"])
         losses = stage_loss(stage, out, params, self.face_model, batch, self.intrinsics, self.weights,
-                            self.cfg.losses.backend, self.cfg.losses.final_landmarks)
+                            self.cfg.losses.impl, self.cfg.losses.final_landmarks)
         total = losses["total"]
         if not bool(torch.isfinite(total)):
             bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]

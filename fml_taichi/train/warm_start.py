@@ -30,12 +30,12 @@ MAX_RESIDUAL = 0.5
 
 
 @torch.no_grad()
-def reflectance_residuals(model, face_model, images: torch.Tensor, intrinsics, backend: str = "taichi"):
+def reflectance_residuals(model, face_model, images: torch.Tensor, intrinsics, impl: str = "taichi"):
     """Per-vertex reflectance residuals [B, N, 3] of the base level and the encoder features [B, F]."""
     enc = model.encoder
     feats = enc.backbone(enc.preprocess(images.permute(0, 3, 1, 2)))
     params, out = model(images)
-    form = terms.ops(backend).image_formation
+    form = terms.ops(impl).image_formation
     res = form(out.base_geometry.contiguous(), out.base_reflectance.contiguous(), face_model.triangles,
                params.rotation.contiguous(), params.translation.contiguous(), intrinsics, params.light.contiguous(),
                images.contiguous())
@@ -88,7 +88,7 @@ def ridge_gcv(features: torch.Tensor, targets: torch.Tensor, lambdas=None) -> tu
 
 
 @torch.no_grad()
-def warm_start_reflectance(model, face_model, source, n: int, intrinsics, backend: str = "taichi",
+def warm_start_reflectance(model, face_model, source, n: int, intrinsics, impl: str = "taichi",
                            batch_size: int = 16) -> dict:
     """Set Theta_r and the reflectance head from ``n`` items of ``source`` (see the module docstring).
 
@@ -105,7 +105,7 @@ def warm_start_reflectance(model, face_model, source, n: int, intrinsics, backen
         resid, feats = [], []
         for start in range(0, n, batch_size):
             batch = source.batch(torch.arange(start, min(start + batch_size, n)))
-            r, f = reflectance_residuals(model, face_model, batch["image"], intrinsics, backend)
+            r, f = reflectance_residuals(model, face_model, batch["image"], intrinsics, impl)
             resid.append(r.reshape(r.shape[0], -1))
             feats.append(f)
         x, feats = torch.cat(resid), torch.cat(feats)
