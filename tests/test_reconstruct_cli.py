@@ -185,7 +185,8 @@ def test_onnx_runtime_matches_torch(checkpoint, tmp_path, monkeypatch):
 
 
 def test_ship_checkpoint_halves_weights_and_keeps_results(checkpoint, tmp_path, capsys):
-    from fml_taichi.nets.shipping import compare_checkpoints, main as ship_main
+    from fml_taichi.apps.ship_checkpoint_cmd import main as ship_main
+    from fml_taichi.recon.reconstructor import compare_checkpoints
     from fml_taichi.nets.checkpoint import load_checkpoint
     from fml_taichi.recon.reconstructor import Reconstructor
 

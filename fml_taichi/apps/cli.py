@@ -19,7 +19,7 @@ SUBCOMMANDS = {
     "preprocess": "fml_taichi.apps.preprocess_cmd",
     "view": "fml_taichi.apps.view_cmd",
     "build-model": "fml_taichi.apps.build_model_cmd",
-    "ship-checkpoint": "fml_taichi.nets.shipping",
+    "ship-checkpoint": "fml_taichi.apps.ship_checkpoint_cmd",
 }
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..common.images import to_uint8
 from .crop import INNER_LANDMARKS, fit_affine_camera
 
 __all__ = ["Detection", "DetectorUnavailable", "DlibDetector", "PtsFileDetector", "SCORE_SCALE", "FIT_ERROR_SCALE",
@@ -104,15 +105,6 @@ def landmark_fit_error(landmarks_2d, landmarks_3d) -> float:
     x3 = np.asarray(landmarks_3d, dtype=np.float64)
     iod = float(np.linalg.norm(a @ (x3[OUTER_EYE_CORNERS[0]] - x3[OUTER_EYE_CORNERS[1]])))
     return rms / iod if iod > 1e-6 else float("inf")
-
-
-def _to_uint8(image) -> np.ndarray:
-    img = np.asarray(image)
-    if img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
-        raise ValueError(f"image: expected shape (H, W, 3), got {img.shape}")
-    if img.dtype == np.uint8:
-        return np.ascontiguousarray(img)
-    return np.ascontiguousarray(np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8))
 
 
 def find_dlib_predictor(path: str | None = None) -> str:
@@ -227,7 +219,7 @@ class DlibDetector:
 
     def __call__(self, image, path: str | None = None) -> list[Detection]:
         """Faces in ``image`` ([H, W, 3] float in [0, 1] or uint8), most confident first."""
-        img = _to_uint8(image)
+        img = np.ascontiguousarray(to_uint8(image))
         out = []
         for box, score in self._boxes(img):
             x0, y0, x1, y1 = (int(round(v)) for v in box)

@@ -19,7 +19,7 @@ import tempfile
 import cv2
 import numpy as np
 
-from ..io.images import to_uint8
+from ..common.images import to_uint8
 
 __all__ = ["VIDEO_EXTENSIONS", "is_video_path", "VideoReader", "VideoWriter"]
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..common.atomic import write_bytes
+from ..common.images import as_numpy, to_uint8
 
 __all__ = ["load_image", "load_images", "write_png", "to_uint8", "to_network", "from_network"]
 
@@ -109,31 +110,6 @@ def load_images(paths, size: int | tuple[int, int] | None = None) -> np.ndarray:
     return np.stack(images)
 
 
-def _as_numpy(name: str, x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray):
-        raise ValueError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
-    return x
-
-
-def to_uint8(image, name: str = "image") -> np.ndarray:
-    """[H, W, 3] (or [H, W]) float in [0, 1] (clipped) or uint8 -> uint8 [H, W, 3], rounded."""
-    img = _as_numpy(name, image)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
-        raise ValueError(f"{name}: expected shape (H, W, 3) or (H, W), got {img.shape}")
-    if img.dtype == np.uint8:
-        return img
-    if not (np.issubdtype(img.dtype, np.floating) or img.dtype == np.bool_):
-        raise ValueError(f"{name}: expected float in [0, 1] or uint8, got {img.dtype}")
-    img = img.astype(np.float32)
-    if not np.isfinite(img).all():
-        raise ValueError(f"{name}: contains NaN or inf values")
-    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def write_png(path, image) -> None:
     """Write ``image`` ([H, W, 3] or [H, W] float in [0, 1] or uint8, numpy or torch) as an RGB PNG.
 
@@ -148,7 +124,7 @@ def write_png(path, image) -> None:
 
 def to_network(images) -> torch.Tensor:
     """Channels-last images [B, H, W, 3] or [H, W, 3] (numpy or torch) -> contiguous float32 [B, 3, H, W]."""
-    t = torch.as_tensor(_as_numpy("images", images)) if not isinstance(images, torch.Tensor) else images
+    t = torch.as_tensor(as_numpy("images", images)) if not isinstance(images, torch.Tensor) else images
     if t.ndim == 3:
         t = t.unsqueeze(0)
     if t.ndim != 4 or t.shape[-1] != 3:

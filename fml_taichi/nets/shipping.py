@@ -11,19 +11,18 @@ float16 keeps ~3 significant digits (relative step 2^-11 ~ 5e-4) over +-65504: f
 noise of CPU training, and :func:`shrink_checkpoint` measures what it costs on random crops
 (largest vertex displacement in mm) so the number is in front of whoever ships the file.
 
-Usage: ``python -m fml_taichi.nets.shipping runs/default/checkpoint.pt fml_taichi/checkpoints/default.pt``
+Command: ``fml-taichi ship-checkpoint runs/default/checkpoint.pt fml_taichi/checkpoints/default.pt``
+(:mod:`fml_taichi.apps.ship_checkpoint_cmd`).
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import torch
 
-HELP = "shrink a training checkpoint for shipping (no optimizer state, float16 weights)"
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
-__all__ = ["shrink_state", "shrink_checkpoint", "compare_checkpoints", "MIN_NUMEL", "SIZE_LIMIT_MB"]
+__all__ = ["shrink_state", "shrink_checkpoint", "MIN_NUMEL", "SIZE_LIMIT_MB"]
 
 #: Float tensors with at least this many elements are stored as float16; smaller ones stay float32
 #: (they cost nothing and include BatchNorm statistics, whose small variances float16 would coarsen).
@@ -47,8 +46,6 @@ def shrink_state(state: dict, dtype: torch.dtype = torch.float16, min_numel: int
 def shrink_checkpoint(src, dst, dtype: torch.dtype = torch.float16, min_numel: int = MIN_NUMEL) -> dict:
     """Write the shipping version of checkpoint ``src`` to ``dst`` (atomically); returns
     ``{"bytes_before", "bytes_after", "step"}``. Errors as :func:`~fml_taichi.nets.checkpoint.load_checkpoint`."""
-    from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-
     ck = load_checkpoint(src)
     extra = dict(ck.extra)
     extra["shipped"] = {"storage": str(dtype).replace("torch.", ""), "min_numel": int(min_numel),
@@ -59,56 +56,3 @@ def shrink_checkpoint(src, dst, dtype: torch.dtype = torch.float16, min_numel: i
                        step=ck.step, stage=ck.stage, optimizer=None, rng={}, extra=extra)
     save_checkpoint(dst, small)
     return {"bytes_before": os.path.getsize(src), "bytes_after": os.path.getsize(dst), "step": int(ck.step)}
-
-
-@torch.no_grad()
-def compare_checkpoints(a, b, n: int = 8, seed: int = 0) -> dict:
-    """Run both checkpoints on the same ``n`` random crops: the largest differences of the final
-    geometry (mm) and reflectance, and of the regressed pose (rad)."""
-    from ..recon.reconstructor import Reconstructor
-
-    ra, rb = Reconstructor.from_checkpoint(a), Reconstructor.from_checkpoint(b)
-    g = torch.Generator().manual_seed(seed)
-    images = torch.rand(n, ra.image_size, ra.image_size, 3, generator=g)
-    pa, oa = ra(images)
-    pb, ob = rb(images)
-    return {"geometry_mm": float((oa.final_geometry - ob.final_geometry).abs().max()),
-            "reflectance": float((oa.final_reflectance - ob.final_reflectance).abs().max()),
-            "rotation_rad": float((pa.rotation - pb.rotation).abs().max())}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", metavar="SRC", help="a training checkpoint (checkpoint.pt)")
-    p.add_argument("dst", metavar="DST", help="where to write the shipping copy (e.g. fml_taichi/checkpoints/default.pt)")
-    p.add_argument("--min-numel", type=int, default=MIN_NUMEL, metavar="N",
-                   help=f"only tensors with at least N elements become float16 (default {MIN_NUMEL})")
-
-
-def run(args) -> int:
-    from .checkpoint import CheckpointError
-
-    try:
-        info = shrink_checkpoint(args.src, args.dst, min_numel=args.min_numel)
-        diff = compare_checkpoints(args.src, args.dst)
-    except (FileNotFoundError, CheckpointError, ValueError, OSError) as e:
-        print(f"ship-checkpoint: error: {e}", file=sys.stderr)
-        return 1
-    mb = info["bytes_after"] / 2**20
-    print(f"{args.src} ({info['bytes_before'] / 2**20:.1f} MB, step {info['step']}) -> {args.dst} ({mb:.1f} MB); "
-          f"largest change on random crops: geometry {diff['geometry_mm']:.4f} mm, "
-          f"reflectance {diff['reflectance']:.2e}, rotation {diff['rotation_rad']:.2e} rad")
-    if mb > SIZE_LIMIT_MB:
-        print(f"ship-checkpoint: error: {mb:.1f} MB exceeds the {SIZE_LIMIT_MB:g} MB limit for the repository; "
-              "use fewer vertices or correctives (model.n_vertices, n_correctives_*)", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fml_taichi.nets.shipping", description=HELP)
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from ..common.images import to_uint8
+
 _SEED_STRIDE = 1_000_003  # decorrelates the per-epoch permutation seeds
 
 
@@ -59,7 +61,7 @@ class ImagePool:
                     if tuple(item["image"].shape[:2]) != tuple(images.shape[1:3]):
                         raise ValueError(f"dataset item {i}: image is {tuple(item['image'].shape[:2])}, "
                                          f"item 0 is {tuple(images.shape[1:3])}")
-                    images[i] = to_uint8(item["image"])
+                    images[i] = torch.from_numpy(to_uint8(item["image"]))
                     lms[i] = torch.as_tensor(item["landmarks"], dtype=torch.float32)
                     conf[i] = torch.as_tensor(item["landmark_conf"], dtype=torch.float32)
                 bar.update(len(idx))
@@ -100,13 +102,6 @@ class DatasetSource:
                 "landmarks": torch.stack([torch.as_tensor(it["landmarks"], dtype=torch.float32) for it in items]),
                 "landmark_conf": torch.stack([torch.as_tensor(it["landmark_conf"], dtype=torch.float32)
                                               for it in items])}
-
-
-def to_uint8(image) -> torch.Tensor:
-    img = torch.as_tensor(image)
-    if img.dtype == torch.uint8:
-        return img
-    return (img.float().clamp(0, 1) * 255.0).round_().to(torch.uint8)
 
 
 def _checked_item(dataset, i: int) -> dict:
