@@ -1,1 +1,1 @@
-"""Applications: the ``fml-taichi`` command line, the GGUI viewer, reconstruction."""
+"""The ``fml-taichi`` command line: one module per subcommand, argument parsing and printing only."""

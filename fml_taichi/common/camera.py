@@ -1,6 +1,6 @@
 """Pinhole camera intrinsics shared by data, training, evaluation and apps.
 
-Conventions (``shared/design/conventions.md``): OpenCV camera frame (x right, y down, z forward),
+Conventions (``docs/conventions.md``): OpenCV camera frame (x right, y down, z forward),
 ``u = fx x / z + cx``, ``v = fy y / z + cy`` in pixels, pixel centres at integer coordinates.
 Intrinsics travel as a float tensor ``[fx, fy, cx, cy]`` of shape (4,) or (B, 4).
 """

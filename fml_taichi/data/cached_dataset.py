@@ -25,8 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..common.atomic import write_text
-from ..common.atomic import atomic_path
+from ..common.atomic import atomic_path, write_text
 from ..io.images import load_image, write_png
 from ..io.pts import read_pts
 

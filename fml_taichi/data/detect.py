@@ -32,10 +32,13 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..common.images import to_uint8
-from .crop import INNER_LANDMARKS, fit_affine_camera
+from ..io.pts import read_pts
+from ..model import default_face_model
+from .crop import INNER_LANDMARKS, fit_affine_camera, mean_landmarks_3d
 
 __all__ = ["Detection", "DetectorUnavailable", "DlibDetector", "PtsFileDetector", "SCORE_SCALE", "FIT_ERROR_SCALE",
            "detector_confidence", "fit_confidence", "landmark_fit_error", "find_dlib_predictor"]
@@ -65,7 +68,6 @@ class Detection:
     fit_error: landmark-fit plausibility (module docstring); confidence: in [0, 1] (module docstring).
     source: "dlib" or "pts".
     """
-
     box: np.ndarray
     landmarks: np.ndarray
     score: float
@@ -143,9 +145,6 @@ def _import_dlib():
 
 
 def _mean_landmarks() -> np.ndarray:
-    from ..model import default_face_model
-    from .crop import mean_landmarks_3d
-
     return mean_landmarks_3d(default_face_model(4000))
 
 
@@ -181,7 +180,6 @@ class DlibDetector:
     Raises:
         DetectorUnavailable: dlib or the model file is missing (message names the install command).
     """
-
     def __init__(self, predictor_path: str | None = None, landmarks_3d=None, max_side: int = 1280,
                  upsample: int | None = None, min_score: float = 0.0):
         dlib = _import_dlib()
@@ -206,7 +204,6 @@ class DlibDetector:
 
     def _boxes(self, img: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """Face boxes ``(x0, y0, x1, y1)`` in ``img``'s pixels with their HOG scores."""
-        import cv2
 
         h, w = img.shape[:2]
         factor = min(1.0, self.max_side / max(h, w))
@@ -236,7 +233,6 @@ class PtsFileDetector:
     fit plausibility alone (a human placed the points), box = the landmarks' bounding box. No file
     means no face. ``landmarks_3d`` as for :class:`DlibDetector`.
     """
-
     def __init__(self, landmarks_3d=None):
         self._scorer = _Scorer(landmarks_3d)
 
@@ -245,8 +241,6 @@ class PtsFileDetector:
         return self._scorer.landmarks_3d
 
     def __call__(self, image, path: str | None = None) -> list[Detection]:
-        from ..io.pts import read_pts
-
         if path is None:
             raise ValueError("path: the .pts detector needs the image's path to find IMAGE.pts")
         pts_path = os.path.splitext(os.fspath(path))[0] + ".pts"

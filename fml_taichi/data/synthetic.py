@@ -1,4 +1,4 @@
-"""Synthetic faces with complete ground truth, rendered on the fly (issue 4, item 2).
+"""Synthetic faces with complete ground truth, rendered on the fly.
 
 From one integer seed: a face drawn from the base model (shape, expression, reflectance), plus
 variation the base model cannot express (:mod:`fml_taichi.data.variation`: geometry bumps at nose,
@@ -51,6 +51,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..common.camera import default_intrinsics
+from ..model import default_face_model
 from ..model.params import FaceParams
 from ..ops.composite import blur_and_noise
 from ..ops.render import draw, render
@@ -83,7 +84,6 @@ class SyntheticConfig:
     blur_px: Gaussian blur SD (anti-aliasing of the z-buffered edges, camera softness).
     hair_probability: chance of a hair blob behind the head.
     """
-
     image_size: int = 240
     yaw_deg: float = 30.0
     pitch_deg: float = 15.0
@@ -192,11 +192,8 @@ class SyntheticRenderer:
     ``n_vertices`` is only used to build the default model. The model must be float32 on the CPU
     (or the device Taichi runs on).
     """
-
     def __init__(self, face_model=None, config: SyntheticConfig | None = None, n_vertices: int | None = None):
         if face_model is None:
-            from ..model import default_face_model
-
             face_model = default_face_model(n_vertices)
         if face_model.dtype != torch.float32:
             raise ValueError(f"face_model: expected a float32 model, got {face_model.dtype}")
@@ -363,7 +360,6 @@ class SyntheticFaces(Dataset):
     ``num_workers=0``: a batch is already rendered by multi-threaded Taichi kernels, and Taichi
     runtimes inside forked worker processes are not something this code relies on.
     """
-
     def __init__(self, length: int, split: str | None = "train", seed_start: int | None = None,
                  face_model=None, config: SyntheticConfig | None = None, n_vertices: int | None = None,
                  renderer: SyntheticRenderer | None = None):

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -181,7 +183,6 @@ def format_table(summary: dict, title: str = "") -> str:
 
 def write_summary_plot(path, summary: dict, title: str = "") -> np.ndarray:
     """One PNG: a bar chart per metric (geometry mm, photometric, NME), base vs final."""
-    import tempfile
 
 
     panels = []
@@ -198,7 +199,6 @@ def write_summary_plot(path, summary: dict, title: str = "") -> np.ndarray:
         raise ValueError("summary: no metric has a value to plot")
     fig = compose_figure(panels, label_height=2)
     if title:
-
         fig = np.concatenate([label_strip(title, fig.shape[1], 28), fig], 0)
     write_png(path, fig)
     return fig
@@ -206,7 +206,6 @@ def write_summary_plot(path, summary: dict, title: str = "") -> np.ndarray:
 
 def _error_colours(dist_mm: np.ndarray, vmax: float = 5.0) -> np.ndarray:
     """Per-vertex RGB in [0, 1] of distances through a blue (0) -> red (vmax mm) colour map."""
-    import cv2
 
     u8 = np.clip(dist_mm / vmax * 255, 0, 255).astype(np.uint8).reshape(-1, 1)
     return cv2.applyColorMap(u8, cv2.COLORMAP_JET)[:, 0, ::-1].astype(np.float32) / 255.0
@@ -307,7 +306,6 @@ def load_image_pair(image_path: str, pts_path: str, size: int) -> tuple[torch.Te
     Expected input: square face crops like the training crops; other aspect ratios are resized to
     square (landmarks follow, so the metrics stay consistent, but the face is stretched).
     """
-
     pts, conf = read_pts(pts_path)
     h, w = load_image(image_path).shape[:2]  # the one image reader (clear errors, BGR fixed)
     img = load_image(image_path, size)

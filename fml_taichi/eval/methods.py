@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from ..losses import default_weights
 from ..model import FaceParams, ModelOutput
 from ..recon.fit import fit, initial_light, initial_pose
+from ..recon.reconstructor import Reconstructor
 
 
 @dataclass
@@ -99,7 +100,6 @@ class FitMethod:
         lr_scale: multiplies every learning rate.
         progress: show a tqdm bar per batch (iterations, rate, ETA).
     """
-
     name = "fit"
 
     # Adam step sizes per parameter group, in that group's units (radians, mm, sigma, SH coefficient,
@@ -255,8 +255,6 @@ class CheckpointMethod:
     """A trained model from a checkpoint file (module docstring); ``device`` for the networks."""
 
     def __init__(self, path, device: str = "cpu"):
-        from ..recon.reconstructor import Reconstructor
-
         self.reconstructor = Reconstructor.from_checkpoint(path, device=device)
         self.face_model = self.reconstructor.face_model
         self.name = "checkpoint"

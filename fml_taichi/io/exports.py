@@ -78,7 +78,7 @@ def bake_vertex_colors(uvs, triangles, colors, size: int = 512, dilate: int = 4)
 
     UVs follow the OBJ convention (origin bottom-left, v up; row 0 of the image is v = 1). Each
     texel centre takes the colour interpolated over the UV triangle that covers it (rasterised with
-    ``kernels.rasterize`` in texture space), then covered colours are grown ``dilate`` texels into
+    ``ops.rasterize`` in texture space), then covered colours are grown ``dilate`` texels into
     the empty space so bilinear sampling at chart borders does not bleed in the background.
     """
     from ..ops.rasterize import interpolate, rasterize  # lazy: keeps Taichi out of plain IO

@@ -1,4 +1,4 @@
-"""The named parameter structure every module shares (``shared/design/conventions.md``).
+"""The named parameter structure every module shares (``docs/conventions.md``).
 
 Only the encoder's output head packs these flat; everything else passes a :class:`FaceParams`.
 """
@@ -19,7 +19,7 @@ class FaceParams:
     shape [B, m_s], expression [B, m_e], reflectance [B, m_r] (base-model coefficients, in units of
     the basis as stored; the model's sigmas say how large one standard deviation is);
     delta_geometry [B, C_g], delta_reflectance [B, C_r] (corrective coefficients);
-    rotation [B, 3] (Euler angles, radians; axis order in ``kernels.transform``);
+    rotation [B, 3] (Euler angles, radians; axis order in ``ops.transform``);
     translation [B, 3] (millimetres, camera frame); light [B, 9, 3] (SH coefficients per RGB channel).
     """
 

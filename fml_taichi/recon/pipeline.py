@@ -23,8 +23,12 @@ import numpy as np
 import torch
 
 from ..data.crop import CropBox, crop_box_from_landmarks, crop_image, mean_landmarks_3d
-from ..data.detect import Detection
+from ..data.detect import Detection, DlibDetector, PtsFileDetector
+from ..losses.terms import landmark_vertices
 from ..model import FaceParams, ModelOutput
+from ..reference.image_formation import euler_to_matrix, project
+from .reconstructor import Reconstructor
+from .runners import make_runner
 
 __all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_MIN_CONFIDENCE", "default_checkpoint", "FaceResult", "FacePipeline", "NoFaceFound",
            "landmarks_in_image"]
@@ -59,7 +63,6 @@ class FaceResult:
         the jaw on the silhouette (sliding contour, as in training); landmark_vertices: [68] their indices.
     extra: anything added later (e.g. refinement statistics).
     """
-
     detection: Detection
     crop_box: CropBox
     crop: np.ndarray
@@ -84,9 +87,6 @@ def landmarks_in_image(output: ModelOutput, params: FaceParams, face_model, dete
 
     ``detected_crop`` [B, 68, 2] crop pixels; ``crop_box`` maps the crop projection into the image.
     """
-    from ..losses.terms import landmark_vertices
-    from ..reference.image_formation import euler_to_matrix, project
-
     geo = output.final_geometry.contiguous()
     k = torch.as_tensor(np.asarray(crop_intrinsics), dtype=geo.dtype)
     det = torch.as_tensor(np.asarray(detected_crop), dtype=geo.dtype).contiguous()
@@ -99,12 +99,8 @@ def landmarks_in_image(output: ModelOutput, params: FaceParams, face_model, dete
 
 def _make_detector(detector, landmarks_3d, landmark_model=None):
     if detector is None or detector == "dlib":
-        from ..data.detect import DlibDetector
-
         return DlibDetector(landmark_model, landmarks_3d=landmarks_3d)
     if detector == "pts":
-        from ..data.detect import PtsFileDetector
-
         return PtsFileDetector(landmarks_3d=landmarks_3d)
     if callable(detector):
         return detector
@@ -126,12 +122,9 @@ class FacePipeline:
         max_faces: at most this many faces per image, most confident first (None: all).
         landmark_model: dlib's 68-point ``.dat`` file (default: found automatically).
     """
-
     def __init__(self, reconstructor, detector="dlib", runner: str = "auto", threads: int | None = None,
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, max_faces: int | None = None,
                  landmark_model: str | None = None):
-        from .runners import make_runner
-
         if not 0.0 <= float(min_confidence) <= 1.0:
             raise ValueError(f"min_confidence: expected a value in [0, 1], got {min_confidence!r}")
         if max_faces is not None and (not isinstance(max_faces, int) or max_faces < 1):
@@ -153,8 +146,6 @@ class FacePipeline:
 
         Raises FileNotFoundError naming ``--checkpoint`` when there is no path and no packaged file.
         """
-        from .reconstructor import Reconstructor
-
         if path is None:
             path = default_checkpoint()
             if path is None:

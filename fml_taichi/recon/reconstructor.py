@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from ..common.checks import check_tensor
 from ..common.camera import default_intrinsics
+from ..common.checks import check_tensor
 from ..model import FaceParams, ModelOutput
 from ..nets.checkpoint import load_checkpoint
 from ..nets.config import from_dict

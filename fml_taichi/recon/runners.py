@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import os
 import warnings
@@ -26,7 +27,9 @@ import torch
 from torch import nn
 
 from ..common.atomic import write_bytes
+from ..io.images import to_network
 from ..model import FaceParams
+from ..model.default import cache_root
 
 __all__ = ["EncoderModelGraph", "export_onnx", "onnx_available", "make_runner", "TorchRunner", "OnnxRunner",
            "INSTALL_ONNX"]
@@ -51,7 +54,6 @@ class EncoderModelGraph(nn.Module):
 
 def onnx_available() -> bool:
     """Both ``onnxruntime`` (to run) and ``onnx`` (for torch's exporter) importable."""
-    import importlib.util
 
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
@@ -63,8 +65,6 @@ def export_onnx(encoder, multilevel, path: str | os.PathLike | None = None, size
     Raises:
         RuntimeError: ``onnx`` is not installed (message names the pip command).
     """
-    import importlib.util
-
     if importlib.util.find_spec("onnx") is None:
         raise RuntimeError(f"exporting to ONNX needs the onnx package: {INSTALL_ONNX}")
     graph = EncoderModelGraph(encoder, multilevel).eval()
@@ -95,8 +95,6 @@ def _weights_key(encoder, multilevel, size: int) -> str:
 
 
 def _cache_dir() -> str:
-    from ..model.default import cache_root
-
     return os.path.join(cache_root(), "onnx")
 
 
@@ -125,7 +123,6 @@ class OnnxRunner:
     ``benchmarks/bench_inference.py`` times both). Threads do not spin between calls, so they do
     not starve torch or Taichi work running in between (ONNX Runtime spins by default).
     """
-
     name = "onnxruntime"
 
     def __init__(self, encoder, multilevel, size: int = 240, threads: int | None = None, cache: bool = True):
@@ -164,8 +161,6 @@ class OnnxRunner:
 
 
 def _network_input(crops) -> torch.Tensor:
-    from ..io.images import to_network
-
     t = to_network(crops)
     if t.shape[-1] != t.shape[-2]:
         raise ValueError(f"crops: expected square crops, got {tuple(t.shape[-2:])}")

@@ -31,13 +31,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..common.atomic import atomic_path
 from ..data.crop import CropBox
 from ..data.video import VideoReader, VideoWriter
-from ..common.atomic import atomic_path
 from ..io.figures import overlay
+from ..io.plots import plot_curves
 from ..model import FaceParams
+from ..reference.image_formation import euler_to_matrix
 from .outputs import OutputSet, render_layers
 from .pipeline import NoFaceFound, landmarks_in_image
+from .refine import refine_results
 from .smoothing import DEFAULT_MIN_CUTOFF, one_euro
 
 __all__ = ["VIDEO_OVERLAY_MAX_SIDE", "reconstruct_video", "matrix_to_euler", "to_video_camera", "from_video_camera",
@@ -57,8 +60,6 @@ def matrix_to_euler(rot: np.ndarray) -> np.ndarray:
 
 
 def _euler_to_matrix(rotation: np.ndarray) -> np.ndarray:
-    from ..reference.image_formation import euler_to_matrix
-
     return euler_to_matrix(torch.as_tensor(rotation, dtype=torch.float64)).numpy()
 
 
@@ -122,7 +123,6 @@ def _pick(detections, previous: CropBox | None, boxes):
 
 def _track(pipe, reader: VideoReader, refine: int, progress: bool) -> list:
     """Pass 1: one FaceResult (or None) per frame."""
-    from .refine import refine_results
 
     frames, previous = [], None
     total = reader.max_frames or reader.n_frames_declared or None
@@ -150,7 +150,6 @@ def _stack(frames, name: str) -> np.ndarray:
 
 def track_arrays(frames, fps: float, frame_size, min_cutoff: float) -> dict:
     """Per-frame arrays of the parameter file (T frames, F of them with a face; 0 where none):
-
     ``fps``, ``frame_size`` [W, H], ``smooth_cutoff_hz``, ``detected`` [T] bool, ``confidence`` [T],
     ``bbox`` [T, 4] (detector box), ``crop_box`` [T, 4], ``detected_landmarks`` [T, 68, 2],
     ``crop_image_intrinsics`` [T, 4], ``param_<name>`` [T, ...] every FaceParams field as regressed (crop
@@ -238,8 +237,6 @@ def _overlay_video(pipe, path: str, arrays: dict, target: str, max_frames, progr
 
 
 def _plot_track(path: str, arrays: dict) -> None:
-    from ..io.plots import plot_curves
-
     ok = arrays["detected"]
     x = np.nonzero(ok)[0]
     series = {}

@@ -1,7 +1,7 @@
-"""Self-supervised training (paper Sec. 6-7): the encoder, the training loop, checkpoints.
+"""Self-supervised training (paper Sec. 6-7): the two-stage loop and what feeds it.
 
-Submodules: ``encoder`` (CNN regressor, pack/unpack of FaceParams), ``config`` (YAML config),
-``checkpoint`` (file format), ``cached_dataset`` (preprocessed crop folders), ``trainer`` (the
-two-stage loop), ``distributed`` (torch.distributed helpers), ``reconstructor`` (inference from a
-checkpoint). Import the submodule you need; this package imports nothing heavy.
+- ``trainer``: the loop (stage 1 base level, stage 2 full E_total), checkpoints, resume, validation.
+- ``objective``: which form of E_total each stage minimises.
+- ``batches``: image pools and the sample order; ``distributed``: torchrun / DDP helpers.
+- ``warm_start``: reflectance-corrective initialisation; ``validation``, ``logs``: measured progress.
 """

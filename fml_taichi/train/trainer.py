@@ -26,15 +26,22 @@ import yaml
 from tqdm import tqdm
 
 from ..common import runtime
-from ..common.camera import default_intrinsics
 from ..common.atomic import write_text
+from ..common.camera import default_intrinsics
+from ..data.cached_dataset import CachedCropDataset
+from ..data.synthetic import SyntheticConfig, SyntheticFaces
 from ..losses import LossWeights, default_weights
-from . import distributed as D
-from .batches import DatasetSource, ImagePool, SampleOrder
 from ..nets.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..nets.config import TrainConfig, from_dict
+from ..nets.models import (
+    FaceAutoencoder,
+    build_networks,
+    face_model_from_spec,
+    face_model_spec,
+)
+from . import distributed as D
+from .batches import DatasetSource, ImagePool, SampleOrder
 from .logs import History, write_logs
-from ..nets.models import FaceAutoencoder, build_networks, face_model_from_spec, face_model_spec
 from .objective import stage_loss
 from .validation import final_evaluation, validate
 from .warm_start import warm_start_reflectance
@@ -96,7 +103,6 @@ class Trainer:
         progress: show tqdm bars (rank 0 only).
         dist_info: this process's rank (``distributed.setup()``); single process by default.
     """
-
     def __init__(self, cfg: TrainConfig, out_dir: str, progress: bool = True, dist_info: D.DistInfo | None = None):
         self.cfg = cfg
         self.out_dir = out_dir
@@ -130,8 +136,6 @@ class Trainer:
             raise ValueError(f"losses.overrides: {e}") from e
 
     def _synthetic_config(self):
-        from ..data.synthetic import SyntheticConfig
-
         scfg = dict(self.cfg.data.synthetic)
         scfg.setdefault("image_size", self.cfg.data.image_size)
         try:
@@ -140,8 +144,6 @@ class Trainer:
             raise ValueError(f"data.synthetic: {e}") from e
 
     def _synthetic(self, length: int, split: str):
-        from ..data.synthetic import SyntheticFaces
-
         return SyntheticFaces(length, split=split, face_model=self.face_model, config=self._synthetic_config())
 
     def _build_data(self) -> None:
@@ -152,8 +154,6 @@ class Trainer:
             val = self._synthetic(d.n_val, "eval")
             val_items = [val[i] for i in range(len(val))]
         else:
-            from ..data.cached_dataset import CachedCropDataset
-
             full = CachedCropDataset(d.root, image_size=d.image_size)
             if len(full) <= d.n_val:
                 raise ValueError(f"data.root {d.root!r} has {len(full)} crops; need more than data.n_val={d.n_val}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from ..model.mesh import vertex_normals
 from ..model.multilevel import MultiLevelModel
 
 #: (name, iBUG 300-W landmarks whose mean is the centre, reflectance direction) of each column.
@@ -52,7 +53,6 @@ def _weights(face_model) -> torch.Tensor:
 
 def demo_thetas(face_model) -> tuple[torch.Tensor, torch.Tensor]:
     """(Theta_g, Theta_r), each [3N, C] with C = len(DEMO_CENTRES), as the module docstring says."""
-    from ..model.mesh import vertex_normals
 
     w = _weights(face_model)  # [N, C]
     n = torch.from_numpy(vertex_normals(face_model.mean_geometry.double().numpy(),

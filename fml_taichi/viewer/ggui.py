@@ -36,6 +36,7 @@ import torch
 
 from ..common import runtime
 from ..common.camera import DEFAULT_FOCAL_PX, DEFAULT_IMAGE_SIZE
+from ..io.images import write_png
 from .modes import SIGMA_FROM_FACES
 from .scene import VIEWS, FaceScene, Frame
 
@@ -133,7 +134,6 @@ class GGUIRenderer:
     exit (segfault, even if both were destroyed), while windows opened one after the other are fine.
     So call :meth:`close` (or use it as a context manager) before opening the next one.
     """
-
     def __init__(self, triangles: torch.Tensor, n_vertices: int, width: int, height: int,
                  focal_px: float | None = None, visible: bool = False, background=(1.0, 1.0, 1.0),
                  title: str = "fml-taichi view"):
@@ -255,7 +255,6 @@ class ViewerApp:
     Screenshots are the face image without the control panels (rendered again, read back and
     written as PNG to ``screenshot_dir``).
     """
-
     KEYS_HELP = "keys: b base/final, 1-5 views, r reset\np screenshot, Esc quit, right-drag orbits"
 
     def __init__(self, scene: FaceScene, renderer: GGUIRenderer, screenshot_dir: str = ".", n_sliders: int = 6):
@@ -299,7 +298,6 @@ class ViewerApp:
 
     def screenshot(self) -> str:
         """Render the current state without the panels and write it as a PNG; returns the path."""
-        from ..io.images import write_png
 
         name = f"fml-view-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.screenshots):03d}.png"
         path = os.path.join(self.screenshot_dir, name)

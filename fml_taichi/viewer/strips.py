@@ -27,8 +27,8 @@ import numpy as np
 from ..common.atomic import write_text
 from ..io.figures import compose_figure, label_strip
 from ..io.images import write_png
-from .scene import CORRECTIVE_RANGE_MM, VIEWS, FaceScene, ViewState
 from .ggui import GGUIRenderer
+from .scene import CORRECTIVE_RANGE_MM, VIEWS, FaceScene, ViewState
 
 #: The sigma values of a strip.
 DEFAULT_SIGMAS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
