@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from fml_taichi.kernels.regularizers import SUM_CHUNK
 from fml_taichi.ops import regularizers as K
 from fml_taichi.reference import regularizers as R
 
@@ -53,7 +54,7 @@ def test_weighted_sum_of_squares_matches_reference(dtype, tol):
     _compare(lambda x: K.weighted_sum_of_squares(x.reshape(2, -1), w),
              lambda x: R.weighted_sum_of_squares(x.reshape(2, -1), w), _values(dtype), tol)
     # Several partial-sum chunks, the last one short.
-    d = 2 * K._SUM_CHUNK + 37
+    d = 2 * SUM_CHUNK + 37
     big = torch.randn(2, d, generator=torch.Generator().manual_seed(4), dtype=dtype)
     wb = torch.rand(d, generator=torch.Generator().manual_seed(5), dtype=dtype)
     _compare(lambda x: K.weighted_sum_of_squares(x, wb), lambda x: R.weighted_sum_of_squares(x, wb), big, tol)

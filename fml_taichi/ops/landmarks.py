@@ -16,99 +16,24 @@ Conventions (``docs/conventions.md``): ``R = Rz(rz) @ Ry(ry) @ Rx(rx)``, ``p_cam
 Why the projection is fused in here instead of gathering the image-formation kernel's ``uv``: only K
 points (e.g. 68) are needed, so projecting them in-kernel avoids a dense ``[B, N, 2]`` gradient
 buffer and keeps this op independent of any other kernel's outputs. Taichi autodiff builds the
-backward: the kernel is one top-level loop over (b, k) with only static inner loops, and with K = 68
-targets the 2-D loop and the atomic adds into B losses are negligible (the whole E_sparse term with the
-sliding selection, forward + backward, is 1.5 ms at 4k vertices and batch 5; see
+backward (kernel structure: :mod:`fml_taichi.kernels.landmarks`); the whole E_sparse term with the
+sliding selection, forward + backward, is 1.5 ms at 4k vertices and batch 5 (see
 benchmarks/bench_model_losses.py --terms).
 """
-# No `from __future__ import annotations`: Taichi reads kernel annotations as live objects.
-import functools
-
-import taichi as ti
 import torch
 
 from ..common import runtime
 from ..common.loss_checks import check_csr, check_gather, check_pose, check_targets
-from ..reference.landmarks import Z_MIN as _Z_MIN
-from .bridge import detached, launch_grad
+from ..kernels.landmarks import landmark_kernels
+from .bridge import detached, launch_grad, ti_float
 
-_TI_DTYPES = {torch.float32: ti.f32, torch.float64: ti.f64}
-
-
-@ti.func
-def euler_zyx(rx, ry, rz):
-    """``Rz(rz) @ Ry(ry) @ Rx(rx)`` as a 3x3 ti.Matrix (the project's Euler convention)."""
-    cx, sx = ti.cos(rx), ti.sin(rx)
-    cy, sy = ti.cos(ry), ti.sin(ry)
-    cz, sz = ti.cos(rz), ti.sin(rz)
-    return ti.Matrix([
-        [cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx],
-        [sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx],
-        [-sy, cy * sx, cy * cx],
-    ])
-
-
-@functools.cache
-def _kernels(dtype):
-    """Kernels specialised to one float dtype (locals must carry it: literals default to f32)."""
-    nd = ti.types.ndarray
-
-    @ti.kernel
-    def reprojection(points: nd(dtype=dtype, ndim=3), idx: nd(dtype=ti.i32, ndim=2),
-                     rotation: nd(dtype=dtype, ndim=2), translation: nd(dtype=dtype, ndim=2),
-                     intrinsics: nd(dtype=dtype, ndim=2), targets: nd(dtype=dtype, ndim=3),
-                     weights: nd(dtype=dtype, ndim=2), loss: nd(dtype=dtype, ndim=1)):
-        # One top-level loop, static inner work only: the shape Taichi's reverse mode needs.
-        for b, k in ti.ndrange(targets.shape[0], targets.shape[1]):
-            i = idx[b, k]
-            rot = euler_zyx(rotation[b, 0], rotation[b, 1], rotation[b, 2])
-            p = ti.Vector([points[b, i, 0], points[b, i, 1], points[b, i, 2]])
-            t = ti.Vector([translation[b, 0], translation[b, 1], translation[b, 2]])
-            q = rot @ p + t
-            # Clamp like the image-formation layer: a point at or behind the camera gives a huge but
-            # finite residual instead of inf/NaN.
-            z = ti.max(q[2], ti.cast(_Z_MIN, dtype))
-            u = intrinsics[b, 0] * q[0] / z + intrinsics[b, 2]
-            v = intrinsics[b, 1] * q[1] / z + intrinsics[b, 3]
-            du = targets[b, k, 0] - u
-            dv = targets[b, k, 1] - v
-            loss[b] += weights[b, k] * (du * du + dv * dv)
-
-    @ti.kernel
-    def closest(points: nd(dtype=dtype, ndim=3), rotation: nd(dtype=dtype, ndim=2),
-                translation: nd(dtype=dtype, ndim=2), intrinsics: nd(dtype=dtype, ndim=2),
-                targets: nd(dtype=dtype, ndim=3), offsets: nd(dtype=ti.i32, ndim=1),
-                candidates: nd(dtype=ti.i32, ndim=1), out: nd(dtype=ti.i32, ndim=2)):
-        for b, k in ti.ndrange(targets.shape[0], targets.shape[1]):
-            rot = euler_zyx(rotation[b, 0], rotation[b, 1], rotation[b, 2])
-            t = ti.Vector([translation[b, 0], translation[b, 1], translation[b, 2]])
-            # Ray through the camera centre and the back-projected pixel (z = 1 plane).
-            d = ti.Vector([(targets[b, k, 0] - intrinsics[b, 2]) / intrinsics[b, 0],
-                           (targets[b, k, 1] - intrinsics[b, 3]) / intrinsics[b, 1],
-                           ti.cast(1, dtype)])
-            dd = d.dot(d)
-            best = ti.cast(0, dtype)
-            best_i = -1
-            for c in range(offsets[k], offsets[k + 1]):
-                i = candidates[c]
-                q = rot @ ti.Vector([points[b, i, 0], points[b, i, 1], points[b, i, 2]]) + t
-                # Squared distance of q to the line as |q x d|^2 / |d|^2: the textbook |q|^2 - (q.d)^2/|d|^2
-                # cancels catastrophically in float32 at 500 mm (errors ~0.03 mm^2 picked wrong vertices).
-                qx = q.cross(d)
-                dist = qx.dot(qx) / dd
-                # Strict '<': ties go to the first candidate, so the choice is deterministic.
-                if best_i < 0 or dist < best:
-                    best = dist
-                    best_i = i
-            out[b, k] = best_i
-
-    return reprojection, closest
+__all__ = ["sparse_reprojection_loss", "closest_to_rays"]
 
 
 class _Reprojection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, points, rotation, translation, intrinsics, targets, weights, idx):
-        kern, _ = _kernels(_TI_DTYPES[points.dtype])
+        kern, _ = landmark_kernels(ti_float(points.dtype))
         loss = torch.zeros(points.shape[0], dtype=points.dtype, device=points.device)
         args = [points, idx, rotation, translation, intrinsics, targets, weights, loss]
         kern(*detached(args))
@@ -119,7 +44,7 @@ class _Reprojection(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         points, idx, rotation, translation, intrinsics, targets, weights = ctx.saved_tensors
-        kern, _ = _kernels(_TI_DTYPES[points.dtype])
+        kern, _ = landmark_kernels(ti_float(points.dtype))
         # A fresh output buffer: the reverse pass only reads its gradient, never its value.
         loss = torch.zeros(points.shape[0], dtype=points.dtype, device=points.device)
         args = [points, idx, rotation, translation, intrinsics, targets, weights, loss]
@@ -185,7 +110,7 @@ def closest_to_rays(points: torch.Tensor, rotation: torch.Tensor, translation: t
     check_targets(b, points, targets)
     check_csr(offsets, candidates, targets.shape[1], points.shape[1])
     runtime.init()
-    _, kern = _kernels(_TI_DTYPES[points.dtype])
+    _, kern = landmark_kernels(ti_float(points.dtype))
     out = torch.empty(b, targets.shape[1], dtype=torch.int32, device=points.device)
     kern(*detached([points.contiguous(), rotation.contiguous(), translation.contiguous(), intr,
                     targets.contiguous(), offsets, candidates, out]))

@@ -29,70 +29,21 @@ Float hyper-parameters (``p``, ``eps``, ``alpha``) travel as a small ndarray of 
 normalising constants are applied in torch: with ``default_fp = f32`` Taichi rounds float literals and
 scalar arguments to f32 even inside f64 kernels, which would spoil float64 gradient checks.
 """
-# No `from __future__ import annotations`: Taichi reads kernel annotations as live objects.
-import functools
-
-import taichi as ti
 import torch
 
 from ..common import runtime
-from ..common.loss_checks import check_csr, check_edges, check_values
 from ..common.checks import check_same, check_tensor
-from .bridge import detached
+from ..common.loss_checks import check_csr, check_edges, check_values
+from ..kernels.regularizers import SUM_CHUNK, chroma_kernels, laplacian_kernels, pair_kernels, sum_sq_kernels
+from .bridge import detached, ti_float
 
-_TI_DTYPES = {torch.float32: ti.f32, torch.float64: ti.f64}
-nd = ti.types.ndarray
-
-
-@functools.cache
-def _laplacian_kernels(dtype, channels: int):
-    @ti.kernel
-    def forward(values: nd(dtype=dtype, ndim=3), offsets: nd(dtype=ti.i32, ndim=1),
-                neighbours: nd(dtype=ti.i32, ndim=1), lap: nd(dtype=dtype, ndim=3),
-                energy: nd(dtype=dtype, ndim=2)):
-        for i in range(values.shape[1]):
-            lo, hi = offsets[i], offsets[i + 1]
-            inv = ti.cast(1, dtype) / ti.cast(ti.max(hi - lo, 1), dtype)
-            for b in range(values.shape[0]):
-                acc = ti.Vector.zero(dtype, channels)
-                for e in range(lo, hi):
-                    j = neighbours[e]
-                    for c in ti.static(range(channels)):
-                        acc[c] += values[b, j, c]
-                sq = ti.cast(0, dtype)
-                for c in ti.static(range(channels)):
-                    # Isolated point (hi == lo): residual 0, no smoothness constraint.
-                    d = (values[b, i, c] - acc[c] * inv) if hi > lo else ti.cast(0, dtype)
-                    lap[b, i, c] = d
-                    sq += d * d
-                energy[b, i] = sq
-
-    @ti.kernel
-    def backward(lap: nd(dtype=dtype, ndim=3), offsets: nd(dtype=ti.i32, ndim=1),
-                 neighbours: nd(dtype=ti.i32, ndim=1), grad_loss: nd(dtype=dtype, ndim=1),
-                 grad: nd(dtype=dtype, ndim=3)):
-        # d/dx of sum_i |L_i|^2 is 2 L^T L x: each row's residual goes back to the point itself and,
-        # divided by its degree, negated to each of its neighbours (atomic: neighbours are shared).
-        for i in range(lap.shape[1]):
-            lo, hi = offsets[i], offsets[i + 1]
-            if hi > lo:
-                inv = ti.cast(1, dtype) / ti.cast(hi - lo, dtype)
-                for b in range(lap.shape[0]):
-                    g = ti.cast(2, dtype) * grad_loss[b]
-                    for c in ti.static(range(channels)):
-                        grad[b, i, c] += g * lap[b, i, c]
-                    for e in range(lo, hi):
-                        j = neighbours[e]
-                        for c in ti.static(range(channels)):
-                            grad[b, j, c] -= g * inv * lap[b, i, c]
-
-    return forward, backward
+__all__ = ["laplacian_energy", "pair_energy", "weighted_sum_of_squares", "chromaticity_edge_weights"]
 
 
 class _Laplacian(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values, offsets, neighbours):
-        fwd, _ = _laplacian_kernels(_TI_DTYPES[values.dtype], values.shape[2])
+        fwd, _ = laplacian_kernels(ti_float(values.dtype), values.shape[2])
         lap = torch.empty_like(values)
         energy = torch.empty(values.shape[:2], dtype=values.dtype, device=values.device)
         fwd(*detached([values, offsets, neighbours, lap, energy]))
@@ -103,7 +54,7 @@ class _Laplacian(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         lap, offsets, neighbours = ctx.saved_tensors
-        _, bwd = _laplacian_kernels(_TI_DTYPES[lap.dtype], lap.shape[2])
+        _, bwd = laplacian_kernels(ti_float(lap.dtype), lap.shape[2])
         grad = torch.zeros_like(lap)
         bwd(lap, offsets, neighbours, grad_loss.detach().to(lap.dtype).contiguous(), grad)
         return grad, None, None
@@ -129,50 +80,10 @@ def laplacian_energy(values: torch.Tensor, offsets: torch.Tensor, neighbours: to
     return _Laplacian.apply(values, offsets, neighbours) / n
 
 
-@functools.cache
-def _pair_kernels(dtype, channels: int, squared: bool):
-    @ti.kernel
-    def forward(values: nd(dtype=dtype, ndim=3), src: nd(dtype=ti.i32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
-                weights: nd(dtype=dtype, ndim=2), hyper: nd(dtype=dtype, ndim=1), energy: nd(dtype=dtype, ndim=2),
-                coef: nd(dtype=dtype, ndim=2)):
-        # hyper = (p / 2, eps^2, eps^p); coef = w * dphi/ds with s = d^2, what the backward needs.
-        for e in range(src.shape[0]):
-            i, j = src[e], dst[e]
-            for b in range(values.shape[0]):
-                s = ti.cast(0, dtype)
-                for c in ti.static(range(channels)):
-                    d = values[b, i, c] - values[b, j, c]
-                    s += d * d
-                w = weights[b, e]
-                if ti.static(squared):
-                    energy[b, e] = w * s
-                else:
-                    # phi(s) = (s + eps^2)^(p/2) - eps^p; s == 0 is pinned to exactly 0 (eps^p is computed
-                    # in double on the host, so pow's rounding could otherwise leave ~1e-10).
-                    pw = ti.pow(s + hyper[1], hyper[0])
-                    energy[b, e] = w * (pw - hyper[2]) if s > 0 else ti.cast(0, dtype)
-                    coef[b, e] = w * hyper[0] * pw / (s + hyper[1])
-
-    @ti.kernel
-    def backward(values: nd(dtype=dtype, ndim=3), src: nd(dtype=ti.i32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
-                 coef: nd(dtype=dtype, ndim=2), grad_loss: nd(dtype=dtype, ndim=1), grad: nd(dtype=dtype, ndim=3)):
-        # d phi / d x_i = 2 phi'(s) (x_i - x_j) = -d phi / d x_j; atomic: points are shared by edges.
-        for e in range(src.shape[0]):
-            i, j = src[e], dst[e]
-            for b in range(values.shape[0]):
-                g = ti.cast(2, dtype) * coef[b, e] * grad_loss[b]
-                for c in ti.static(range(channels)):
-                    gd = g * (values[b, i, c] - values[b, j, c])
-                    grad[b, i, c] += gd
-                    grad[b, j, c] -= gd
-
-    return forward, backward
-
-
 class _Pair(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values, src, dst, weights, hyper, squared):
-        fwd, _ = _pair_kernels(_TI_DTYPES[values.dtype], values.shape[2], squared)
+        fwd, _ = pair_kernels(ti_float(values.dtype), values.shape[2], squared)
         energy = torch.empty(values.shape[0], src.shape[0], dtype=values.dtype, device=values.device)
         # For p = 2, phi'(s) = 1: the weights are the coefficients (the kernel leaves coef alone).
         coef = weights if squared else torch.empty_like(energy)
@@ -185,7 +96,7 @@ class _Pair(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         values, src, dst, coef = ctx.saved_tensors
-        _, bwd = _pair_kernels(_TI_DTYPES[values.dtype], values.shape[2], ctx.squared)
+        _, bwd = pair_kernels(ti_float(values.dtype), values.shape[2], ctx.squared)
         grad = torch.zeros_like(values)
         bwd(values.detach(), src, dst, coef, grad_loss.detach().to(values.dtype).contiguous(), grad)
         return grad, None, None, None, None, None
@@ -233,38 +144,11 @@ def _edge_weights(weights, values, b: int, e: int) -> torch.Tensor:
     return weights.detach().expand(b, e).contiguous()
 
 
-_SUM_CHUNK = 1024  # entries per thread in the forward's partial sums
-
-
-@functools.cache
-def _sum_sq_kernels(dtype):
-    @ti.kernel
-    def forward(values: nd(dtype=dtype, ndim=2), weights: nd(dtype=dtype, ndim=1), partial: nd(dtype=dtype, ndim=2)):
-        # One partial sum per (chunk, image), each thread summing a contiguous run: no atomics.
-        d_all = values.shape[1]
-        for k in range(partial.shape[1]):
-            for b in range(values.shape[0]):
-                acc = ti.cast(0, dtype)
-                for d in range(k * _SUM_CHUNK, ti.min((k + 1) * _SUM_CHUNK, d_all)):
-                    x = values[b, d]
-                    acc += weights[d] * x * x
-                partial[b, k] = acc
-
-    @ti.kernel
-    def backward(values: nd(dtype=dtype, ndim=2), weights: nd(dtype=dtype, ndim=1), grad_loss: nd(dtype=dtype, ndim=1),
-                 grad: nd(dtype=dtype, ndim=2)):
-        for d in range(values.shape[1]):
-            for b in range(values.shape[0]):
-                grad[b, d] = ti.cast(2, dtype) * weights[d] * values[b, d] * grad_loss[b]
-
-    return forward, backward
-
-
 class _SumSq(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values, weights):
-        fwd, _ = _sum_sq_kernels(_TI_DTYPES[values.dtype])
-        chunks = -(-values.shape[1] // _SUM_CHUNK)
+        fwd, _ = sum_sq_kernels(ti_float(values.dtype))
+        chunks = -(-values.shape[1] // SUM_CHUNK)
         partial = torch.empty(values.shape[0], chunks, dtype=values.dtype, device=values.device)
         fwd(*detached([values, weights, partial]))
         ctx.save_for_backward(values, weights)
@@ -274,7 +158,7 @@ class _SumSq(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         values, weights = ctx.saved_tensors
-        _, bwd = _sum_sq_kernels(_TI_DTYPES[values.dtype])
+        _, bwd = sum_sq_kernels(ti_float(values.dtype))
         grad = torch.empty_like(values)
         bwd(values.detach(), weights, grad_loss.detach().to(values.dtype).contiguous(), grad)
         return grad, None
@@ -299,48 +183,6 @@ def weighted_sum_of_squares(values: torch.Tensor, weights: torch.Tensor | None =
     check_same("values", values, "weights", weights)
     runtime.init()
     return _SumSq.apply(values, weights.detach())
-
-
-@functools.cache
-def _chroma_kernels(dtype):
-    @ti.func
-    def _corner(x, size):
-        # Lower bilinear corner and fraction for a border-clamped coordinate (pixel centres at integers).
-        xc = ti.min(ti.max(x, ti.cast(0, dtype)), ti.cast(size - 1, dtype))
-        x0 = ti.min(ti.cast(ti.floor(xc), ti.i32), ti.max(size - 2, 0))
-        return x0, xc - ti.cast(x0, dtype)
-
-    @ti.kernel
-    def chroma(image: nd(dtype=dtype, ndim=4), uv: nd(dtype=dtype, ndim=3), hyper: nd(dtype=dtype, ndim=1),
-               out: nd(dtype=dtype, ndim=3)):
-        h, w = image.shape[1], image.shape[2]
-        for i in range(uv.shape[1]):
-            for b in range(uv.shape[0]):
-                x0, fx = _corner(uv[b, i, 0], w)
-                y0, fy = _corner(uv[b, i, 1], h)
-                x1, y1 = ti.min(x0 + 1, w - 1), ti.min(y0 + 1, h - 1)
-                col = ti.Vector.zero(dtype, 3)
-                for c in ti.static(range(3)):
-                    top = image[b, y0, x0, c] * (1 - fx) + image[b, y0, x1, c] * fx
-                    bot = image[b, y1, x0, c] * (1 - fx) + image[b, y1, x1, c] * fx
-                    col[c] = top * (1 - fy) + bot * fy
-                inv = ti.cast(1, dtype) / (col[0] + col[1] + col[2] + hyper[1])
-                for c in ti.static(range(3)):
-                    out[b, i, c] = col[c] * inv
-
-    @ti.kernel
-    def edge(chroma: nd(dtype=dtype, ndim=3), src: nd(dtype=ti.i32, ndim=1), dst: nd(dtype=ti.i32, ndim=1),
-             hyper: nd(dtype=dtype, ndim=1), out: nd(dtype=dtype, ndim=2)):
-        for e in range(src.shape[0]):
-            i, j = src[e], dst[e]
-            for b in range(chroma.shape[0]):
-                s = ti.cast(0, dtype)
-                for c in ti.static(range(3)):
-                    d = chroma[b, i, c] - chroma[b, j, c]
-                    s += d * d
-                out[b, e] = ti.exp(-hyper[0] * ti.sqrt(s))
-
-    return chroma, edge
 
 
 def chromaticity_edge_weights(image: torch.Tensor, uv: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
@@ -371,7 +213,7 @@ def chromaticity_edge_weights(image: torch.Tensor, uv: torch.Tensor, src: torch.
     if not eps > 0:
         raise ValueError(f"eps: expected > 0, got {eps}")
     runtime.init()
-    chroma_k, edge_k = _chroma_kernels(_TI_DTYPES[image.dtype])
+    chroma_k, edge_k = chroma_kernels(ti_float(image.dtype))
     hyper = torch.tensor([alpha, eps], dtype=image.dtype, device=image.device)
     chroma = torch.empty(b, uv.shape[1], 3, dtype=image.dtype, device=image.device)
     chroma_k(*detached([image, uv.contiguous(), hyper, chroma]))

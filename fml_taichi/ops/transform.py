@@ -5,37 +5,15 @@ Rotation convention (docs/conventions.md): ``rotation = (rx, ry, rz)`` Euler ang
 per image: a kernel launch would cost more than the maths) and is shared with the reference.
 """
 
-import functools
-
-import taichi as ti
 import torch
 from torch.autograd.function import once_differentiable
 
 from ..common import runtime
+from ..kernels.transform import transform_kernel
 from ..reference.image_formation import check_points, check_rotation_translation, euler_to_matrix
-from ._common import check_device, chunk_range, chunk_size, load3, load_mat3, store3, ti_float
-from .bridge import detached
+from .bridge import check_device, chunk_size, detached, ti_float
 
-__all__ = ["euler_to_matrix", "rigid_transform", "transform_kernel"]
-
-
-@functools.cache
-def transform_kernel():
-    """``out[b, i] = R[b] @ v[b, i] + t[b]``; args (v [B,N,3], R [B,3,3], t [B,3], out [B,N,3], chunk, dt)."""
-    runtime.init()
-
-    @ti.kernel
-    def transform(v: ti.types.ndarray(), rot: ti.types.ndarray(), t: ti.types.ndarray(),
-                  out: ti.types.ndarray(), chunk: ti.i32, dt: ti.template()):
-        n = v.shape[1]
-        for b, c in ti.ndrange(v.shape[0], (n + chunk - 1) // chunk):
-            rm = load_mat3(rot, b)
-            tb = ti.Vector([t[b, 0], t[b, 1], t[b, 2]])
-            lo, hi = chunk_range(c, chunk, n)
-            for i in range(lo, hi):
-                store3(out, b, i, rm @ load3(v, b, i) + tb)
-
-    return transform
+__all__ = ["euler_to_matrix", "rigid_transform"]
 
 
 class _RigidTransform(torch.autograd.Function):

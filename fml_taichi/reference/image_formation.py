@@ -5,9 +5,9 @@ maths with idiomatic vectorised torch (``index_add_`` for normals, one ``gather`
 taps), differentiated by torch's autograd. It is the test oracle, the benchmark baseline, and the
 fallback where Taichi is unavailable: this module must not import taichi.
 
-The constants and small shared pieces (SH constants, epsilons, the result dataclass, input checks)
-live here rather than in the kernels so that both implementations read one definition without the
-reference depending on Taichi.
+The small shared pieces (the result dataclass, input checks) live here rather than in the ops so that
+both implementations read one definition without the reference depending on Taichi; the numerical
+constants (SH constants, epsilons) are in :mod:`fml_taichi.common.constants` and re-exported here.
 
 Frames and conventions: ``docs/conventions.md`` (OpenCV camera, ``R = Rz @ Ry @ Rx``, pixel centres
 at integer coordinates, counter-clockwise triangles with outward normal ``(v1 - v0) x (v2 - v0)``).
@@ -19,26 +19,10 @@ from dataclasses import dataclass
 import torch
 
 from ..common.checks import check_indices, check_same, check_tensor
-
-# Real orthonormal SH constants for bands 0..2 (docs/conventions.md order (l, m) = (0,0), (1,-1),
-# (1,0), (1,1), (2,-2), (2,-1), (2,0), (2,1), (2,2)); full precision so float64 checks are exact.
-SH_C0 = 0.28209479177387814  # 1 / (2 sqrt(pi))
-SH_C1 = 0.4886025119029199  # sqrt(3 / (4 pi))
-SH_C2 = 1.0925484305920792  # sqrt(15 / (4 pi))          (xy, yz, xz)
-SH_C3 = 0.31539156525252005  # sqrt(5 / (16 pi))          (3 z^2 - 1)
-SH_C4 = 0.5462742152960396  # sqrt(15 / (16 pi))         (x^2 - y^2)
-N_SH = 9
-
-# Inside the l2 norm of Eq. 9: d/dx ||x|| = x / ||x|| is undefined at x = 0 (a perfectly fitted
-# vertex), so we use sqrt(||x||^2 + LOSS_EPS). 1e-10 shifts each visible term by at most 1e-5 and
-# bounds the gradient's norm by 1; it is representable in float32.
-LOSS_EPS = 1e-10
-# Points with camera-space z <= Z_MIN (at or behind the camera) are projected with z clamped to Z_MIN,
-# so uv stays finite; they are always invisible, so the clamp never reaches the loss.
-Z_MIN = 1e-6
-# A vertex whose summed face normal is shorter than this (isolated vertex, only zero-area faces)
-# gets the normal 0 and no gradient, instead of 0/0.
-NORMAL_EPS = 1e-20
+# Shared with the kernels (one definition, see the module docstring); re-exported under these names.
+from ..common.constants import (  # noqa: F401
+    LOSS_EPS, N_SH, NORMAL_EPS, SH_C0, SH_C1, SH_C2, SH_C3, SH_C4, Z_MIN,
+)
 
 
 @dataclass

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import torch
 
+# Depth clamp of the projection, shared with the kernel (see common.constants).
+from ..common.constants import LANDMARK_Z_MIN as Z_MIN
 from ..common.loss_checks import check_csr, check_gather, check_pose, check_targets
-
-# Depth clamp of the projection (mm), as in the image-formation layer, so points at or behind the camera
-# give finite residuals. A power of two: exact in float32, so f32-compiled literals match float64.
-Z_MIN = 2.0 ** -20
 
 
 def euler_zyx(rotation: torch.Tensor) -> torch.Tensor:

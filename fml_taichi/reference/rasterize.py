@@ -1,4 +1,4 @@
-"""Plain-torch z-buffer rasteriser: the test oracle and benchmark baseline for ``kernels.rasterize``.
+"""Plain-torch z-buffer rasteriser: the test oracle and benchmark baseline for ``ops.rasterize``.
 
 Same maths and the same coverage rule as the Taichi kernel (inclusive, canonical-order edge tests at
 pixel centres, 64-bit ``(depth bits << 32) | triangle`` keys reduced with ``amin``), vectorised instead
@@ -8,7 +8,7 @@ Taichi kernel is the one to use.
 
 This module also holds what both rasterisers share and that needs no Taichi: :class:`RasterResult`,
 the argument checks, and :func:`interpolate` / :func:`shade_image` (plain torch indexing, so they are
-differentiable with respect to the attributes). ``kernels.rasterize`` re-exports them.
+differentiable with respect to the attributes). ``ops.rasterize`` re-exports them.
 """
 from __future__ import annotations
 
@@ -18,14 +18,11 @@ from typing import Sequence
 import torch
 
 from ..common.checks import check_indices, check_tensor
+# The z-buffer's "nothing drawn" key and the depth of empty pixels, shared with the kernel.
+from ..common.constants import BACKGROUND_DEPTH
+from ..common.constants import ZBUF_EMPTY_KEY as _EMPTY_KEY
 
 __all__ = ["rasterize", "interpolate", "shade_image", "RasterResult", "BACKGROUND_DEPTH", "check_raster_args"]
-
-# The z-buffer's "nothing drawn" key (see kernels.rasterize).
-_EMPTY_KEY = (0x7FFFFFFF << 32) | 0x7FFFFFFF
-
-# Value of ``RasterResult.depth`` where no triangle covers the pixel.
-BACKGROUND_DEPTH = 0.0
 
 
 @dataclass
