@@ -5,7 +5,7 @@ full pipeline: draws, base model + out-of-space variation, shading, z-buffer ras
 landmark detector, backgrounds, compositing, sensor blur/noise) and reports images/s (median over
 repeats after a warm-up that also compiles the kernels), the time share of each stage, and the
 ratio to the 100 img/s target. A second table compares the fused Taichi compositing used by the
-renderer with the generic ``kernels.rasterize.shade_image`` on the same raster (the reason the
+renderer with the generic ``ops.rasterize.shade_image`` on the same raster (the reason the
 renderer has its own).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_synthetic.py [--sizes 2000 8000 20000] [--batches 8 32]
