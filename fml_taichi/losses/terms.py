@@ -1,4 +1,4 @@
-"""The individual terms of Sec. 6 (Eq. 9-15), each per image (shape [B]), on either impl.
+"""The individual terms of Sec. 6 (Eq. 9-15), each per image (shape [B]), in either implementation.
 
 ``impl="taichi"`` runs the generic kernels of :mod:`fml_taichi.ops`; ``impl="torch"`` runs
 the plain-torch references of :mod:`fml_taichi.reference` (benchmark baseline and fallback). Both
@@ -11,23 +11,27 @@ from types import SimpleNamespace
 import torch
 
 from ..common.checks import check_tensor
+from ..ops import landmarks as ti_landmarks
+from ..ops import regularizers as ti_regularizers
+from ..ops.image_formation import image_formation as ti_image_formation
+from ..reference import landmarks as torch_landmarks
+from ..reference import regularizers as torch_regularizers
+from ..reference.image_formation import image_formation as torch_image_formation
 
 IMPLS = ("taichi", "torch")
+
+_OPS = {
+    "taichi": SimpleNamespace(landmarks=ti_landmarks, regularizers=ti_regularizers, image_formation=ti_image_formation),
+    "torch": SimpleNamespace(landmarks=torch_landmarks, regularizers=torch_regularizers,
+                             image_formation=torch_image_formation),
+}
 
 
 def ops(impl: str) -> SimpleNamespace:
     """The op implementations for ``impl``: ``landmarks``, ``regularizers``, ``image_formation``."""
-    if impl == "taichi":
-        from ..ops import landmarks
-        from ..ops import regularizers
-        from ..ops.image_formation import image_formation
-    elif impl == "torch":
-        from ..reference import landmarks
-        from ..reference import regularizers
-        from ..reference.image_formation import image_formation
-    else:
+    if impl not in _OPS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
-    return SimpleNamespace(landmarks=landmarks, regularizers=regularizers, image_formation=image_formation)
+    return _OPS[impl]
 
 
 # ---- data terms -------------------------------------------------------------------------------------
