@@ -286,8 +286,8 @@ class Trainer:
                                     + f" {rate:.1f}img/s")
             if self.state.step % log.val_every == 0 or self.state.step == last:
                 self._validate(stage)
-            if self.state.step % log.checkpoint_every == 0:
-                self.save()
+            if self.state.step % log.checkpoint_every == 0 and self.state.step != first + scfg.steps:
+                self.save()  # the stage's last step is saved by run(), stage-1 file first
             if self.dist.is_main and (self.state.step % log.every == 0 or self.state.step == last):
                 write_logs(self.out_dir, self.history)
         bar.close()
