@@ -16,9 +16,9 @@ def test_default_model_file_roundtrip(tmp_path):
 def test_missing_and_corrupt_source_files_are_named(tmp_path, capsys):
     missing = tmp_path / "nope.mat"
     assert main(["build-model", "bfm2009", str(missing), "--out", str(tmp_path / "a.npz")]) == 1
-    assert "nope.mat" in capsys.readouterr().out
+    assert "nope.mat" in capsys.readouterr().err
     bad = tmp_path / "bad.mat"
     scipy.io.savemat(bad, {"shapeMU": np.zeros((7, 1))})
     assert main(["build-model", "bfm2009", str(bad), "--out", str(tmp_path / "b.npz")]) == 1
-    assert "bad.mat" in capsys.readouterr().out
+    assert "bad.mat" in capsys.readouterr().err
     assert not (tmp_path / "a.npz").exists() and not (tmp_path / "b.npz").exists()

@@ -103,16 +103,16 @@ def test_eval_from_a_checkpoint(tmp_path, capsys):
 
 def test_eval_errors_are_clear(tmp_path, capsys):
     assert main(["eval", "--method", "mean", "--images", str(tmp_path / "missing")] + FAST) == 2
-    assert "image folder not found" in capsys.readouterr().out
+    assert "image folder not found" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["eval", "--method", "mean", "--images", str(tmp_path / "empty")] + FAST) == 2
-    assert "no image with a matching .pts" in capsys.readouterr().out
+    assert "no image with a matching .pts" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt")] + FAST) == 2
-    assert "checkpoint not found" in capsys.readouterr().out
+    assert "checkpoint not found" in capsys.readouterr().err
     assert main(["eval", "--method", "mean", "--n", "0"] + FAST) == 2
-    assert "--n" in capsys.readouterr().out
+    assert "--n" in capsys.readouterr().err
     assert main(["eval", "--method", "mean", "--seed-start", "5"] + FAST) == 2
-    assert "training seed range" in capsys.readouterr().out
+    assert "training seed range" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "--method", "fit", "--checkpoint", "x.pt"])
 

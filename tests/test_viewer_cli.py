@@ -76,7 +76,7 @@ def test_headless_writes_mode_strips(ggui, tmp_path, capsys):
 
 
 def test_base_model_alone_has_no_corrective_strips(ggui, tmp_path, capsys):
-    assert _view("--headless", "--out", tmp_path, "--modes", 2) == 0
+    assert _view("--untrained", "--headless", "--out", tmp_path, "--modes", 2) == 0
     assert "no geometry correctives" in capsys.readouterr().out
     meta = json.loads((tmp_path / "modes.json").read_text())
     assert meta["geometry"]["count"] == 0 and meta["files"] == ["overview.png"]
@@ -145,7 +145,7 @@ def test_checkpoint_correctives_are_analysed(ggui, tmp_path):
     (["--headless", "--out", "x", "--modes", "-1"], "--modes"),
     (["--headless", "--out", "x", "--steps", "1"], "--steps"),
     (["--headless", "--out", "x", "--sigma-range", "0"], "--sigma-range"),
-    (["--headless", "--out", "x", "--regress-synthetic", "4"], "needs --checkpoint"),
+    (["--untrained", "--headless", "--out", "x", "--regress-synthetic", "4"], "needs --checkpoint"),
 ])
 def test_bad_arguments_are_named(args, message, capsys):
     assert cli.main(["view", *args]) == 1

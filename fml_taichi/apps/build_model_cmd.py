@@ -41,14 +41,17 @@ def _build(args):
 
 
 def run(args) -> int:
+    import sys
+
     from ..model import save_face_model
+    from ..common.optional import MissingDependency
 
     try:
         face_model = _build(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"build-model: {e}")
+        save_face_model(args.out, face_model, source=args.source + (f":{args.path}" if args.path else ""))
+    except (OSError, ValueError, MissingDependency) as e:
+        print(f"fml-taichi build-model: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
-    save_face_model(args.out, face_model, source=args.source + (f":{args.path}" if args.path else ""))
     print(f"wrote {args.out}: {face_model.n_vertices} vertices, {int(face_model.triangles.shape[0])} triangles, "
           f"modes shape/expression/reflectance = {face_model.m_shape}/{face_model.m_expression}/"
           f"{face_model.m_reflectance}")

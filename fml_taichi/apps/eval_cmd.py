@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 HELP = "evaluate a reconstruction method on held-out synthetic faces or annotated images"
 
@@ -92,7 +93,7 @@ def run(args) -> int:
                                       progress=not args.no_progress)
             source = f"{args.n} held-out synthetic faces (seeds {seed_start}..{seed_start + args.n - 1})"
     except (ValueError, FileNotFoundError) as e:
-        print(f"fml-taichi eval: error: {e}")
+        print(f"fml-taichi eval: error: {e}", file=sys.stderr)
         return 2
     print(harness.format_table(result.summary, title=f"{method.name} on {source}"))
     os.makedirs(args.out, exist_ok=True)

@@ -78,18 +78,37 @@ def _describe(e: BaseException) -> str:
     return f"internal error ({type(e).__name__}: {text})"
 
 
+def _not_visible(faces, triangles, path: str) -> list[int]:
+    """Indices of faces whose mesh is behind the camera or covers no pixel; each gets a warning."""
+    from tqdm.auto import tqdm
+
+    from ..recon.outputs import face_visibility
+
+    hidden = []
+    for i, f in enumerate(faces):
+        vis = face_visibility(f, triangles)
+        if vis["behind_camera"] or vis["visible_pixels"] == 0:
+            hidden.append(i)
+            why = "lies (partly) behind the camera" if vis["behind_camera"] else "has no visible triangle"
+            tqdm.write(f"fml-taichi reconstruct: warning: {path}: face {i}: the mesh {why}; its losses and "
+                       "errors are meaningless (a bad detection or a diverged refinement)", file=sys.stderr)
+    return hidden
+
+
 def _image_item(pipe, item, args, checkpoint) -> dict:
     from ..io.images import load_image
-    from ..recon.outputs import write_image_exports
+    from ..recon.outputs import remove_stale_outputs, write_image_exports
     from ..recon.refine import refine_results
 
     image = load_image(item.path)
     faces = pipe(image, item.path)
     if args.refine:
         faces = refine_results(faces, pipe.multilevel, args.refine, progress=not args.quiet)
+    hidden = _not_visible(faces, pipe.face_model.triangles, item.path)
     paths = write_image_exports(args.out, item.name, image, faces, pipe.face_model.triangles, item.path,
                                 pipe.runner_name, checkpoint)
-    info = {"faces": len(faces), "outputs": paths,
+    remove_stale_outputs(args.out, item.name, keep=paths)  # e.g. face_02 of an earlier run that found more
+    info = {"faces": len(faces), "outputs": paths, "not_visible": hidden,
             "confidence": [round(f.detection.confidence, 4) for f in faces]}
     if args.refine:
         info["refine"] = [f.extra["refine"] for f in faces]
@@ -177,6 +196,10 @@ def run(args) -> int:
             raise
         except Exception as e:  # one bad input must not stop the others
             failed += 1
+            if item.kind != "video":  # an earlier run's files of this input would pass for this run's
+                from ..recon.outputs import remove_stale_outputs
+
+                remove_stale_outputs(args.out, item.name, keep=())
             msg = _describe(e)
             prefix = "" if item.path in msg else f"{item.path}: "
             rec.update(status="failed", error=prefix + msg)
@@ -190,4 +213,8 @@ def run(args) -> int:
     line = _refine_summary([r for r in records if r.get("status") == "ok"])
     if line:
         print(line)
+    hidden = sum(len(r.get("not_visible", [])) for r in records)
+    if hidden:
+        print(f"warning: {hidden} face(s) behind the camera or with no visible triangle (their losses are "
+              "meaningless): see 'not_visible' in summary.json", file=sys.stderr)
     return 0 if failed == 0 else 1

@@ -8,9 +8,11 @@ Headless (Vulkan only, no display; writes PNG strips of the corrective modes)::
 
     fml-taichi view --checkpoint runs/x/checkpoint.pt --headless --out figures/ --modes 3
 
-Sources, in order: ``--checkpoint`` (trained base model + correctives), ``--model`` (a base model
-``.npz``: no correctives), else the default model (``--vertices`` sets its size) with no correctives,
-or with the hand-made, documented correctives of ``demo_correctives`` if ``--demo-correctives``.
+Sources: ``--checkpoint`` (trained base model + correctives; default: the checkpoint shipped with
+fml_taichi, ``fml_taichi/checkpoints/default.pt``), ``--model`` (a base model ``.npz``: no
+correctives), ``--untrained`` (the default model, ``--vertices`` sets its size, with no correctives),
+or ``--demo-correctives`` (the default model with the hand-made, documented correctives of
+``demo_correctives``).
 ``--reconstruction`` (an NPZ written by ``io.exports.write_params_npz``, e.g. by ``fml-taichi
 reconstruct``) sets the start face (``--index``) and, when it holds two or more faces, the sigmas of
 the corrective modes (their regressed coefficients' spread along each mode). Without one, a checkpoint
@@ -32,13 +34,16 @@ VIEWS = ("shaded", "reflectance", "shading", "normals", "corrective")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", metavar="C", help="training checkpoint (base model + learned correctives)")
+    src.add_argument("--checkpoint", metavar="C", help="training checkpoint (base model + learned correctives; "
+                     "default: the one shipped with fml_taichi)")
+    src.add_argument("--untrained", action="store_true",
+                     help="the default base model without correctives (no checkpoint)")
     src.add_argument("--model", metavar="M", help="base face model .npz (no correctives)")
     src.add_argument("--demo-correctives", action="store_true",
                      help="default model with the hand-made correctives of fml_taichi.viewer.demo_model "
                           "(not learned; for figures without a trained checkpoint)")
     parser.add_argument("--vertices", type=int, default=8000, metavar="N",
-                        help="vertex count of the default model (default 8000; ignored with --checkpoint/--model)")
+                        help="vertex count of the default model with --untrained / --demo-correctives (default 8000)")
     parser.add_argument("--reconstruction", metavar="R.npz",
                         help="regressed parameters (write_params_npz): start face, and corrective sigmas if >= 2 faces")
     parser.add_argument("--index", type=int, default=0, help="which face of --reconstruction to start from (default 0)")
@@ -71,7 +76,7 @@ def _check_args(args) -> None:
         raise ValueError("--headless needs --out DIR (where the PNGs go)")
     if args.out and not args.headless:
         raise ValueError("--out is only used with --headless")
-    if args.regress_synthetic and not args.checkpoint:
+    if args.regress_synthetic and (args.model or args.untrained or args.demo_correctives):
         raise ValueError("--regress-synthetic needs --checkpoint (a trained encoder to regress with)")
     if args.regress_synthetic and args.reconstruction:
         raise ValueError("--regress-synthetic and --reconstruction both give the regressed faces: choose one")
@@ -87,10 +92,11 @@ def load_sources(args):
     """(face_model, multilevel or None, regressed FaceParams or None) for the chosen source."""
     from ..model import default_face_model, load_face_model
 
-    if args.checkpoint:
+    checkpoint = args.checkpoint or _default_checkpoint(args)
+    if checkpoint:
         from ..recon.reconstructor import Reconstructor
 
-        rec = Reconstructor.from_checkpoint(args.checkpoint)
+        rec = Reconstructor.from_checkpoint(checkpoint)
         regressed = regress_synthetic(rec, args.regress_synthetic) if args.regress_synthetic else None
         return rec.face_model, rec.multilevel, regressed
     if args.model:
@@ -101,6 +107,19 @@ def load_sources(args):
 
         return fm, demo_multilevel(fm), None
     return fm, None, None
+
+
+def _default_checkpoint(args) -> str | None:
+    """The shipped checkpoint when no source was chosen (an untrained model shows no correctives)."""
+    if args.model or args.untrained or args.demo_correctives:
+        return None
+    from ..recon.pipeline import DEFAULT_CHECKPOINT, default_checkpoint
+
+    path = default_checkpoint()
+    if path is None:
+        print(f"note: no shipped checkpoint at {DEFAULT_CHECKPOINT}: showing the untrained default model "
+              "(no correctives); pass --checkpoint", file=sys.stderr)
+    return path
 
 
 def regress_synthetic(reconstructor, n: int, batch: int = 16):

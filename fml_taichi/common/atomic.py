@@ -9,6 +9,10 @@ import os
 import tempfile
 from typing import Iterator
 
+#: Temp files are named ``TEMP_PREFIX + basename + "-" + random``: a killed writer leaves one behind,
+#: and the folder's owner can recognise (and delete) it by that name.
+TEMP_PREFIX = ".tmp-"
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[str]:
@@ -26,7 +30,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             raise OSError(f"cannot create output folder {folder!r}: {e.strerror}") from e
     if suffix is None:
         suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", suffix=suffix, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + os.path.basename(path) + "-", suffix=suffix, dir=folder)
     os.close(fd)
     # mkstemp creates 0600 files; give the result the permissions a plain open() would (umask applies).
     os.chmod(tmp, 0o666 & ~_umask())

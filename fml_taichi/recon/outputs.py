@@ -33,7 +33,8 @@ from ..io.images import write_png
 from ..ops.render import render
 
 __all__ = ["OVERLAY_MAX_SIDE", "OutputSet", "render_layers", "face_figure", "overlay_faces", "face_extra",
-           "write_face_exports", "write_image_exports"]
+           "write_face_exports", "write_image_exports", "image_output_files", "remove_stale_outputs",
+           "face_visibility"]
 
 #: Overlays of larger inputs are drawn at this longer side (rasterising 12 Mpx buffers is wasteful).
 OVERLAY_MAX_SIDE = 1600
@@ -188,3 +189,54 @@ def write_image_exports(out_dir: str, name: str, image: np.ndarray, results, tri
         outputs.add(base + ".overlay.png")
         write_png(base + ".overlay.png", overlay_faces(image, results, triangles))
     return outputs.paths
+
+
+# ----------------------------------------------------------------------------------------------------------
+# checks on what was written
+
+
+#: The names :func:`write_image_exports` gives one image's files (group 1: the face index, if any).
+_FACE_SUFFIX = r"(?:\.face_(\d{2,})\.(?:obj|mtl|png|ply|json|npz|figure\.png)|\.overlay\.png)"
+
+
+def image_output_files(out_dir: str, name: str) -> list[str]:
+    """The files in ``out_dir`` that :func:`write_image_exports` writes for the input ``name``,
+    recognised by their names (``NAME.face_NN.*``, ``NAME.overlay.png``); nothing else matches."""
+    import re
+
+    base = os.path.join(out_dir, *name.split("/"))
+    folder, stem = os.path.dirname(base), os.path.basename(base)
+    if not os.path.isdir(folder):
+        return []
+    pattern = re.compile(re.escape(stem) + _FACE_SUFFIX)
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if pattern.fullmatch(f))
+
+
+def remove_stale_outputs(out_dir: str, name: str, keep) -> list[str]:
+    """Delete the files of input ``name`` that this run did not write (``keep``): e.g. ``face_02``
+    files of an earlier run that found three faces where this one found two. Returns the paths removed."""
+    keep = {os.path.abspath(p) for p in keep}
+    removed = []
+    for path in image_output_files(out_dir, name):
+        if os.path.abspath(path) not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def face_visibility(result, triangles) -> dict:
+    """``{"behind_camera": bool, "visible_pixels": int}`` of a face's final mesh in its crop.
+
+    A mesh with a vertex at or behind the camera plane (z <= 0 in the crop camera) has no valid
+    projection, and one that covers no pixel gives a photometric loss of 0; both make the losses and
+    errors reported for that face meaningless.
+    """
+    from ..reference.image_formation import euler_to_matrix
+
+    o, p = result.output, result.params
+    with torch.no_grad():
+        z = (torch.bmm(o.final_geometry, euler_to_matrix(p.rotation).transpose(1, 2)) + p.translation.unsqueeze(1))[..., 2]
+    s = result.crop.shape[0]
+    ren = render_layers(o.final_geometry, o.final_reflectance, p, triangles, result.crop_intrinsics, s, s)
+    return {"behind_camera": bool((z <= 0).any()), "visible_pixels": int(ren["mask"][0].sum())}

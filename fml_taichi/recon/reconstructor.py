@@ -13,12 +13,14 @@ millimetres and radians, so it projects correctly with ``default_intrinsics(size
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..common.camera import default_intrinsics
 from ..common.checks import check_tensor
 from ..model import FaceParams, ModelOutput
-from ..nets.checkpoint import load_checkpoint
+from ..nets.checkpoint import CheckpointError, load_checkpoint
 from ..nets.config import from_dict
 from ..nets.models import FaceAutoencoder, build_networks, face_model_from_spec
 
@@ -46,14 +48,17 @@ class Reconstructor:
         """Rebuild from a checkpoint (:func:`~fml_taichi.nets.checkpoint.load_checkpoint` errors for a
         missing, corrupt or wrong-format file; ValueError if its weights do not fit its config)."""
         ck = load_checkpoint(path)
-        cfg = from_dict(ck.config)
-        face_model = face_model_from_spec(ck.face_model_spec)
-        multilevel, encoder = build_networks(cfg, face_model)
+        try:
+            cfg = from_dict(ck.config)
+            face_model = face_model_from_spec(ck.face_model_spec)
+            multilevel, encoder = build_networks(cfg, face_model)
+        except (ValueError, TypeError) as e:  # its config / model spec: a file of another version or damaged
+            raise CheckpointError(f"checkpoint {os.fspath(path)!r} cannot be rebuilt: {e}") from e
         try:
             encoder.load_state_dict(ck.encoder)
             multilevel.load_state_dict(ck.multilevel)
         except RuntimeError as e:
-            raise ValueError(f"checkpoint {path!r}: weights do not match its config: {str(e).splitlines()[0]}") from e
+            raise CheckpointError(f"checkpoint {os.fspath(path)!r}: weights do not match its config: {str(e).splitlines()[0]}") from e
         model = FaceAutoencoder(encoder, multilevel).to(device)
         return cls(model, cfg.data.image_size, cfg)
 

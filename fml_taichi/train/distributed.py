@@ -55,7 +55,7 @@ def env_info() -> DistInfo:
 
 
 def setup(timeout_s: float = 600.0) -> DistInfo:
-    """Join the process group when launched by torchrun (call before ``backend.init()``).
+    """Join the process group when launched by torchrun (call before ``runtime.init()``).
 
     Pins this rank's GPU for torch and Taichi when CUDA is available. Returns the :class:`DistInfo`.
     """

@@ -43,11 +43,10 @@ from . import distributed as D
 from .batches import DatasetSource, ImagePool, SampleOrder
 from .logs import History, write_logs
 from .objective import stage_loss
+from .run_folder import CHECKPOINT, STAGE1_CHECKPOINT, remove_stale_temps
 from .validation import final_evaluation, validate
 from .warm_start import warm_start_reflectance
 
-CHECKPOINT = "checkpoint.pt"
-STAGE1_CHECKPOINT = "checkpoint_stage1.pt"
 # Short names for the progress bar (the logs keep the full names).
 _BAR_KEYS = {"total": "E", "photo_base": "ph_b", "photo_final": "ph_f", "sparse": "sp", "std": "std",
              "ref": "ref", "glo": "glo", "smo": "smo"}
@@ -188,8 +187,11 @@ class Trainer:
         """Load weights, optimizer, step, cursor, RNG and history from a checkpoint of this config."""
         if ck.face_model_spec != self.spec:
             raise ValueError(f"checkpoint face model {ck.face_model_spec} differs from the config's {self.spec}")
-        self.model.encoder.load_state_dict(ck.encoder)
-        self.model.multilevel.load_state_dict(ck.multilevel)
+        try:
+            self.model.encoder.load_state_dict(ck.encoder)
+            self.model.multilevel.load_state_dict(ck.multilevel)
+        except RuntimeError as e:
+            raise ValueError(f"checkpoint weights do not match its config: {str(e).splitlines()[0]}") from e
         self.state = RunState(step=ck.step, cursor=int(ck.extra.get("cursor", 0)))
         self.history = History.from_dict(ck.extra.get("history"))
         self.history.truncate(ck.step)
@@ -222,6 +224,11 @@ class Trainer:
         """
         if self.dist.is_main:
             os.makedirs(self.out_dir, exist_ok=True)
+            remove_stale_temps(self.out_dir)  # left by a killed run; this process owns the folder now
+        if self.state.step == 0:
+            # First of all files: from here on the folder always holds a checkpoint to resume from.
+            self.save()
+        if self.dist.is_main:
             write_text(os.path.join(self.out_dir, "config.yaml"), yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         total = self.cfg.total_steps
         end = total if stop_at is None else min(stop_at, total)
@@ -239,9 +246,11 @@ class Trainer:
                 self._start_stage(stage)
             self._run_stage(stage, scfg, last)
             if self.state.step == first + scfg.steps:
-                self.save()
+                # The stage-1 file first: a kill between the two writes then leaves checkpoint.pt
+                # before the end of stage 1, so a resume redoes the end of stage 1 and writes both.
                 if stage == 1:
                     self.save(STAGE1_CHECKPOINT)
+                self.save()
         if self.state.step < total:
             return {}
         return self._finish()
@@ -277,8 +286,8 @@ class Trainer:
                                     + f" {rate:.1f}img/s")
             if self.state.step % log.val_every == 0 or self.state.step == last:
                 self._validate(stage)
-            if self.state.step % log.checkpoint_every == 0:
-                self.save()
+            if self.state.step % log.checkpoint_every == 0 and self.state.step != first + scfg.steps:
+                self.save()  # the stage's last step is saved by run(), stage-1 file first
             if self.dist.is_main and (self.state.step % log.every == 0 or self.state.step == last):
                 write_logs(self.out_dir, self.history)
         bar.close()
@@ -367,6 +376,13 @@ def trainer_from_checkpoint(path: str, out_dir: str, progress: bool = True,
                             dist_info: D.DistInfo | None = None) -> Trainer:
     """A trainer rebuilt from a checkpoint's own config, restored to its state (for ``--resume``)."""
     ck = load_checkpoint(path)
-    trainer = Trainer(from_dict(ck.config), out_dir, progress=progress, dist_info=dist_info)
-    trainer.restore(ck)
+    try:
+        cfg = from_dict(ck.config)
+    except ConfigError as e:
+        raise ConfigError(f"checkpoint {os.fspath(path)!r}: its training config: {e}") from None
+    trainer = Trainer(cfg, out_dir, progress=progress, dist_info=dist_info)
+    try:
+        trainer.restore(ck)
+    except (ValueError, KeyError) as e:  # weights/optimizer state that do not fit the config
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r}: {e}") from e
     return trainer

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pickle
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .. import mesh
-from .. import regions
+from ...common import safe_pickle
+from .. import mesh, regions
 from ..assemble import BFM_TO_MODEL, assemble
 from ..face_model import FaceModel
 
@@ -72,8 +71,7 @@ def load_arrays(folder: str | None = None) -> dict[str, np.ndarray]:
     """
     folder = folder or data_dir()
     raw = {f: np.load(os.path.join(folder, f)) for f in _FILES if f.endswith(".npy")}
-    with open(os.path.join(folder, "param_whitening.pkl"), "rb") as fh:
-        whitening = pickle.load(fh)  # noqa: S301 - a file of the installed package, not user input
+    whitening = safe_pickle.load(os.path.join(folder, "param_whitening.pkl"))
     expect = {
         "u_shp.npy": (3 * N_SOURCE_VERTICES, 1), "u_exp.npy": (3 * N_SOURCE_VERTICES, 1),
         "w_shp_sim.npy": (3 * N_SOURCE_VERTICES, M_SHAPE), "w_exp_sim.npy": (3 * N_SOURCE_VERTICES, M_EXPRESSION),

@@ -62,9 +62,10 @@ def load_bfm2017(
     ``m_*``: keep only the first modes (None = all). Without a ``/color`` group the low-frequency
     reflectance space with ``default_m_reflectance`` modes is used.
     """
-    import h5py
+    from ...common.optional import require
 
     path = common.require_file(path, "BFM 2017 model file")
+    h5py = require("h5py", "reading BFM 2017 (.h5) files")
     try:
         f = h5py.File(path, "r")
     except OSError as e:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import pickle
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .. import mesh
-from .. import regions
+from ...common import safe_pickle
+from .. import mesh, regions
 from ..assemble import assemble
 from ..face_model import FaceModel
 
@@ -95,14 +94,14 @@ def read_landmarks(spec, n_vertices: int, triangles: np.ndarray | None = None) -
     if isinstance(spec, (str, os.PathLike)):
         source = require_file(spec, "landmark file")
         if source.endswith(".txt"):
-            value = np.loadtxt(source)
+            try:
+                value = np.loadtxt(source)
+            except ValueError as e:
+                raise ValueError(f"{source}: not a text file of vertex indices ({e})") from e
         elif source.endswith(".pkl"):
-            with open(source, "rb") as f:
-                value = pickle.load(f, encoding="latin1")  # noqa: S301 - a file the user chose to load
+            value = safe_pickle.load(source)  # admits arrays only: a landmark file cannot run code
         else:
-            value = np.load(source, allow_pickle=True)
-            if value.dtype == object and value.shape == ():
-                value = value.item()
+            value = safe_pickle.load_npy(source)  # a dict saved with np.save goes through the same check
     if isinstance(value, dict):
         value = _embedding_to_vertices(source, value, triangles)
     lms = array(source, "landmarks", value, kind="i").reshape(-1)

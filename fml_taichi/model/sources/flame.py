@@ -10,10 +10,10 @@ space by a 180 degree turn about x; the origin is moved to the centre of the tem
 (FLAME's own origin sits low, near the neck joint), so it lies near the head centre as the
 conventions require.
 
-Pickles: the official file is a Python 2 pickle whose arrays are ``chumpy`` objects. Without chumpy
-installed those cannot be unpickled; we then raise a ValueError saying so. Files re-saved with plain
-numpy arrays (``{k: np.asarray(v) ...}``) load without chumpy. Unpickling runs code: load only files you
-trust (the official download or your own conversion).
+Pickles: the official file is a Python 2 pickle whose arrays are ``chumpy`` objects. It is read with
+:mod:`fml_taichi.common.safe_pickle`, which admits only numpy arrays, scipy sparse matrices and a stand-in for
+chumpy's arrays (so chumpy need not be installed) and refuses anything else before it runs: a model
+file cannot run code. Files re-saved with plain numpy arrays (``{k: np.asarray(v) ...}``) load too.
 
 Landmarks are required: FLAME ships them separately as barycentric embeddings (e.g. DECA's
 ``landmark_embedding.npy`` with ``full_lmk_faces_idx``/``full_lmk_bary_coords``, 68 points), or pass 68
@@ -23,24 +23,16 @@ Licence: FLAME is under its own non-commercial "FLAME model licence" (``docs/fac
 """
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 
+from ...common import safe_pickle
 from ..assemble import BFM_TO_MODEL, unit_scale
 from ..face_model import FaceModel
 from . import common
 
 
 def _unpickle(path: str) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            data = pickle.load(fh, encoding="latin1")  # noqa: S301 - documented: trusted files only
-    except ModuleNotFoundError as e:
-        raise ValueError(f"{path}: holds objects of module {e.name!r} (the official FLAME pickle uses chumpy): "
-                         "install chumpy, or re-save the arrays as plain numpy") from e
-    except Exception as e:  # noqa: BLE001 - truncated/garbage pickles raise many types
-        raise ValueError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
+    data = safe_pickle.load(path)  # RefusedPickle / ValueError name the file
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a dict of arrays (FLAME generic_model.pkl), got {type(data).__name__}")
     return data
