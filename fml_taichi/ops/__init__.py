@@ -1,0 +1,1 @@
+"""Differentiable torch ops over the Taichi kernels (autograd Functions + thin documented wrappers)."""
