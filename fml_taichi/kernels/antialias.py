@@ -9,10 +9,16 @@ For every pair of horizontally or vertically adjacent pixels (P, Q) with differe
 
 1. The occluder is the nearer of the two triangles (background is infinitely far); call its pixel
    ``p_in`` and the other ``p_out``.
-2. The segment p_in -> p_out leaves the occluder's triangle through the edge whose (orientation-
-   normalised) edge function turns negative first. The pair is kept only if that edge is a silhouette
-   edge: a mesh boundary (no neighbour across it) or an edge whose neighbouring triangle faces the other
-   way in screen space (one front-, one back-facing: the occluding contour).
+2. Walk the segment p_in -> p_out through the mesh: it leaves the occluder's triangle through the edge
+   whose (orientation-normalised) edge function turns negative first. If that edge is a silhouette
+   edge (a mesh boundary, or its neighbouring triangle faces the other way in screen space: the
+   occluding contour), it is the one. If the neighbour faces the same way, the segment goes on into it
+   (near silhouettes, triangles seen edge-on are thinner than a pixel and cover no pixel centre), up to
+   ``MAX_WALK`` triangles. The pair is left alone if the walk reaches p_out's own triangle, ends inside
+   a triangle, or runs out. Each edge is blended in one direction only, across it: horizontal pairs for
+   edges closer to vertical (``|dy| >= |dx|`` on screen), vertical pairs for the others. Then the blends
+   measure the covered area row by row (or column by column) without counting it twice, and an edge
+   crossing a pixel centre does not switch on a blend along the edge.
 3. ``t = e(p_in) / (e(p_in) - e(p_out))`` in [0, 1] is where the edge crosses the segment. With a 1-pixel
    box filter along the segment, the pixel whose footprint holds the crossing sees both surfaces:
    ``t < 1/2``: ``out[p_in] += (1/2 - t) (c[p_out] - c[p_in])``;
@@ -32,9 +38,11 @@ import functools
 import taichi as ti
 
 from .. import backend
+from ..reference.raster_ops import MAX_WALK
 from .interpolate import edge_fn, edge_fn_vjp
 
-__all__ = ["antialias_kernels"]
+__all__ = ["antialias_kernels", "MAX_WALK"]
+
 
 
 @ti.func
@@ -64,8 +72,8 @@ def _pixel_pair(p, h, w):
 @ti.func
 def _analyse(tri_id: ti.template(), depth: ti.template(), screen: ti.template(), tris: ti.template(),
              nbr: ti.template(), b, ya, xa, yb, xb, dt: ti.template()):
-    """``(found, a_is_in, ia, ic, pin, pout)``: whether a silhouette edge (ia, ic) of the occluder
-    crosses between pixel a and b, which of them is inside the occluder, and the two centres."""
+    """``(found, a_is_in, ia, ic, pin, pout)``: whether a silhouette edge (ia, ic) crosses between pixel
+    a and b, which of them is inside the occluder, and the two centres (see the module docstring)."""
     ta, tb = tri_id[b, ya, xa], tri_id[b, yb, xb]
     found, a_is_in, ia, ic = 0, 1, 0, 0
     pin = ti.Vector([ti.cast(xa, dt), ti.cast(ya, dt)])
@@ -75,27 +83,36 @@ def _analyse(tri_id: ti.template(), depth: ti.template(), screen: ti.template(),
             a_is_in = 0
             pin, pout = pout, pin
         f = ta if a_is_in == 1 else tb
-        idx = ti.Vector([tris[f, 0], tris[f, 1], tris[f, 2]])
+        t_other = tb if a_is_in == 1 else ta
         sgn = dt(1.0) if _signed_area(screen, tris, b, f) > 0 else dt(-1.0)
-        best_k, best_s = -1, dt(2.0)
-        for k in ti.static(range(3)):
-            a, c = idx[(k + 1) % 3], idx[(k + 2) % 3]
-            e_in = sgn * edge_fn(screen[b, a, 0], screen[b, a, 1], screen[b, c, 0], screen[b, c, 1], pin[0], pin[1])
-            e_out = sgn * edge_fn(screen[b, a, 0], screen[b, a, 1], screen[b, c, 0], screen[b, c, 1],
-                                  pout[0], pout[1])
-            if e_out < 0:
-                s = ti.max(e_in, dt(0.0)) / (ti.max(e_in, dt(0.0)) - e_out)
-                if s < best_s:
-                    best_k, best_s = k, s
-        if best_k >= 0:
-            g = nbr[f, best_k]
-            silhouette = g < 0
-            if not silhouette:
-                silhouette = (not _in_front(screen, tris, b, g)) or \
-                    (_signed_area(screen, tris, b, g) > 0) != (sgn > 0)
-            if silhouette:
-                found = 1
-                ia, ic = idx[(best_k + 1) % 3], idx[(best_k + 2) % 3]
+        cur, walking = f, 1
+        for _step in range(MAX_WALK):
+            if walking == 1:
+                idx = ti.Vector([tris[cur, 0], tris[cur, 1], tris[cur, 2]])
+                best_k, best_s = -1, dt(2.0)
+                for k in ti.static(range(3)):
+                    a, c = idx[(k + 1) % 3], idx[(k + 2) % 3]
+                    e_in = sgn * edge_fn(screen[b, a, 0], screen[b, a, 1], screen[b, c, 0], screen[b, c, 1],
+                                         pin[0], pin[1])
+                    e_out = sgn * edge_fn(screen[b, a, 0], screen[b, a, 1], screen[b, c, 0], screen[b, c, 1],
+                                          pout[0], pout[1])
+                    if e_out < e_in:  # the segment leaves this edge's inner half-plane
+                        s = e_in / (e_in - e_out)
+                        if s < best_s:
+                            best_k, best_s = k, s
+                walking = 0
+                if best_k >= 0 and best_s <= 1:
+                    g = nbr[cur, best_k]
+                    silhouette = g < 0
+                    if not silhouette:
+                        silhouette = (not _in_front(screen, tris, b, g)) or \
+                            (_signed_area(screen, tris, b, g) > 0) != (sgn > 0)
+                    if silhouette:
+                        ia, ic = idx[(best_k + 1) % 3], idx[(best_k + 2) % 3]
+                        steep = ti.abs(screen[b, ic, 1] - screen[b, ia, 1]) >= ti.abs(screen[b, ic, 0] - screen[b, ia, 0])
+                        found = 1 if steep == (ya == yb) else 0
+                    elif g != t_other:
+                        cur, walking = g, 1  # a front-facing neighbour smaller than a pixel: walk on
     return found, a_is_in, ia, ic, pin, pout
 
 

@@ -26,7 +26,10 @@ from .._validate import check_indices, check_tensor
 from .rasterize import RasterResult, _batched_intrinsics
 from .rasterize import rasterize as _visibility
 
-__all__ = ["Raster", "rasterize", "interpolate", "antialias", "texture", "soft_silhouette", "screen_positions",
+# Triangles ``antialias`` walks along a pixel pair's segment looking for the silhouette edge.
+MAX_WALK = 8
+
+__all__ = ["MAX_WALK", "Raster", "rasterize", "interpolate", "antialias", "texture", "soft_silhouette", "screen_positions",
            "edge_neighbours", "check_size", "camera_points", "soft_radius"]
 
 
@@ -229,30 +232,40 @@ def antialias(colour, rast, pos, tri, topology=None):
     f = torch.where(a_in, ta, tb)
     xy = lambda p: ((p % w).to(pos.dtype), torch.div(p, w, rounding_mode="floor").to(pos.dtype))  # noqa: E731
     (xi, yi), (xo, yo) = xy(p_in), xy(p_out)
+    t_other = torch.where(a_in, tb, ta)
     with torch.no_grad():
         s = _corner_screen(screen, tri, bi, f)
         area = _edge(s[:, 0, 0], s[:, 0, 1], s[:, 1, 0], s[:, 1, 1], s[:, 2, 0], s[:, 2, 1])
         sgn = torch.where(area > 0, 1.0, -1.0).to(pos.dtype)
-        cross = []
-        for k in range(3):
-            a, c = (k + 1) % 3, (k + 2) % 3
-            e_in = sgn * _edge(s[:, a, 0], s[:, a, 1], s[:, c, 0], s[:, c, 1], xi, yi)
-            e_out = sgn * _edge(s[:, a, 0], s[:, a, 1], s[:, c, 0], s[:, c, 1], xo, yo)
-            e_in = e_in.clamp(min=0)
-            cross.append(torch.where(e_out < 0, e_in / (e_in - e_out), torch.full_like(e_in, 2.0)))
-        best_s, best_k = torch.stack(cross, -1).min(-1)
-        found = best_s < 2.0
-        g = nbr.long()[f, best_k]
-        gs = _corner_screen(screen, tri, bi, g.clamp(min=0))
-        g_area = _edge(gs[:, 0, 0], gs[:, 0, 1], gs[:, 1, 0], gs[:, 1, 1], gs[:, 2, 0], gs[:, 2, 1])
-        g_front = (gs[..., 2] > 0).all(-1)
-        silhouette = (g < 0) | ~g_front | ((g_area > 0) != (sgn > 0))
-        keep = found & silhouette
-    bi, p_in, p_out, f, best_k = bi[keep], p_in[keep], p_out[keep], f[keep], best_k[keep]
-    xi, yi, xo, yo, a_in = xi[keep], yi[keep], xo[keep], yo[keep], a_in[keep]
-    corner = tri.long()[f]
-    ia = corner.gather(1, ((best_k + 1) % 3).unsqueeze(1))[:, 0]
-    ic = corner.gather(1, ((best_k + 2) % 3).unsqueeze(1))[:, 0]
+        cur, walking = f.clone(), torch.ones_like(f, dtype=torch.bool)
+        found, sil_k, sil_tri = torch.zeros_like(walking), torch.zeros_like(f), f.clone()
+        for _ in range(MAX_WALK):
+            s = _corner_screen(screen, tri, bi, cur)
+            cross = []
+            for k in range(3):
+                a, c = (k + 1) % 3, (k + 2) % 3
+                e_in = sgn * _edge(s[:, a, 0], s[:, a, 1], s[:, c, 0], s[:, c, 1], xi, yi)
+                e_out = sgn * _edge(s[:, a, 0], s[:, a, 1], s[:, c, 0], s[:, c, 1], xo, yo)
+                cross.append(torch.where(e_out < e_in, e_in / (e_in - e_out), torch.full_like(e_in, 2.0)))
+            best_s, best_k = torch.stack(cross, -1).min(-1)
+            ok = walking & (best_s <= 1)
+            g = nbr.long()[cur, best_k]
+            gs = _corner_screen(screen, tri, bi, g.clamp(min=0))
+            g_area = _edge(gs[:, 0, 0], gs[:, 0, 1], gs[:, 1, 0], gs[:, 1, 1], gs[:, 2, 0], gs[:, 2, 1])
+            sil = (g < 0) | ~(gs[..., 2] > 0).all(-1) | ((g_area > 0) != (sgn > 0))
+            new = ok & sil
+            found |= new
+            sil_k, sil_tri = torch.where(new, best_k, sil_k), torch.where(new, cur, sil_tri)
+            walking = ok & ~sil & (g != t_other)
+            cur = torch.where(walking, g, cur)
+        corner = tri.long()[sil_tri]
+        ia = corner.gather(1, ((sil_k + 1) % 3).unsqueeze(1))[:, 0]
+        ic = corner.gather(1, ((sil_k + 2) % 3).unsqueeze(1))[:, 0]
+        d = screen[bi, ic] - screen[bi, ia]
+        steep = d[:, 1].abs() >= d[:, 0].abs()
+        keep = found & (steep == (yi == yo))
+    bi, p_in, p_out, ia, ic = bi[keep], p_in[keep], p_out[keep], ia[keep], ic[keep]
+    xi, yi, xo, yo = xi[keep], yi[keep], xo[keep], yo[keep]
     sa, sc = screen[bi, ia], screen[bi, ic]
     e_in = _edge(sa[:, 0], sa[:, 1], sc[:, 0], sc[:, 1], xi, yi)
     e_out = _edge(sa[:, 0], sa[:, 1], sc[:, 0], sc[:, 1], xo, yo)
