@@ -35,3 +35,7 @@ BACKGROUND_DEPTH = 0.0
 # exceeds the bit pattern of every finite positive float32 (inf is 0x7F800000), so any real write is
 # smaller.
 ZBUF_EMPTY_KEY = (0x7FFFFFFF << 32) | 0x7FFFFFFF
+
+#: Triangles the antialiasing op walks along a pixel pair's segment looking for the silhouette edge
+#: (shared by the Taichi kernel and its torch twin, so both find the same edges).
+MAX_WALK = 8

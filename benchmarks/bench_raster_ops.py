@@ -1,0 +1,222 @@
+"""rasterize + interpolate + antialias, forward and forward+backward (w.r.t. positions and per-vertex
+colours), Taichi ops against their plain-torch twins and the peers that install, in one process.
+
+Workload (as measured before these ops existed): a UV sphere of ~2k / 30k / 200k triangles filling ~80%
+of the width of a 256^2 or 512^2 image, per-vertex random colours, L2 loss against a black image;
+batch 1 and 8 (each image's sphere jittered). ``silhouette_grad``: with white colours on a black target,
+the position gradient is non-zero (only edge / visibility gradients can give that: the interior of a
+constant-colour mesh has none).
+
+Peers: Mitsuba 3 ``llvm_ad_rgb`` (``pip install mitsuba`` + a system libLLVM 19 at
+``$DRJIT_LIBLLVM_PATH``) runs the 256^2 batch-1 cases with its ``prb`` integrator (no silhouette
+gradients) and ``direct_projective`` (``sppi=0``: primary-visibility silhouette gradients), 1 spp.
+PyTorch3D has no CPU wheel in the package registry here (the JSON says so).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_raster_ops.py --json benchmarks/results/raster_ops.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+from fml_taichi.common import runtime  # noqa: E402
+from fml_taichi.common.atomic import write_bytes  # noqa: E402
+from fml_taichi.ops import raster as ops  # noqa: E402
+from fml_taichi.reference import raster_ops as reference  # noqa: E402
+from fml_taichi.reference.meshes import sphere_with_n_vertices  # noqa: E402
+
+TRIANGLES = (2_000, 30_000, 200_000)
+SIZES = (256, 512)
+BATCHES = (1, 8)
+DISTANCE = 3.0
+
+
+def sphere_case(n_tris: int, size: int, batch: int, seed: int = 0) -> dict:
+    v, tri = sphere_with_n_vertices(n_tris // 2)
+    g = torch.Generator().manual_seed(seed)
+    pos = v.unsqueeze(0) + torch.tensor([0.0, 0.0, DISTANCE])
+    pos = (pos + 0.02 * torch.randn((batch, 1, 3), generator=g)).contiguous()
+    f = 1.2 * size
+    return dict(pos=pos, tri=tri, K=torch.tensor([f, f, (size - 1) / 2, (size - 1) / 2]), size=size,
+                colours=torch.rand((batch, v.shape[0], 3), generator=g), topology=ops.edge_neighbours(tri))
+
+
+def pipeline(mod, case: dict, colours: torch.Tensor, backward: bool):
+    """Render and (optionally) back-propagate an L2 loss against black; returns the position gradient."""
+    pos = case["pos"].clone().requires_grad_(backward)
+    col = colours.clone().requires_grad_(backward)
+    if not backward:
+        with torch.no_grad():
+            rast = mod.rasterize(pos, case["tri"], case["size"], case["K"])
+            mod.antialias(mod.interpolate(col, rast, case["tri"]), rast, pos, case["tri"], case["topology"])
+        return None
+    rast = mod.rasterize(pos, case["tri"], case["size"], case["K"])
+    img = mod.antialias(mod.interpolate(col, rast, case["tri"]), rast, pos, case["tri"], case["topology"])
+    (img ** 2).sum().backward()
+    return pos.grad
+
+
+def time_ms(fn, repeats: int) -> float:
+    """Median ms after a warm-up (which also compiles kernels); one sample when a run takes > 3 s."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    if first > 3.0:
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
+
+
+def ours(case: dict, impl: str, repeats: int) -> dict:
+    mod = ops if impl == "taichi" else reference
+    fwd = time_ms(lambda: pipeline(mod, case, case["colours"], False), repeats)
+    fwd_bwd = time_ms(lambda: pipeline(mod, case, case["colours"], True), repeats)
+    g = pipeline(mod, case, torch.ones_like(case["colours"]), True)
+    return {"fwd_ms": round(fwd, 2), "fwd_bwd_ms": round(fwd_bwd, 2), "silhouette_grad": bool(g.abs().max() > 1e-6)}
+
+
+def mitsuba_peer(case: dict, repeats: int) -> tuple[list, str]:
+    """Mitsuba 3 llvm_ad_rgb cases for a batch-1 ``case``; ([], why) when it does not run here."""
+    try:
+        import drjit as dr
+        import mitsuba as mi
+
+        mi.set_variant("llvm_ad_rgb")
+    except Exception as e:  # not installed, or no usable libLLVM
+        return [], f"mitsuba llvm_ad_rgb unavailable: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    size = case["size"]
+    v = case["pos"][0].numpy()
+    tri = case["tri"].numpy()
+    col = case["colours"][0].numpy()
+    props = mi.Properties()
+    props["bsdf"] = mi.load_dict({"type": "diffuse", "reflectance": {"type": "mesh_attribute", "name": "vertex_color"}})
+    mesh = mi.Mesh("sphere", vertex_count=v.shape[0], face_count=tri.shape[0], props=props, has_vertex_normals=False)
+    mp = mi.traverse(mesh)
+    mp["vertex_positions"] = dr.ravel(mi.TensorXf(v))
+    mp["faces"] = dr.ravel(mi.TensorXu(tri.astype("uint32")))
+    mp.update()
+    mesh.add_attribute("vertex_color", 3, dr.ravel(mi.TensorXf(col)))
+    fov = math.degrees(2 * math.atan((size / 2) / float(case["K"][0])))
+    results = []
+    for integrator, silhouettes in (({"type": "prb"}, False), ({"type": "direct_projective", "sppi": 0}, True)):
+        scene = mi.load_dict({
+            "type": "scene", "integrator": integrator,
+            "sensor": {"type": "perspective", "fov": fov, "fov_axis": "x",
+                       "to_world": mi.ScalarTransform4f().look_at(origin=[0, 0, 0], target=[0, 0, 1], up=[0, -1, 0]),
+                       "film": {"type": "hdrfilm", "width": size, "height": size, "rfilter": {"type": "box"}},
+                       "sampler": {"type": "independent", "sample_count": 1}},
+            "light": {"type": "directional", "direction": [0, 0, 1], "irradiance": 3.0},
+            "sphere": mesh,
+        })
+        params = mi.traverse(scene)
+        keys = [k for k in params.keys() if k.endswith("vertex_positions") or k.endswith("vertex_color")]
+
+        def fwd():
+            img = mi.render(scene, params, spp=1)
+            dr.eval(img)
+
+        def fwd_bwd():
+            for k in keys:
+                dr.enable_grad(params[k])
+            params.update()
+            img = mi.render(scene, params, spp=1)
+            loss = dr.mean(dr.square(img), axis=None)
+            dr.backward(loss)
+            g = dr.grad(params[[k for k in keys if k.endswith("vertex_positions")][0]])
+            dr.eval(g)
+            return g
+
+        try:
+            t_f = time_ms(fwd, repeats)
+            t_fb = time_ms(fwd_bwd, repeats)
+            g = fwd_bwd()
+            grad_max = float(dr.max(dr.abs(g), axis=None))
+        except Exception as e:  # an integrator/variant combination this build rejects
+            results.append({"impl": f"mitsuba_{integrator['type']}", "error": f"{type(e).__name__}: {e}"[:200]})
+            continue
+        results.append({"impl": f"mitsuba_{integrator['type']}", "fwd_ms": round(t_f, 2), "fwd_bwd_ms": round(t_fb, 2),
+                        "silhouette_grad": silhouettes and grad_max > 0, "position_grad_nonzero": grad_max > 0,
+                        "note": f"1 spp, directional light, diffuse per-vertex colour; silhouette gradients by design: "
+                                f"{silhouettes}"})
+    return results, f"mitsuba {mi.__version__} {mi.variant()}"
+
+
+def pytorch3d_status() -> str:
+    try:
+        import pytorch3d  # noqa: F401
+
+        return "pytorch3d importable (not benchmarked)"
+    except Exception:
+        return ("pytorch3d not installed: the package registry here has no pytorch3d distribution for this "
+                "platform (pip: 'from versions: none')")
+
+
+def print_table(cases: list) -> None:
+    ref = {(c["triangles"], c["size"], c["batch"]): c for c in cases if c["impl"] == "torch_reference" and "fwd_ms" in c}
+    print(f"{'impl':<26}{'tris':>8}{'size':>6}{'B':>3}{'fwd ms':>10}{'fwd+bwd ms':>12}{'sil':>5}"
+          f"{'fwd x':>8}{'f+b x':>8}")
+    for c in cases:
+        if "fwd_ms" not in c:
+            print(f"{c['impl']:<26}{c['triangles']:>8}{c['size']:>6}{c['batch']:>3}  {c.get('error') or c.get('skipped')}")
+            continue
+        r = ref.get((c["triangles"], c["size"], c["batch"]))
+        sx = f"{r['fwd_ms'] / c['fwd_ms']:.1f}" if r else "-"
+        sfb = f"{r['fwd_bwd_ms'] / c['fwd_bwd_ms']:.1f}" if r else "-"
+        print(f"{c['impl']:<26}{c['triangles']:>8}{c['size']:>6}{c['batch']:>3}{c['fwd_ms']:>10.1f}"
+              f"{c['fwd_bwd_ms']:>12.1f}{'yes' if c['silhouette_grad'] else 'no':>5}{sx:>8}{sfb:>8}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", required=True, help="where to write the results")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="only the 30k-triangle 256^2 batch-1 case")
+    ap.add_argument("--skip-torch", default="200000x512x8",
+                    help="comma-separated TRISxSIZExBATCH cases where the torch reference is not run ('' for none)")
+    ap.add_argument("--no-peers", action="store_true", help="do not try Mitsuba")
+    args = ap.parse_args(argv)
+    if args.repeats < 1:
+        print("error: --repeats must be >= 1", file=sys.stderr)
+        return 2
+    runtime.init()
+    skip = {s.strip() for s in args.skip_torch.split(",") if s.strip()}
+    grid = [(30_000, 256, 1)] if args.quick else [(t, s, b) for t in TRIANGLES for s in SIZES for b in BATCHES]
+    cases, notes = [], {"torch_threads": torch.get_num_threads(), "device": runtime.device_name(),
+                        "pytorch3d": pytorch3d_status()}
+    for n_tris, size, batch in grid:
+        first = len(cases)
+        case = sphere_case(n_tris, size, batch)
+        row = {"triangles": int(case["tri"].shape[0]), "size": size, "batch": batch}
+        cases.append({"impl": "taichi", **row, **ours(case, "taichi", args.repeats)})
+        if f"{n_tris}x{size}x{batch}" in skip:
+            cases.append({"impl": "torch_reference", **row, "skipped": "not run: too slow for this CPU (--skip-torch)"})
+        else:
+            cases.append({"impl": "torch_reference", **row, **ours(case, "torch_reference", args.repeats)})
+        if not args.no_peers and batch == 1 and size == 256:
+            peer, note = mitsuba_peer(case, max(1, min(args.repeats, 3)))
+            notes["mitsuba"] = note
+            cases.extend({**p, **row} for p in peer)
+        print_table(cases[first:])
+    print("\nall cases:")
+    print_table(cases)
+    write_bytes(args.json, (json.dumps({"cases": cases, "notes": notes}, indent=2) + "\n").encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
