@@ -1,0 +1,1 @@
+"""Reconstruction: from detected faces to model parameters (landmark-anchored start, colour fit, aligned crops)."""
