@@ -1,0 +1,239 @@
+"""SH light and base reflectance from the image colours of a posed face, by alternating linear least squares.
+
+Given a face's geometry and pose (the landmark fit) and the image, each visible sample vertex ``i``
+has an observed colour ``I_i`` and the image formation of Eq. 5, ``I_ic = r_ic (H(n_i) gamma_c)``:
+bilinear in reflectance ``r`` and light ``gamma`` [9, 3]. With one fixed, the other is a linear least
+squares problem, so the fit alternates (a few rounds from the prior's reflectance):
+
+* **light**: 27 unknowns; a prior pulls the three colour channels' SH vectors towards their mean
+  (``light_chroma_weight``: the light stays near grey, so a colour cast is explained by the skin,
+  not by a cyan lamp) and keeps the higher bands small (``light_band_weight``);
+* **reflectance**: the global skin-colour modes of :mod:`fml_taichi.recon.skin_tone` (dark-light,
+  warm-cool, grey; measured prior) plus the model's own reflectance coefficients (prior: its
+  sigmas). The result is written back as model coefficients (``FaceParams.reflectance``), the
+  global colour included (the model's constant modes carry it exactly).
+
+A greyscale image has equal channels; the grey light and the grey mode then explain it exactly, so
+the fit returns grey reflectance and grey light. Visibility is the backface test at a margin
+(grazing vertices sample the background), inside the image, on the skin mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .skin_tone import constant_colour_coefficients, skin_modes
+
+__all__ = ["ColourFitConfig", "ColourFit", "ColourFitter", "sh_basis_np"]
+
+SH_C = (0.28209479177387814, 0.4886025119029199, 1.0925484305920792, 0.31539156525252005, 0.5462742152960396)
+
+
+@dataclass(frozen=True)
+class ColourFitConfig:
+    """iterations: light / reflectance rounds. n_samples: vertices used (a fixed spread subset of the
+    skin). sigma_colour: image colour noise (sets the data weight against the priors).
+    light_chroma_weight, light_band_weight: light priors (module docstring), in units of the data
+    term of one sample. light_level, light_level_sd: prior of the mean irradiance over the visible
+    samples (0.62: the synthetic data's typical exposure). min_facing: visible only when ``-n . v / |v|`` exceeds this."""
+
+    iterations: int = 3
+    n_samples: int = 300
+    sigma_colour: float = 0.05
+    light_chroma_weight: float = 100.0
+    light_band_weight: float = 0.5
+    light_level: float = 0.62
+    light_level_sd: float = 0.2
+    min_facing: float = 0.25
+
+
+@dataclass
+class ColourFit:
+    """light [B, 9, 3]; reflectance [B, m_r] model coefficients (global colour included); skin [B, 3]
+    the global-mode coefficients; albedo [B, 3] the mean fitted albedo over the samples; n_visible [B];
+    rms [B] colour residual over the visible samples."""
+
+    light: np.ndarray
+    reflectance: np.ndarray
+    skin: np.ndarray
+    albedo: np.ndarray
+    n_visible: np.ndarray
+    rms: np.ndarray
+
+
+def sh_basis_np(n: np.ndarray) -> np.ndarray:
+    """The 9 SH functions (docs/conventions.md order) of unit normals [..., 3] -> [..., 9]."""
+    x, y, z = n[..., 0], n[..., 1], n[..., 2]
+    c0, c1, c2, c3, c4 = SH_C
+    return np.stack([np.full_like(x, c0), c1 * y, c1 * z, c1 * x, c2 * x * y, c2 * y * z,
+                     c3 * (3 * z * z - 1), c2 * x * z, c4 * (x * x - y * y)], -1)
+
+
+def _bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """image [B, H, W, 3] at pixel positions uv [B, S, 2] (border clamp) -> [B, S, 3]."""
+    b, h, w, _ = image.shape
+    u = np.clip(uv[..., 0], 0, w - 1)
+    v = np.clip(uv[..., 1], 0, h - 1)
+    x0 = np.minimum(np.floor(u), max(w - 2, 0)).astype(np.int64)
+    y0 = np.minimum(np.floor(v), max(h - 2, 0)).astype(np.int64)
+    fx, fy = (u - x0)[..., None], (v - y0)[..., None]
+    bi = np.arange(b)[:, None]
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    top = image[bi, y0, x0] * (1 - fx) + image[bi, y0, x1] * fx
+    bottom = image[bi, y1, x0] * (1 - fx) + image[bi, y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _incident_triangles(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """[S, D] triangle indices around each of ``vertices`` (padded with -1)."""
+    rows = [np.nonzero((tri == v).any(1))[0] for v in vertices]
+    d = max(len(r) for r in rows)
+    return np.stack([np.concatenate([r, np.full(d - len(r), -1)]) for r in rows])
+
+
+class ColourFitter:
+    """Light and reflectance for one face model (module docstring).
+
+    ``fitter(images [B, H, W, 3], geometry [B, N, 3] (or the sample vertices [B, S, 3] via
+    ``sample_geometry``), rotation matrices [B, 3, 3], translation [B, 3], intrinsics [4] / [B, 4])``.
+    """
+
+    def __init__(self, face_model, config: ColourFitConfig | None = None):
+        self.config = cfg = config or ColourFitConfig()
+        skin = face_model.skin_mask.cpu().numpy()
+        cand = np.nonzero(skin)[0] if skin.sum() >= 50 else np.arange(face_model.n_vertices)
+        step = max(1, len(cand) // cfg.n_samples)
+        self.samples = cand[::step][: cfg.n_samples]
+        tri = face_model.triangles.cpu().numpy().astype(np.int64)
+        inc = _incident_triangles(tri, self.samples)
+        self._tri = np.concatenate([tri, np.zeros((1, 3), np.int64)])[inc]  # [S, D, 3]; pad = degenerate
+        self._mean = face_model.mean_reflectance.detach().double().cpu().numpy()[self.samples]  # [S, 3]
+        self._basis = face_model.reflectance_basis.detach().double().cpu().numpy()[self.samples]  # [S, 3, m]
+        self._prior = 1.0 / face_model.reflectance_sigma.detach().double().cpu().numpy() ** 2
+        modes = skin_modes()
+        self.constant_coef, _ = constant_colour_coefficients(face_model)  # [m, 3]
+        self.skin_mean = modes.mean
+        self.skin_modes = modes.modes  # [3 modes, 3 rgb]
+        # The skin prior's mean relative to the model's mean albedo, as a constant offset.
+        self.skin_offset = modes.mean - self._mean.mean(0)
+        self._base = self._mean + self.skin_offset  # [S, 3] albedo at zero coefficients
+        m = self._basis.shape[2]
+        self._design = np.concatenate([np.broadcast_to(self.skin_modes.T[None], (len(self.samples), 3, 3)),
+                                       self._basis], 2).reshape(-1, 3 + m)  # [3S, 3 + m]
+        self._refl_prior = np.diag(np.concatenate([np.ones(3), self._prior]) * cfg.sigma_colour ** 2)
+        # Light priors: channels towards their mean (grey), higher bands small (solve_light adds the
+        # exposure level: without it the albedo-light scale would be left to the albedo prior alone).
+        chroma = np.kron(np.eye(3) - 1.0 / 3.0, np.eye(9))
+        bands = np.kron(np.eye(3), np.diag([0.0] + [1.0] * 8))
+        self._light_prior = cfg.light_chroma_weight * chroma + cfg.light_band_weight * bands
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def normals(self, geometry: np.ndarray) -> np.ndarray:
+        """Model-space unit normals [B, S, 3] of the sample vertices from the full geometry [B, N, 3]."""
+        g = geometry[:, self._tri]  # [B, S, D, 3, 3]
+        fn = np.cross(g[..., 1, :] - g[..., 0, :], g[..., 2, :] - g[..., 0, :]).sum(2)
+        return fn / np.maximum(np.linalg.norm(fn, axis=-1, keepdims=True), 1e-20)
+
+    def observe(self, images, geometry, rot, t, k):
+        """(colours [B, S, 3], SH basis [B, S, 9], weights [B, S] in {0, 1}) of the sample vertices."""
+        _, h, w, _ = images.shape
+        rt = rot.transpose(0, 2, 1)
+        cam = geometry[:, self.samples] @ rt + t[:, None]
+        n_cam = self.normals(geometry) @ rt
+        z = np.maximum(cam[..., 2], 1e-6)
+        uv = np.stack([k[:, 0:1] * cam[..., 0] / z + k[:, 2:3], k[:, 1:2] * cam[..., 1] / z + k[:, 3:4]], -1)
+        facing = -(n_cam * cam).sum(-1) / np.linalg.norm(cam, axis=-1)
+        inside = (uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)
+        weight = ((facing > self.config.min_facing) & inside).astype(np.float64)
+        return _bilinear(images, uv), sh_basis_np(n_cam), weight
+
+    def solve_light(self, colours, sh, weight, albedo):
+        """Light [B, 9, 3] for fixed albedo [B, S, 3] (module docstring)."""
+        b = len(colours)
+        h = np.zeros((b, 27, 27))
+        g = np.zeros((b, 27))
+        for c in range(3):
+            a = sh * (albedo[..., c] * weight)[..., None]  # [B, S, 9]
+            h[:, c * 9:(c + 1) * 9, c * 9:(c + 1) * 9] = a.transpose(0, 2, 1) @ a
+            g[:, c * 9:(c + 1) * 9] = (a.transpose(0, 2, 1) @ (colours[..., c] * weight)[..., None])[..., 0]
+        # The mean irradiance over the visible samples near a typical exposure (a linear prior).
+        hbar = (sh * weight[..., None]).sum(1) / np.maximum(weight.sum(1), 1.0)[:, None]  # [B, 9]
+        w_level = (self.config.sigma_colour / self.config.light_level_sd) ** 2
+        level = w_level * np.einsum("bi,bj->bij", hbar, hbar)
+        for c in range(3):
+            h[:, c * 9:(c + 1) * 9, c * 9:(c + 1) * 9] += level
+            g[:, c * 9:(c + 1) * 9] += w_level * self.config.light_level * hbar
+        x = np.linalg.solve(h + self._light_prior, g[..., None])[..., 0]
+        return x.reshape(b, 3, 9).transpose(0, 2, 1)
+
+    def solve_reflectance(self, colours, shading, weight):
+        """(skin-mode coefficients [B, 3], model coefficients [B, m]) for fixed shading [B, S, 3].
+
+        Rows per (sample, channel) are ``shading * [skin modes, model basis]``: a constant design
+        ``U`` [3S, 3 + m] scaled per row, so the normal matrix is ``U^T diag(w^2) U``."""
+        b = len(colours)
+        sw = (shading * weight[..., None]).reshape(b, -1)  # [B, 3S]
+        rhs = ((colours - shading * self._base) * weight[..., None]).reshape(b, -1)
+        weighted = self._design[None] * (sw * sw)[..., None]  # [B, 3S, 3 + m]
+        wt = weighted.transpose(0, 2, 1)
+        x = np.linalg.solve(wt @ self._design + self._refl_prior, wt @ (rhs / np.where(sw == 0, 1.0, sw))[..., None])
+        x = x[..., 0]
+        return x[:, :3], x[:, 3:]
+
+    def light_prior_cost(self, light, sh, weight):
+        """Per-face value [B] of the light priors of :meth:`solve_light` (in its units)."""
+        x = light.transpose(0, 2, 1).reshape(len(light), 27)
+        quad = np.einsum("bi,ij,bj->b", x, self._light_prior, x)
+        hbar = (sh * weight[..., None]).sum(1) / np.maximum(weight.sum(1), 1.0)[:, None]
+        w_level = (self.config.sigma_colour / self.config.light_level_sd) ** 2
+        return quad + w_level * (((hbar[:, :, None] * light).sum(1) - self.config.light_level) ** 2).sum(1)
+
+    def resolve_scale(self, skin, coef, light, sh, weight):
+        """Albedo x s with light / s leaves every rendered colour unchanged; alternating steps move
+        along that ridge only as fast as the weak priors pull. Pick ``s`` on a grid by the priors alone."""
+        base = self._base.mean(0)  # the constant albedo at zero coefficients
+        scales = np.exp(np.linspace(-1.2, 1.2, 49))
+        inv_modes = np.linalg.inv(self.skin_modes)
+        costs = []
+        for sc in scales:
+            sk = ((sc - 1.0) * base + sc * (skin @ self.skin_modes)) @ inv_modes
+            refl = self.config.sigma_colour ** 2 * ((sk ** 2).sum(1) + ((sc * coef) ** 2 * self._prior).sum(1))
+            costs.append(refl + self.light_prior_cost(light / sc, sh, weight))
+        best = scales[np.argmin(np.stack(costs, 1), 1)]  # [B]
+        sk = ((best - 1.0)[:, None] * base + best[:, None] * (skin @ self.skin_modes)) @ inv_modes
+        return sk, coef * best[:, None], light / best[:, None, None]
+
+    def albedo(self, skin, coef):
+        """Sample albedo [B, S, 3] for skin-mode and model coefficients."""
+        return self._mean + self.skin_offset + (skin @ self.skin_modes)[:, None] + np.einsum("scm,bm->bsc",
+                                                                                           self._basis, coef)
+
+    # -- the fit -----------------------------------------------------------------------------------
+    def __call__(self, images, geometry, rotation, translation, intrinsics) -> ColourFit:
+        img = np.asarray(images, np.float64)
+        geo = np.asarray(geometry, np.float64)
+        if img.ndim != 4 or img.shape[-1] != 3 or geo.ndim != 3 or len(geo) != len(img):
+            raise ValueError(f"images [B, H, W, 3] and geometry [B, N, 3] expected, got {img.shape}, {geo.shape}")
+        b = len(img)
+        k = np.broadcast_to(np.asarray(intrinsics, np.float64).reshape(-1, 4), (b, 4))
+        colours, sh, weight = self.observe(img, geo, np.asarray(rotation, np.float64),
+                                           np.asarray(translation, np.float64), k)
+        skin = np.zeros((b, 3))
+        coef = np.zeros((b, self._basis.shape[2]))
+        albedo = self.albedo(skin, coef)
+        for _ in range(self.config.iterations):
+            light = self.solve_light(colours, sh, weight, albedo)
+            shading = sh @ light  # [B, S, 3]
+            skin, coef = self.solve_reflectance(colours, shading, weight)
+            albedo = self.albedo(skin, coef)
+        light = self.solve_light(colours, sh, weight, albedo)
+        skin, coef, light = self.resolve_scale(skin, coef, light, sh, weight)
+        albedo = self.albedo(skin, coef)
+        pred = albedo * (sh @ light)
+        n_vis = weight.sum(1)
+        rms = np.sqrt((((pred - colours) ** 2).sum(-1) * weight).sum(1) / np.maximum(n_vis, 1))
+        offset = self.skin_offset[None] + skin @ self.skin_modes  # constant RGB offset from the model's mean
+        total = coef + offset @ self.constant_coef.T
+        mean_albedo = (albedo * weight[..., None]).sum(1) / np.maximum(n_vis, 1)[:, None]
+        return ColourFit(light=light, reflectance=total, skin=skin, albedo=mean_albedo, n_visible=n_vis, rms=rms)

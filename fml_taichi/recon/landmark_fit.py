@@ -1,0 +1,330 @@
+"""Pose, shape and expression from 68 detected 2D landmarks: a fast batched fit in the style of eos.
+
+Under a perspective camera ``[fx, fy, cx, cy]`` the fit alternates, for a whole batch at once:
+
+1. **pose** (rotation, translation) by Gauss-Newton steps on the reprojection error of the current
+   landmark vertices; the start comes from an affine camera fitted to the inner landmarks (17-67),
+   whose rows give the rotation (any roll) and whose scale gives the depth;
+2. **jaw contour**: each jaw landmark (0-16) is assigned, among its contour candidates (ordered from
+   the face's inside outwards, up to its own frontal vertex), the vertex a 2D detector marks: its own
+   vertex while that faces the camera, otherwise the silhouette, i.e. the outermost candidate that
+   still faces the camera with every candidate inside it (the rule of the synthetic detector,
+   :mod:`fml_taichi.data.landmark_noise`, without its depth test);
+3. **shape and expression** by regularised linear least squares: multiplying the projection by the
+   point's depth makes it linear in the model coefficients (``(u - cx) z = fx x``), and dividing
+   the rows by the current depth keeps the residuals in pixels. The prior is the model's standard
+   deviations, the data weight the detector's pixel noise, ``sigma_nme`` inter-ocular distances.
+
+All maths is float64 numpy on small arrays (68 points, ~50 coefficients), so a batch-1 fit costs well
+under a millisecond per face (``benchmarks/bench_inference.py`` times it inside the pipeline).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["LandmarkFitConfig", "LandmarkFit", "LandmarkFitter", "matrix_to_euler", "euler_to_matrix_np",
+           "affine_pose", "rodrigues"]
+
+N_JAW = 17
+INNER = np.arange(17, 68)
+OUTER_EYE_CORNERS = (36, 45)
+
+
+@dataclass(frozen=True)
+class LandmarkFitConfig:
+    """iterations: pose / contour / shape alternations. pose_steps: Gauss-Newton steps per pose stage.
+    sigma_nme: detector noise, in inter-ocular distances (sets the data weight against the prior).
+    min_sigma_px: floor of that noise in pixels. expression_scale: extra factor on the expression prior SD.
+    """
+
+    iterations: int = 4
+    pose_steps: int = 2
+    sigma_nme: float = 0.025
+    min_sigma_px: float = 0.5
+    expression_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.iterations < 1 or self.pose_steps < 1:
+            raise ValueError(f"iterations and pose_steps must be >= 1, got {self.iterations}, {self.pose_steps}")
+        if not self.sigma_nme > 0 or not self.min_sigma_px > 0 or not self.expression_scale > 0:
+            raise ValueError("sigma_nme, min_sigma_px and expression_scale must be positive")
+
+
+@dataclass
+class LandmarkFit:
+    """The fit of a batch. rotation [B, 3] Euler (rx, ry, rz) radians, ``R = Rz Ry Rx``; matrix
+    [B, 3, 3]; translation [B, 3] mm; shape [B, m_s]; expression [B, m_e]; vertices [B, 68] the
+    landmark vertices (jaw slid); landmarks_2d [B, 68, 2] their projections; nme [B] against the
+    input points (inter-ocular); rms_px [B]."""
+
+    rotation: np.ndarray
+    matrix: np.ndarray
+    translation: np.ndarray
+    shape: np.ndarray
+    expression: np.ndarray
+    vertices: np.ndarray
+    landmarks_2d: np.ndarray
+    nme: np.ndarray
+    rms_px: np.ndarray
+
+
+# ---- rotations --------------------------------------------------------------------------------------
+
+
+def euler_to_matrix_np(rotation: np.ndarray) -> np.ndarray:
+    """``R = Rz(rz) Ry(ry) Rx(rx)`` for [B, 3] Euler angles (docs/conventions.md), [B, 3, 3]."""
+    c, s = np.cos(rotation), np.sin(rotation)
+    cx, cy, cz = c[:, 0], c[:, 1], c[:, 2]
+    sx, sy, sz = s[:, 0], s[:, 1], s[:, 2]
+    rows = [cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx,
+            sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx,
+            -sy, cy * sx, cy * cx]
+    return np.stack(rows, -1).reshape(-1, 3, 3)
+
+
+def matrix_to_euler(r: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`euler_to_matrix_np` (ry in [-90, 90] degrees), [B, 3]."""
+    ry = -np.arcsin(np.clip(r[:, 2, 0], -1.0, 1.0))
+    rx = np.arctan2(r[:, 2, 1], r[:, 2, 2])
+    rz = np.arctan2(r[:, 1, 0], r[:, 0, 0])
+    return np.stack([rx, ry, rz], -1)
+
+
+_SKEW_AT = [1, 2, 3, 5, 6, 7]  # flat positions of the off-diagonal entries of a 3 x 3 matrix
+_SKEW_FROM = [2, 1, 2, 0, 1, 0]
+_SKEW_SIGN = np.array([-1.0, 1.0, 1.0, -1.0, -1.0, 1.0])
+
+
+def rodrigues(w: np.ndarray) -> np.ndarray:
+    """Rotation matrices [B, 3, 3] of rotation vectors [B, 3]: ``I + sin(t) K + (1 - cos(t)) K^2``."""
+    theta = np.sqrt((w * w).sum(-1, keepdims=True))
+    safe = np.maximum(theta, 1e-12)
+    k = np.zeros((len(w), 9))
+    k[:, _SKEW_AT] = (w / safe)[:, _SKEW_FROM] * _SKEW_SIGN
+    k = k.reshape(-1, 3, 3)
+    return np.eye(3) + np.sin(theta)[..., None] * k + (1 - np.cos(theta))[..., None] * (k @ k)
+
+
+_ROLL1, _ROLL2 = [1, 2, 0], [2, 0, 1]
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross product of [B, 3] arrays (np.cross costs ~30 us a call)."""
+    return a[:, _ROLL1] * b[:, _ROLL2] - a[:, _ROLL2] * b[:, _ROLL1]
+
+
+def _orthonormal(m: np.ndarray) -> np.ndarray:
+    """The nearest rotation to each [3, 3] matrix (its third row fixed as the cross of the first two)."""
+    u, _, vt = np.linalg.svd(m)
+    r = u @ vt
+    r[:, 2] = _cross(r[:, 0], r[:, 1])
+    return r
+
+
+def affine_pose(x2: np.ndarray, x3: np.ndarray, k: np.ndarray, pinv: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pose ``(R [B, 3, 3], t [B, 3])`` from an affine camera fitted to corresponding points.
+
+    x2 [B, P, 2] pixels, x3 [P, 3] model mm, k [B, 4]; ``pinv`` the pseudo-inverse of ``[x3, 1]``
+    (computed when not given). The affine rows are ``(f / z) r_1,2`` of a weak-perspective view:
+    their SVD gives the nearest rotation, their scale the depth.
+    """
+    b = x2.shape[0]
+    if pinv is None:
+        pinv = np.linalg.pinv(np.concatenate([x3, np.ones((len(x3), 1))], 1))  # [4, P]
+    sol = pinv @ x2  # [B, 4, 2]
+    a = sol[:, :3].transpose(0, 2, 1)  # [B, 2, 3]
+    off = sol[:, 3]
+    a_n = a / k[:, :2, None]  # rows r_i / z
+    scale = np.linalg.norm(a_n, axis=2).mean(1)  # 1 / z
+    rows = a_n / scale[:, None, None]
+    r3 = _cross(rows[:, 0], rows[:, 1])
+    rot = _orthonormal(np.concatenate([rows, r3[:, None]], 1))
+    z = 1.0 / scale
+    centroid = x3.mean(0)
+    # The affine offset maps the model origin; its depth is z minus the centroid's depth offset.
+    tz = z - (rot[:, 2] @ centroid)
+    tx = (off[:, 0] - k[:, 2]) / k[:, 0] * z
+    ty = (off[:, 1] - k[:, 3]) / k[:, 1] * z
+    t = np.stack([tx, ty, np.broadcast_to(tz, (b,))], -1)
+    return rot, t
+
+
+# ---- the fitter -------------------------------------------------------------------------------------
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().double().numpy() if hasattr(t, "detach") else np.asarray(t, np.float64)
+
+
+def _jaw_candidates(face_model) -> tuple[np.ndarray, np.ndarray]:
+    """[17, K] candidate vertices (inside -> own vertex, padded with the own vertex) and validity [17, K]."""
+    lms = _np(face_model.landmarks).astype(np.int64)
+    rows = []
+    for j in range(N_JAW):
+        cand = _np(face_model.contour(j)).astype(np.int64)
+        own = np.nonzero(cand == lms[j])[0]
+        rows.append(cand[: own[0] + 1] if len(own) else np.append(cand, lms[j]))
+    k = max(len(r) for r in rows)
+    table = np.stack([np.concatenate([r, np.full(k - len(r), r[-1])]) for r in rows])
+    valid = np.stack([np.arange(k) < len(r) for r in rows])
+    return table, valid
+
+
+def _vertex_normals(v: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    fn = np.cross(v[tri[:, 1]] - v[tri[:, 0]], v[tri[:, 2]] - v[tri[:, 0]])
+    n = np.zeros_like(v)
+    for c in range(3):
+        np.add.at(n, tri[:, c], fn)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
+
+
+def _gather(pts: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return pts[np.arange(len(idx))[:, None], idx]
+
+
+class LandmarkFitter:
+    """Batched landmark fit for one face model (module docstring).
+
+    ``fitter(landmarks [B, 68, 2], intrinsics [4] or [B, 4], weights [B, 68] optional) -> LandmarkFit``.
+    Weights scale each point's influence (e.g. detector confidences); 0 drops a point.
+    """
+
+    def __init__(self, face_model, config: LandmarkFitConfig | None = None):
+        self.config = config or LandmarkFitConfig()
+        mean = _np(face_model.mean_geometry)
+        basis = np.concatenate([_np(face_model.shape_basis), _np(face_model.expression_basis)], 2)  # [N, 3, M]
+        self.m_shape = face_model.m_shape
+        sigma = np.concatenate([_np(face_model.shape_sigma),
+                                _np(face_model.expression_sigma) * self.config.expression_scale])
+        self.prior = 1.0 / sigma ** 2  # [M]
+        self.fixed = _np(face_model.landmarks).astype(np.int64)
+        self.jaw_table, self.jaw_valid = _jaw_candidates(face_model)
+        self.own_k = self.jaw_valid.sum(1) - 1  # [17] position of each jaw landmark's own vertex
+        # Only the vertices the fit can ever touch: the 68 landmarks and every jaw candidate.
+        used = np.unique(np.concatenate([self.fixed, self.jaw_table.ravel()]))
+        remap = {v: i for i, v in enumerate(used)}
+        self.fixed_local = np.array([remap[v] for v in self.fixed])
+        self.jaw_local = np.vectorize(remap.get)(self.jaw_table)
+        self.used = used
+        self.mean = mean[used]  # [U, 3]
+        self.basis = basis[used]  # [U, 3, M]
+        self.normals = _vertex_normals(mean, _np(face_model.triangles).astype(np.int64))[used]
+        self.mean_inner = mean[self.fixed[INNER]]
+        self.inner_pinv = np.linalg.pinv(np.concatenate([self.mean_inner, np.ones((len(INNER), 1))], 1))
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def points(self, coef: np.ndarray) -> np.ndarray:
+        """Model-space positions [B, U, 3] of the used vertices for coefficients [B, M]."""
+        return self.mean[None] + np.einsum("ucm,bm->buc", self.basis, coef)
+
+    def jaw_vertices(self, rot: np.ndarray, t: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        """Local indices [B, 68] of the landmark vertices with the jaw on the silhouette (module docstring)."""
+        b = len(rot)
+        tab = self.jaw_local  # [17, K]
+        rt = rot.transpose(0, 2, 1)[:, None]
+        cam = pts[:, tab] @ rt + t[:, None, None]  # [B, 17, K, 3]
+        n_cam = self.normals[tab][None] @ rt
+        facing = ((cam * n_cam).sum(-1) < 0) & self.jaw_valid[None]
+        leading = np.cumprod(facing, axis=2).sum(2)  # candidates facing the camera, from the inside
+        pick = np.where(leading > self.own_k, self.own_k, np.maximum(leading - 1, 0))
+        idx = np.repeat(self.fixed_local[None], b, 0)
+        idx[:, :N_JAW] = tab[np.arange(N_JAW)[None], pick]
+        return idx
+
+    @staticmethod
+    def project(rot, t, x3, k):
+        cam = x3 @ rot.transpose(0, 2, 1) + t[:, None]
+        z = np.maximum(cam[..., 2], 1e-6)
+        uv = np.stack([k[:, 0:1] * cam[..., 0] / z + k[:, 2:3], k[:, 1:2] * cam[..., 1] / z + k[:, 3:4]], -1)
+        return uv, cam
+
+    def pose_step(self, rot, t, x3, x2, w, k):
+        """One Gauss-Newton step on (rotation, translation); left-multiplied rotation update."""
+        b, p = x3.shape[:2]
+        cam = x3 @ rot.transpose(0, 2, 1) + t[:, None]
+        qx, qy, qz = (x3 @ rot.transpose(0, 2, 1)).transpose(2, 0, 1)  # R X
+        iz = 1.0 / np.maximum(cam[..., 2], 1e-6)
+        fx, fy = k[:, 0:1] * w, k[:, 1:2] * w
+        # d u / d cam = (a, 0, c), d v / d cam = (0, d, e); d cam / d omega = -[q]_x gives
+        # d u / d omega = -(a_u x q) and likewise for v, written out (the zero entries drop).
+        a, c = fx * iz, -fx * cam[..., 0] * iz ** 2
+        d, e = fy * iz, -fy * cam[..., 1] * iz ** 2
+        jac = np.empty((b, 2 * p, 6))
+        ju, jv = jac[:, :p], jac[:, p:]
+        ju[..., 0], ju[..., 1], ju[..., 2] = c * qy, a * qz - c * qx, -a * qy
+        ju[..., 3], ju[..., 4], ju[..., 5] = a, 0.0, c
+        jv[..., 0], jv[..., 1], jv[..., 2] = e * qy - d * qz, -e * qx, d * qx
+        jv[..., 3], jv[..., 4], jv[..., 5] = 0.0, d, e
+        res = np.empty((b, 2 * p, 1))
+        res[:, :p, 0] = (x2[..., 0] - (k[:, 0:1] * cam[..., 0] * iz + k[:, 2:3])) * w
+        res[:, p:, 0] = (x2[..., 1] - (k[:, 1:2] * cam[..., 1] * iz + k[:, 3:4])) * w
+        jt = jac.transpose(0, 2, 1)
+        h = jt @ jac
+        h += (1e-6 * np.trace(h, axis1=1, axis2=2))[:, None, None] * np.eye(6)
+        step = np.linalg.solve(h, jt @ res)[..., 0]
+        return rodrigues(step[:, :3]) @ rot, t + step[:, 3:]
+
+    def solve_coefficients(self, rot, t, idx, pts, x2, w, k, sigma_px):
+        """Regularised linear least squares for shape + expression at a fixed pose (module docstring)."""
+        b, p = idx.shape
+        base = self.basis[idx]  # [B, P, 3, M]
+        mean = self.mean[idx]  # [B, P, 3]
+        cur = _gather(pts, idx)
+        z = np.maximum(cur @ rot[:, 2, :, None] + t[:, 2:3, None], 1e-6)[..., 0]  # [B, P]
+        scale = w / (z * sigma_px[:, None])
+        du = x2[..., 0] - k[:, 2:3]
+        dv = x2[..., 1] - k[:, 3:4]
+        # Row vectors a with  a . X + (f t_xy - d t_z) = 0  for the exact projection of X (module docstring).
+        a = np.empty((b, 2 * p, 3))
+        a[:, :p] = k[:, 0:1, None] * rot[:, None, 0] - du[..., None] * rot[:, None, 2]
+        a[:, p:] = k[:, 1:2, None] * rot[:, None, 1] - dv[..., None] * rot[:, None, 2]
+        s2 = np.concatenate([scale, scale], 1)
+        const = np.concatenate([k[:, 0:1] * t[:, 0:1] - du * t[:, 2:3], k[:, 1:2] * t[:, 1:2] - dv * t[:, 2:3]], 1)
+        base2 = np.concatenate([base, base], 1)  # [B, 2P, 3, M]
+        rows = (a[..., 0:1] * base2[:, :, 0] + a[..., 1:2] * base2[:, :, 1] + a[..., 2:3] * base2[:, :, 2])
+        rows *= s2[..., None]  # [B, 2P, M]
+        rhs = -((a * np.concatenate([mean, mean], 1)).sum(-1) + const) * s2
+        rt = rows.transpose(0, 2, 1)
+        h = rt @ rows + np.diag(self.prior)
+        return np.linalg.solve(h, rt @ rhs[..., None])[..., 0]
+
+    # -- the fit -----------------------------------------------------------------------------------
+    def __call__(self, landmarks, intrinsics, weights=None) -> LandmarkFit:
+        x2 = _np(landmarks)
+        if x2.ndim == 2:
+            x2 = x2[None]
+        if x2.ndim != 3 or x2.shape[1:] != (68, 2) or not np.isfinite(x2).all():
+            raise ValueError(f"landmarks: expected finite (B, 68, 2) points, got shape {x2.shape}")
+        b = len(x2)
+        k = np.broadcast_to(_np(intrinsics).reshape(-1, 4), (b, 4)).astype(np.float64)
+        w = np.ones((b, 68)) if weights is None else np.broadcast_to(_np(weights).reshape(-1, 68), (b, 68)).copy()
+        iod = np.linalg.norm(x2[:, OUTER_EYE_CORNERS[0]] - x2[:, OUTER_EYE_CORNERS[1]], axis=-1)
+        # The inter-ocular distance shrinks with yaw; the face's scale (affine fit) does not.
+        rot, t = affine_pose(x2[:, INNER], self.mean_inner, k, self.inner_pinv)
+        face_px = k[:, 0] / t[:, 2] * np.linalg.norm(self.mean_inner[OUTER_EYE_CORNERS[0] - 17]
+                                                     - self.mean_inner[OUTER_EYE_CORNERS[1] - 17])
+        sigma_px = np.maximum(self.config.sigma_nme * face_px, self.config.min_sigma_px)
+        coef = np.zeros((b, len(self.prior)))
+        pts = self.points(coef)
+        w_inner = w.copy()
+        w_inner[:, :N_JAW] = 0.0
+        idx = self.jaw_vertices(rot, t, pts)
+        for it in range(self.config.iterations):
+            x3 = _gather(pts, idx)
+            for _ in range(self.config.pose_steps):
+                rot, t = self.pose_step(rot, t, x3, x2, w_inner if it == 0 else w, k)
+            idx = self.jaw_vertices(rot, t, pts)
+            coef = self.solve_coefficients(rot, t, idx, pts, x2, w, k, sigma_px)
+            pts = self.points(coef)
+        x3 = _gather(pts, idx)
+        rot, t = self.pose_step(rot, t, x3, x2, w, k)
+        idx = self.jaw_vertices(rot, t, pts)
+        x3 = _gather(pts, idx)
+        uv, _ = self.project(rot, t, x3, k)
+        err = np.linalg.norm(uv - x2, axis=-1)
+        return LandmarkFit(rotation=matrix_to_euler(rot), matrix=rot, translation=t,
+                           shape=coef[:, :self.m_shape], expression=coef[:, self.m_shape:],
+                           vertices=self.used[idx], landmarks_2d=uv,
+                           nme=err.mean(1) / np.maximum(iod, 1e-9), rms_px=np.sqrt((err ** 2).mean(1)))
