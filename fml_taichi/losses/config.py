@@ -17,6 +17,9 @@ import yaml
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "losses.yaml"
 
 
+PHOTO_VISIBILITY = ("backface", "zbuffer")
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """Every weight of Eq. 6-15 plus the few hyper-parameters the terms need.
@@ -47,6 +50,9 @@ class LossWeights:
     landmark_reference_size: float = 240.0
     # Jaw landmarks slide along their contour candidates (Fig. 2); False pins them to their vertex.
     sliding_contour: bool = True
+    # E_photo's vertex visibility: "backface" (the paper's test) or "zbuffer" (also drops self-occluded
+    # vertices, e.g. the cheek behind the nose of a turned head; costs one rasterisation per level).
+    photo_visibility: str = "backface"
 
     def __post_init__(self):
         for f in fields(self):
@@ -55,6 +61,8 @@ class LossWeights:
                 if not isinstance(v, bool):
                     raise ValueError(f"{f.name}: expected true/false, got {v!r}")
                 continue
+            if f.type == "str":
+                continue  # checked against its choices below
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{f.name}: expected a finite number, got {v!r}")
             if v < 0:
@@ -64,6 +72,8 @@ class LossWeights:
         for name in ("ref_eps", "chroma_eps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
+        if self.photo_visibility not in PHOTO_VISIBILITY:
+            raise ValueError(f"photo_visibility: expected one of {PHOTO_VISIBILITY}, got {self.photo_visibility!r}")
         if self.glo_partners < 1 or int(self.glo_partners) != self.glo_partners:
             raise ValueError(f"glo_partners: expected a positive integer, got {self.glo_partners}")
         if int(self.glo_seed) != self.glo_seed:

@@ -6,6 +6,7 @@ compute the same maths; the face-specific choices (which vertices, which weights
 """
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import torch
@@ -14,16 +15,22 @@ from ..common.checks import check_tensor
 from ..ops import landmarks as ti_landmarks
 from ..ops import regularizers as ti_regularizers
 from ..ops.image_formation import image_formation as ti_image_formation
+from ..ops.photometric import photometric_loss as ti_photometric_loss
+from ..ops.visibility import zbuffer_visibility as ti_zbuffer_visibility
 from ..reference import landmarks as torch_landmarks
 from ..reference import regularizers as torch_regularizers
 from ..reference.image_formation import image_formation as torch_image_formation
+from ..reference.image_formation import photometric_loss as torch_photometric_loss
+from ..reference.rasterize import zbuffer_visibility as torch_zbuffer_visibility
 
 IMPLS = ("taichi", "torch")
 
 _OPS = {
-    "taichi": SimpleNamespace(landmarks=ti_landmarks, regularizers=ti_regularizers, image_formation=ti_image_formation),
+    "taichi": SimpleNamespace(landmarks=ti_landmarks, regularizers=ti_regularizers, image_formation=ti_image_formation,
+                              photometric_loss=ti_photometric_loss, zbuffer_visibility=ti_zbuffer_visibility),
     "torch": SimpleNamespace(landmarks=torch_landmarks, regularizers=torch_regularizers,
-                             image_formation=torch_image_formation),
+                             image_formation=torch_image_formation, photometric_loss=torch_photometric_loss,
+                             zbuffer_visibility=torch_zbuffer_visibility),
 }
 
 
@@ -37,23 +44,40 @@ def ops(impl: str) -> SimpleNamespace:
 # ---- data terms -------------------------------------------------------------------------------------
 
 
-def level_photo(geometry, reflectance, params, face_model, image, intrinsics, impl: str = "taichi"):
+def level_photo(geometry, reflectance, params, face_model, image, intrinsics, impl: str = "taichi",
+                visibility: str = "backface"):
     """The image-formation result (``ImageFormationResult``: per-image ``loss``, ``uv``, ``visible``) of
-    one level: its l2,1 colour error against ``image`` with the layer's backface visibility."""
-    return ops(impl).image_formation(geometry.contiguous(), reflectance.contiguous(), face_model.triangles,
-                                     params.rotation.contiguous(), params.translation.contiguous(), intrinsics,
-                                     params.light.contiguous(), image)
+    one level: its l2,1 colour error against ``image``.
+
+    ``visibility``: ``"backface"`` (the layer's own test) or ``"zbuffer"``: also drop the vertices the
+    mesh hides from itself (z-buffer of the same level), rescoring the layer's colours and samples.
+    """
+    op = ops(impl)
+    res = op.image_formation(geometry.contiguous(), reflectance.contiguous(), face_model.triangles,
+                             params.rotation.contiguous(), params.translation.contiguous(), intrinsics,
+                             params.light.contiguous(), image)
+    if visibility == "backface":
+        return res
+    if visibility != "zbuffer":
+        raise ValueError(f"visibility: expected 'backface' or 'zbuffer', got {visibility!r}")
+    k = intrinsics if intrinsics.ndim == 2 else intrinsics.expand(res.v_cam.shape[0], 4)
+    unhidden = op.zbuffer_visibility(res.v_cam.detach().contiguous(), face_model.triangles,
+                                     k.to(res.v_cam.dtype).contiguous(), image.shape[1], image.shape[2])
+    visible = (res.visible * unhidden).contiguous()
+    loss = op.photometric_loss(res.sampled.contiguous(), res.colors.contiguous(), visible)
+    return dataclasses.replace(res, loss=loss, visible=visible)
 
 
-def photo_term(model_out, params, face_model, image, intrinsics, impl: str = "taichi"):
+def photo_term(model_out, params, face_model, image, intrinsics, impl: str = "taichi", visibility: str = "backface"):
     """E_photo (Eq. 9) per image: the l2,1 colour error of the base plus the final level.
 
     Returns ``(e_photo [B], base_result, final_result)``; the results (``ImageFormationResult``) carry
     ``uv``/``visible`` that other terms reuse. Visibility is the layer's backface test.
     """
-    base = level_photo(model_out.base_geometry, model_out.base_reflectance, params, face_model, image, intrinsics, impl)
+    base = level_photo(model_out.base_geometry, model_out.base_reflectance, params, face_model, image, intrinsics, impl,
+                       visibility)
     final = level_photo(model_out.final_geometry, model_out.final_reflectance, params, face_model, image,
-                        intrinsics, impl)
+                        intrinsics, impl, visibility)
     return base.loss + final.loss, base, final
 
 

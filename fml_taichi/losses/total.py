@@ -138,7 +138,7 @@ def total_loss(model_out, params: FaceParams, face_model, image: torch.Tensor, l
     std = terms.std_term(params, face_model, weights.w_rstd, impl)
     if levels == "base":
         base = terms.level_photo(model_out.base_geometry, model_out.base_reflectance, params, face_model, image,
-                                 intrinsics, impl)
+                                 intrinsics, impl, weights.photo_visibility)
         out = {"photo_base": base.loss, "sparse": sparse, "std": std}
         out = {k: v.mean() for k, v in out.items()}
         out["photo"] = out["photo_base"]
@@ -159,7 +159,8 @@ def _both_levels(model_out, params, face_model, image, intrinsics, weights, ref_
                  std) -> dict[str, torch.Tensor]:
     """The terms of Eq. 6 that need the final level (E_photo of both levels, E_smo, E_ref, E_glo, E_sta)."""
     ctx = context if context is not None else context_for(face_model, weights)
-    photo, base, final = terms.photo_term(model_out, params, face_model, image, intrinsics, impl)
+    photo, base, final = terms.photo_term(model_out, params, face_model, image, intrinsics, impl,
+                                          weights.photo_visibility)
     if ref_weights is not None:
         check_tensor("ref_weights", ref_weights, shape=(params.batch_size, face_model.neighbour_indices.shape[0]),
                      contiguous=False)
