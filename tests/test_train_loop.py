@@ -12,7 +12,7 @@ from fml_taichi.data.cached_dataset import write_crop
 from fml_taichi.nets.checkpoint import CheckpointError, load_checkpoint
 from fml_taichi.nets.config import from_dict
 from fml_taichi.recon.reconstructor import Reconstructor
-from fml_taichi.train.validation import METRIC_KEYS
+from fml_taichi.train.validation import MEAN_FACE_KEYS, METRIC_KEYS
 
 TINY = {
     "seed": 0,
@@ -61,8 +61,9 @@ def test_run_writes_checkpoints_logs_curves_and_metrics(straight_run):
         assert os.path.isfile(os.path.join(out, name)), name
     with open(os.path.join(out, "metrics.json")) as f:
         saved = json.load(f)
-    assert set(saved) == set(METRIC_KEYS) and saved["n"] == 4
-    assert all(np.isfinite(saved[k]) and saved[k] >= 0 for k in METRIC_KEYS)
+    assert set(saved) == set(METRIC_KEYS) | set(MEAN_FACE_KEYS) and saved["n"] == 4
+    assert all(np.isfinite(saved[k]) and saved[k] >= 0 for k in METRIC_KEYS + MEAN_FACE_KEYS)
+    assert saved["geom_mm_mean_face"] > 0.1  # the landmark-placed mean face is not the truth
     assert saved == pytest.approx(metrics)
     assert [r["step"] for r in tr.history.train] == [1, 2, 3, 4, 5, 6]
     assert [(r["step"], r["stage"]) for r in tr.history.val] == [(3, 1), (6, 2)]

@@ -1,5 +1,6 @@
 """Training building blocks without a training run: config, checkpoint file, crop folder, batches."""
 import json
+import math
 import os
 
 import numpy as np
@@ -61,6 +62,34 @@ def test_shipped_configs_load():
         cfg = C.load_config(os.path.join(root, name))
         assert cfg.total_steps > 0, name
         assert cfg.losses.weights is None or os.path.isfile(cfg.losses.weights), name
+
+
+def test_gpu_long_config_trains_a_few_steps_on_the_cpu(tmp_path):
+    """configs/gpu_long.yaml with only its sizes shrunk: AdaDelta, C = 500, flatten pooling, on-the-fly
+    data and its learning rates all run (a config nobody runs on a CPU would otherwise rot)."""
+    import dataclasses
+
+    from fml_taichi.train.trainer import Trainer
+
+    root = os.path.join(os.path.dirname(__file__), "..", "configs")
+    cfg = C.load_config(os.path.join(root, "gpu_long.yaml"))
+    assert cfg.stage1.optimizer == cfg.stage2.optimizer == "adadelta"
+    assert cfg.model.n_correctives_geometry == cfg.model.n_correctives_reflectance == 500
+    assert cfg.encoder.pool == "flatten" and cfg.data.pool is False
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, n_vertices=500),
+        encoder=dataclasses.replace(cfg.encoder, input_size=64, n_features=64),
+        data=dataclasses.replace(cfg.data, n_val=2, image_size=64),
+        stage1=dataclasses.replace(cfg.stage1, steps=2, batch_size=2),
+        stage2=dataclasses.replace(cfg.stage2, steps=2, batch_size=2),
+        log=dataclasses.replace(cfg.log, every=1, val_every=2, checkpoint_every=2, progress=False),
+        eval=dataclasses.replace(cfg.eval, n=2))
+    tr = Trainer(cfg, str(tmp_path / "run"), progress=False)
+    metrics = tr.run()
+    assert [r["step"] for r in tr.history.train] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["total"]) for r in tr.history.train)
+    assert math.isfinite(metrics["geom_mm_final"])
+    assert tr.model.multilevel.n_correctives_geometry == 500
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,9 +13,11 @@ from __future__ import annotations
 import torch
 
 from ..eval import harness
-from ..eval.methods import Reconstruction
+from ..eval.methods import MeanFaceMethod, Reconstruction
 
 METRIC_KEYS = harness.SUMMARY_KEYS
+#: The mean-face baseline's figures that :func:`final_evaluation` adds (same held-out faces).
+MEAN_FACE_KEYS = ("geom_mm_mean_face", "photo_mean_face", "nme_mean_face")
 
 
 class ModelMethod:
@@ -63,10 +65,16 @@ def validate(model, face_model, batches, intrinsics) -> dict[str, float]:
 
 
 def final_evaluation(model, n: int, config=None, progress: bool = False) -> dict:
-    """The harness's :func:`~fml_taichi.eval.harness.evaluate` on ``n`` held-out synthetic faces."""
+    """The harness's :func:`~fml_taichi.eval.harness.evaluate` on ``n`` held-out synthetic faces, plus
+    the baseline every level must beat on the same faces: the model's mean face placed by the
+    landmarks (``geom_mm_mean_face``, ``photo_mean_face``, ``nme_mean_face``)."""
     was_training = model.training
     try:
         result = harness.evaluate(ModelMethod(model), n=n, config=config, n_examples=0, progress=progress)
     finally:
         model.train(was_training)
-    return {k: result.summary.get(k) for k in METRIC_KEYS}
+    mean = harness.evaluate(MeanFaceMethod(model.multilevel.face_model), n=n, config=config, n_examples=0,
+                            progress=False).summary
+    out = {k: result.summary.get(k) for k in METRIC_KEYS}
+    out.update({f"{k}_mean_face": mean.get(f"{k}_base") for k in ("geom_mm", "photo", "nme")})
+    return out
