@@ -66,6 +66,8 @@ def _numpy_globals() -> dict:
     return allowed
 
 
+_BUILTINS = {"object": object, "set": set, "frozenset": frozenset, "bytearray": bytearray, "complex": complex,
+             "list": list, "dict": dict, "tuple": tuple}
 _SPARSE = ("csc_matrix", "csr_matrix", "coo_matrix", "csc_array", "csr_array", "coo_array")
 _CHUMPY = {("chumpy.ch", "Ch"), ("chumpy", "Ch")}
 
@@ -93,8 +95,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return getattr(scipy.sparse, name)
         if key in (("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor")):
             return _reconstructor
-        if key in (("__builtin__", "object"), ("builtins", "object")):
-            return object
+        if module in ("__builtin__", "builtins") and name in _BUILTINS:  # containers protocols 0-2 name
+            return _BUILTINS[name]
         if key == ("_codecs", "encode"):  # how protocols 0-2 store bytes (a pure data transform)
             return codecs.encode
         raise RefusedPickle(f"refused to load {module}.{name}: the file asks for a class or function that a "
