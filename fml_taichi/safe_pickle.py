@@ -154,13 +154,13 @@ def load_npy(path: str | os.PathLike):
                 _, _, dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise ValueError(f"unsupported .npy format version {version}")
-        except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        except Exception as e:  # noqa: BLE001 - numpy's header parser raises SyntaxError, TokenError, ...
             raise ValueError(f"{path}: not a readable .npy file ({_first_line(e)})") from e
         if not dtype.hasobject:
             f.seek(0)
             try:
                 return np.load(f, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as e:
+            except Exception as e:  # noqa: BLE001 - as above
                 raise ValueError(f"{path}: not a readable .npy file ({_first_line(e)})") from e
         data = f.read()
     try:

@@ -286,7 +286,7 @@ def _edited_model(edits):
     for key, drop, value, scale in edits:
         if drop:
             arrays.pop(key, None)
-        elif value is None:  # same shape, other values: NaN, out-of-range indices, negatives
+        elif value is None and key in arrays:  # same shape, other values: NaN, out-of-range indices, negatives
             arrays[key] = (arrays[key] * scale).astype(arrays[key].dtype) if arrays[key].dtype != np.bool_ else ~arrays[key]
         else:
             arrays[key] = value
