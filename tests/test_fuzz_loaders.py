@@ -286,10 +286,11 @@ def _edited_model(edits):
     for key, drop, value, scale in edits:
         if drop:
             arrays.pop(key, None)
-        elif value is None and key in arrays:  # same shape, other values: NaN, out-of-range indices, negatives
-            arrays[key] = (arrays[key] * scale).astype(arrays[key].dtype) if arrays[key].dtype != np.bool_ else ~arrays[key]
-        else:
+        elif value is not None:
             arrays[key] = value
+        elif key in arrays and arrays[key].dtype.kind in "fiub":  # same shape, other values: NaN, bad indices
+            a = arrays[key]
+            arrays[key] = ~a if a.dtype == np.bool_ else (a * scale).astype(a.dtype)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
