@@ -24,7 +24,7 @@ from fml_taichi.train.run_folder import CHECKPOINT, RUN_FILES, STAGE1_CHECKPOINT
 from test_train_loop import TINY
 
 SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_child.py")
-EXTRA_KILLS = int(os.environ.get("FML_CRASH_KILLS", "0"))
+EXTRA_KILLS = int(os.environ.get("FML_CRASH_KILLS", "3"))  # CI: 3 random kills; by hand: FML_CRASH_KILLS=100
 WRITES = ["checkpoint.pt", "checkpoint_stage1.pt", "config.yaml", "train_log.csv", "train_log.json", "val_log.csv",
           "val_log.json", "curves_loss.png", "curves_val_photo.png", "metrics.json", "run_info.json"]
 
@@ -141,7 +141,6 @@ def test_kills_in_every_kind_of_write_and_at_random_moments_resume_exactly(setup
     _same_as_reference(out, ref)
 
 
-@pytest.mark.skipif(EXTRA_KILLS == 0, reason="by hand: FML_CRASH_KILLS=N runs N random kills")
 def test_many_random_kills(setup):
     trainer, root, cfg, ref = setup
     rng = random.Random(int(os.environ.get("FML_CRASH_SEED", "1")))

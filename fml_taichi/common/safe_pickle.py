@@ -66,6 +66,8 @@ def _numpy_globals() -> dict:
     return allowed
 
 
+_BUILTINS = {"object": object, "set": set, "frozenset": frozenset, "bytearray": bytearray, "complex": complex,
+             "list": list, "dict": dict, "tuple": tuple}
 _SPARSE = ("csc_matrix", "csr_matrix", "coo_matrix", "csc_array", "csr_array", "coo_array")
 _CHUMPY = {("chumpy.ch", "Ch"), ("chumpy", "Ch")}
 
@@ -93,8 +95,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return getattr(scipy.sparse, name)
         if key in (("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor")):
             return _reconstructor
-        if key in (("__builtin__", "object"), ("builtins", "object")):
-            return object
+        if module in ("__builtin__", "builtins") and name in _BUILTINS:  # containers protocols 0-2 name
+            return _BUILTINS[name]
         if key == ("_codecs", "encode"):  # how protocols 0-2 store bytes (a pure data transform)
             return codecs.encode
         raise RefusedPickle(f"refused to load {module}.{name}: the file asks for a class or function that a "
@@ -119,8 +121,7 @@ def loads(data: bytes, encoding: str = "latin1"):
         return _RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
     except RefusedPickle:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError, UnicodeDecodeError, RecursionError, ImportError) as e:
+    except Exception as e:  # noqa: BLE001 - garbage fed to the admitted constructors fails in many types
         raise ValueError(f"not a readable pickle ({type(e).__name__}: {_first_line(e)})") from e
 
 
@@ -152,13 +153,13 @@ def load_npy(path: str | os.PathLike):
                 _, _, dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise ValueError(f"unsupported .npy format version {version}")
-        except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        except Exception as e:  # noqa: BLE001 - numpy's header parser raises SyntaxError, TokenError, ...
             raise ValueError(f"{path}: not a readable .npy file ({_first_line(e)})") from e
         if not dtype.hasobject:
             f.seek(0)
             try:
                 return np.load(f, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as e:
+            except Exception as e:  # noqa: BLE001 - as above
                 raise ValueError(f"{path}: not a readable .npy file ({_first_line(e)})") from e
         data = f.read()
     try:

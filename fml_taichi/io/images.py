@@ -89,7 +89,10 @@ def load_image(path, size: int | tuple[int, int] | None = None) -> np.ndarray:
     size = _check_size_arg(size)
     path = os.fspath(path)
     data = _read_bytes(path)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # keeps bit depth and alpha
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # keeps bit depth and alpha
+    except cv2.error as e:  # e.g. a header claiming more pixels than OpenCV's limit
+        raise ValueError(f"not a loadable image: {path!r} ({str(e).strip().splitlines()[-1]})") from e
     if img is None or img.size == 0:
         raise ValueError(f"not an image, or a truncated / corrupt one: {path!r}")
     img = _to_float(_to_rgb(img, path), path)

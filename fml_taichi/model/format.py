@@ -51,7 +51,7 @@ def _open(path: str):
         raise FileNotFoundError(f"face model file not found: {path}")
     try:
         return np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, IndexError, NotImplementedError) as e:
         raise ValueError(f"{path}: not a readable .npz face model ({e})") from e
 
 
@@ -67,7 +67,10 @@ def load_face_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
         try:
             if "format_version" not in z.files:
                 raise ValueError("format_version: missing (not a face model file?)")
-            version = int(z["format_version"])
+            raw = _read(z, "format_version")
+            if raw.shape != () or raw.dtype.kind not in "iu":
+                raise ValueError(f"format_version: expected an integer scalar, got {raw.dtype} of shape {raw.shape}")
+            version = int(raw)
             if version != FORMAT_VERSION:
                 raise ValueError(f"format_version: expected {FORMAT_VERSION}, got {version}")
             missing = [k for k in _FIELDS if k not in z.files]
@@ -84,8 +87,8 @@ def _read(z, name: str) -> np.ndarray:
     """One archive member; unreadable data (bad zip member, a pickled object array) -> ValueError naming it."""
     try:
         return z[name]
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise ValueError(f"{name}: cannot read ({e})") from e
+    except Exception as e:  # noqa: BLE001 - numpy's header parser raises SyntaxError, TokenError, ... on damage
+        raise ValueError(f"{name}: cannot read ({type(e).__name__}: {e})") from e
 
 
 def _to_tensor(name: str, a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:

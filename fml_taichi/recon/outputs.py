@@ -128,6 +128,8 @@ def overlay_faces(image: np.ndarray, results, triangles, max_side: int = OVERLAY
         x0, y0, x1, y1 = (int(round((v + 0.5) * f - 0.5)) for v in r.detection.box)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), (255, 200, 0), thick, cv2.LINE_AA)
         for x, y in r.landmarks_2d * f:
+            if not (np.isfinite(x) and np.isfinite(y) and -1e6 < x < 1e6 and -1e6 < y < 1e6):
+                continue  # a mesh behind the camera projects nowhere (reconstruct warns about it)
             cv2.circle(canvas, (int(round(x)), int(round(y))), thick + 1, (0, 255, 0), -1, cv2.LINE_AA)
         cv2.putText(canvas, str(i), (x0 + 2 * thick, max(y0 - 3 * thick, 12 * thick)), _FONT, 0.5 * thick,
                     (255, 200, 0), thick, cv2.LINE_AA)

@@ -31,8 +31,8 @@ from ..common.camera import default_intrinsics
 from ..data.cached_dataset import CachedCropDataset
 from ..data.synthetic import SyntheticConfig, SyntheticFaces
 from ..losses import LossWeights, default_weights
-from ..nets.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from ..nets.config import TrainConfig, from_dict
+from ..nets.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from ..nets.config import ConfigError, TrainConfig, from_dict
 from ..nets.models import (
     FaceAutoencoder,
     build_networks,
