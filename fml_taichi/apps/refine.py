@@ -75,7 +75,7 @@ def refine_results(results, multilevel, iterations: int, weights=None, progress:
     weights = default_weights() if weights is None else weights
     fm = multilevel.face_model
     images, landmarks, conf, start = _stack(results)
-    k = torch.as_tensor(results[0].crop_intrinsics, dtype=torch.float32)
+    k = torch.as_tensor(np.stack([r.crop_intrinsics for r in results]), dtype=torch.float32).contiguous()
     with torch.no_grad():
         out0 = multilevel(start)
     before = measure(start, out0, fm, images, landmarks, conf, k, weights)
