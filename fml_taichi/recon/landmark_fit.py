@@ -214,6 +214,13 @@ class LandmarkFitter:
         self.mean_inner = mean[self.fixed[INNER]]
         self.inner_pinv = np.linalg.pinv(np.concatenate([self.mean_inner, np.ones((len(INNER), 1))], 1))
 
+    def _weighted_affine_pose(self, x2, w, k):
+        """:func:`affine_pose` with per-point weights (one small solve per face)."""
+        design = np.concatenate([self.mean_inner, np.ones((len(INNER), 1))], 1)
+        rows = [affine_pose(x2[i:i + 1, INNER], self.mean_inner, k[i:i + 1],
+                            np.linalg.pinv(design * w[i, INNER, None]) * w[i, INNER][None]) for i in range(len(x2))]
+        return np.concatenate([r for r, _ in rows]), np.concatenate([t for _, t in rows])
+
     # -- pieces ------------------------------------------------------------------------------------
     def points(self, coef: np.ndarray) -> np.ndarray:
         """Model-space positions [B, U, 3] of the used vertices for coefficients [B, M]."""
@@ -302,7 +309,10 @@ class LandmarkFitter:
         w = np.ones((b, 68)) if weights is None else np.broadcast_to(_np(weights).reshape(-1, 68), (b, 68)).copy()
         iod = np.linalg.norm(x2[:, OUTER_EYE_CORNERS[0]] - x2[:, OUTER_EYE_CORNERS[1]], axis=-1)
         # The inter-ocular distance shrinks with yaw; the face's scale (affine fit) does not.
-        rot, t = affine_pose(x2[:, INNER], self.mean_inner, k, self.inner_pinv)
+        if weights is None:
+            rot, t = affine_pose(x2[:, INNER], self.mean_inner, k, self.inner_pinv)
+        else:
+            rot, t = self._weighted_affine_pose(x2, w, k)
         face_px = k[:, 0] / t[:, 2] * np.linalg.norm(self.mean_inner[OUTER_EYE_CORNERS[0] - 17]
                                                      - self.mean_inner[OUTER_EYE_CORNERS[1] - 17])
         sigma_px = np.maximum(self.config.sigma_nme * face_px, self.config.min_sigma_px)
