@@ -50,7 +50,7 @@ class ColourFitConfig:
     light_level: float = 0.62
     light_level_sd: float = 0.4
     min_facing: float = 0.25
-    local_prior_weight: float = 100.0
+    local_prior_weight: float = 30.0
     robust_delta: float = 0.06
 
 
