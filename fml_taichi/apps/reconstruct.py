@@ -44,6 +44,10 @@ INITS = ("landmarks", "encoder")
 #: on dlib's output for four real photos: real faces 0.039-0.052 (one at score -0.11), boxes on
 #: clothing and background 0.065-0.095.
 PLAUSIBLE_FIT_ERROR = 0.06
+#: For boxes the detector is sure of (score >= 0) whose confidence is low because the rigid test
+#: doubts a turned head: the landmark fit's residual over the frontal inter-ocular distance
+#: (:class:`~fml_taichi.recon.landmark_fit.LandmarkFit`). Synthetic faces to yaw 75: 0.017-0.09.
+PLAUSIBLE_MODEL_ERROR = 0.1
 
 
 def plausibility_error(landmarks_2d, landmarks_3d) -> float:
@@ -231,7 +235,15 @@ class FacePipeline:
             return d.confidence >= self.min_confidence
         if self.min_score is not None and d.score < self.min_score:
             return False
-        return d.confidence >= self.min_confidence or plausibility_error(d.landmarks, self.landmarks_3d) <= PLAUSIBLE_FIT_ERROR
+        if d.confidence >= self.min_confidence:
+            return True
+        if not d.score >= 0:  # a doubtful box: the stricter rigid test (false boxes give face-like points)
+            return plausibility_error(d.landmarks, self.landmarks_3d) <= PLAUSIBLE_FIT_ERROR
+        # A box the detector is sure of whose points the rigid affine test doubts (a turned head):
+        # the perspective landmark fit, yaw-independent, decides.
+        box = crop_box_from_landmarks(d.landmarks, self.landmarks_3d)
+        fit = self.start.landmarks(d.landmarks[None].astype(np.float64), box.image_intrinsics(self.crop_intrinsics, self.size))
+        return float(fit.plausibility[0]) <= PLAUSIBLE_MODEL_ERROR
 
     def _finer_detector(self):
         """dlib at one more upsampling level (the image pyramid's finer step), or None."""

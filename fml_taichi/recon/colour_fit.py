@@ -42,8 +42,8 @@ class ColourFitConfig:
     the colour residual; after the first round samples beyond it are down-weighted (eyes, brows,
     hair strands, specular spots are outliers of a skin albedo). min_facing: visible only when ``-n . v / |v|`` exceeds this."""
 
-    iterations: int = 3
-    n_samples: int = 300
+    iterations: int = 2
+    n_samples: int = 200
     sigma_colour: float = 0.05
     light_chroma_weight: float = 100.0
     light_band_weight: float = 0.5
@@ -193,26 +193,28 @@ class ColourFitter:
         r = np.sqrt((residual ** 2).sum(-1))
         return np.sqrt(np.minimum(1.0, self.config.robust_delta / np.maximum(r, 1e-12)))
 
-    def light_level_cost(self, light, sh, weight):
-        """Per-face value [B] of the exposure prior of :meth:`solve_light` (in its units)."""
-        hbar = (sh * weight[..., None]).sum(1) / np.maximum(weight.sum(1), 1.0)[:, None]
-        w_level = (self.config.sigma_colour / self.config.light_level_sd) ** 2
-        return w_level * (((hbar[:, :, None] * light).sum(1) - self.config.light_level) ** 2).sum(1)
-
     def resolve_scale(self, skin, coef, light, sh, weight):
         """Albedo x s with light / s leaves every rendered colour unchanged; alternating steps move
         along that ridge only as fast as the weak priors pull. Pick ``s`` on a grid by the albedo prior
-        and the exposure prior (the light's chroma and band priors describe its shape, not its level)."""
+        and the exposure prior (the light's chroma and band priors describe its shape, not its level).
+
+        Scaled skin coefficients are ``s a - c`` (a, c from the constant albedo), so both costs are
+        closed-form in ``s`` and the grid is evaluated at once."""
+        cfg = self.config
         base = self._base.mean(0)  # the constant albedo at zero coefficients
-        scales = np.exp(np.linspace(-1.2, 1.2, 49))
         inv_modes = np.linalg.inv(self.skin_modes)
-        costs = []
-        for sc in scales:
-            sk = ((sc - 1.0) * base + sc * (skin @ self.skin_modes)) @ inv_modes
-            refl = self.config.sigma_colour ** 2 * ((sk ** 2).sum(1) + ((sc * coef) ** 2 * self._prior).sum(1))
-            costs.append(refl + self.light_level_cost(light / sc, sh, weight))
-        best = scales[np.argmin(np.stack(costs, 1), 1)]  # [B]
-        sk = ((best - 1.0)[:, None] * base + best[:, None] * (skin @ self.skin_modes)) @ inv_modes
+        a = (base + skin @ self.skin_modes) @ inv_modes  # [B, 3]
+        c = base @ inv_modes  # [3]
+        scales = np.exp(np.linspace(-1.2, 1.2, 49))[None]  # [1, G]
+        aa, ac, cc = (a * a).sum(1)[:, None], (a @ c)[:, None], float(c @ c)
+        local = ((coef ** 2) * self._prior).sum(1)[:, None]  # the local modes scale along, at their unit prior
+        refl = cfg.sigma_colour ** 2 * (scales ** 2 * (aa + local) - 2 * scales * ac + cc)
+        hbar = (sh * weight[..., None]).sum(1) / np.maximum(weight.sum(1), 1.0)[:, None]
+        level = (hbar[:, :, None] * light).sum(1)  # [B, 3] mean irradiance per channel
+        w_level = (cfg.sigma_colour / cfg.light_level_sd) ** 2
+        light_cost = w_level * ((level[:, None, :] / scales[..., None] - cfg.light_level) ** 2).sum(-1)
+        best = scales[0, np.argmin(refl + light_cost, 1)]  # [B]
+        sk = best[:, None] * a - c
         return sk, coef * best[:, None], light / best[:, None, None]
 
     def albedo(self, skin, coef):

@@ -34,13 +34,15 @@ OUTER_EYE_CORNERS = (36, 45)
 
 @dataclass(frozen=True)
 class LandmarkFitConfig:
-    """iterations: pose / contour / shape alternations. pose_steps: Gauss-Newton steps per pose stage.
+    """iterations: pose / contour / shape alternations. pose_steps: Gauss-Newton steps of the first
+    pose stage (from the affine start); later_pose_steps: of the later ones (already close).
     sigma_nme: detector noise, in inter-ocular distances (sets the data weight against the prior).
     min_sigma_px: floor of that noise in pixels. expression_scale: extra factor on the expression prior SD.
     """
 
     iterations: int = 4
     pose_steps: int = 2
+    later_pose_steps: int = 1
     sigma_nme: float = 0.025
     min_sigma_px: float = 0.5
     expression_scale: float = 1.0
@@ -54,7 +56,8 @@ class LandmarkFitConfig:
 
 @dataclass
 class LandmarkFit:
-    """The fit of a batch. rotation [B, 3] Euler (rx, ry, rz) radians, ``R = Rz Ry Rx``; matrix
+    """The fit of a batch (``plausibility`` [B]: RMS residual over the *frontal* inter-ocular distance
+    the fitted pose gives the face, a yaw-independent measure of how face-like the points are). rotation [B, 3] Euler (rx, ry, rz) radians, ``R = Rz Ry Rx``; matrix
     [B, 3, 3]; translation [B, 3] mm; shape [B, m_s]; expression [B, m_e]; vertices [B, 68] the
     landmark vertices (jaw slid); landmarks_2d [B, 68, 2] their projections; nme [B] against the
     input points (inter-ocular); rms_px [B]."""
@@ -68,6 +71,7 @@ class LandmarkFit:
     landmarks_2d: np.ndarray
     nme: np.ndarray
     rms_px: np.ndarray
+    plausibility: np.ndarray
 
 
 # ---- rotations --------------------------------------------------------------------------------------
@@ -212,6 +216,8 @@ class LandmarkFitter:
         self.basis = basis[used]  # [U, 3, M]
         self.normals = _vertex_normals(mean, _np(face_model.triangles).astype(np.int64))[used]
         self.mean_inner = mean[self.fixed[INNER]]
+        self.frontal_iod_mm = float(np.linalg.norm(mean[self.fixed[OUTER_EYE_CORNERS[0]]]
+                                                   - mean[self.fixed[OUTER_EYE_CORNERS[1]]]))
         self.inner_pinv = np.linalg.pinv(np.concatenate([self.mean_inner, np.ones((len(INNER), 1))], 1))
 
     def _weighted_affine_pose(self, x2, w, k):
@@ -323,7 +329,7 @@ class LandmarkFitter:
         idx = self.jaw_vertices(rot, t, pts)
         for it in range(self.config.iterations):
             x3 = _gather(pts, idx)
-            for _ in range(self.config.pose_steps):
+            for _ in range(self.config.pose_steps if it == 0 else self.config.later_pose_steps):
                 rot, t = self.pose_step(rot, t, x3, x2, w_inner if it == 0 else w, k)
             idx = self.jaw_vertices(rot, t, pts)
             coef = self.solve_coefficients(rot, t, idx, pts, x2, w, k, sigma_px)
@@ -334,7 +340,9 @@ class LandmarkFitter:
         x3 = _gather(pts, idx)
         uv, _ = self.project(rot, t, x3, k)
         err = np.linalg.norm(uv - x2, axis=-1)
+        frontal_iod = k[:, 0] / np.maximum(t[:, 2], 1e-6) * self.frontal_iod_mm
         return LandmarkFit(rotation=matrix_to_euler(rot), matrix=rot, translation=t,
+                           plausibility=np.sqrt((err ** 2).mean(1)) / np.maximum(frontal_iod, 1e-9),
                            shape=coef[:, :self.m_shape], expression=coef[:, self.m_shape:],
                            vertices=self.used[idx], landmarks_2d=uv,
                            nme=err.mean(1) / np.maximum(iod, 1e-9), rms_px=np.sqrt((err ** 2).mean(1)))
