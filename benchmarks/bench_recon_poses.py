@@ -29,6 +29,7 @@ import sys
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as fml_taichi.backend sets it (numpy is imported first here)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -6,6 +6,8 @@ Why the environment variables:
 - ``OMP_WAIT_POLICY=PASSIVE``: torch's OpenMP pool spin-waits and starves taichi's threads on small
   CPUs (forward+backward times swing 10x). It only takes effect if set before torch starts its pool,
   which is why ``fml_taichi/__init__.py`` imports this module first.
+- ``OPENBLAS_NUM_THREADS=1``: numpy's OpenBLAS threads the reconstruction start's small products
+  (~50 x 600) and, woken between encoder calls, made a 1.6 ms colour fit take 7-47 ms (measured on 2 cores).
 
 Why never ``ti.gpu``: without Vulkan it can segfault while probing OpenGL, and with a software Vulkan
 driver it silently picks that slow device. We choose explicitly: CUDA when torch sees a usable GPU,
@@ -19,6 +21,7 @@ import threading
 
 os.environ.setdefault("TI_SKIP_VERSION_CHECK", "ON")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 _lock = threading.Lock()
 _state: dict = {"arch": None}

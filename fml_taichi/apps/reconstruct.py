@@ -346,8 +346,12 @@ class FacePipeline:
             params = params.replace(delta_geometry=enc.delta_geometry.to(params.shape.dtype),
                                     delta_reflectance=enc.delta_reflectance.to(params.shape.dtype))
         t1 = time.perf_counter()
-        with torch.no_grad():
-            output = ml(params)
+        with torch.no_grad():  # the multi-level model, reusing the start's base geometry
+            base_g, base_r = start.base_geometry, self.face_model.reflectance(params.reflectance)
+            corr_g, corr_r = ml.geometry_corrective(params.delta_geometry), ml.reflectance_corrective(params.delta_reflectance)
+            output = ModelOutput(base_geometry=base_g, final_geometry=base_g + corr_g, base_reflectance=base_r,
+                                 final_reflectance=base_r + corr_r, geometry_corrective=corr_g,
+                                 reflectance_corrective=corr_r)
         self.last_timings = {**start.seconds, "encoder": t1 - t0, "model": time.perf_counter() - t1}
         self.last_start = start
         return params, output

@@ -290,15 +290,18 @@ class LandmarkFitter:
         du = x2[..., 0] - k[:, 2:3]
         dv = x2[..., 1] - k[:, 3:4]
         # Row vectors a with  a . X + (f t_xy - d t_z) = 0  for the exact projection of X (module docstring).
-        a = np.empty((b, 2 * p, 3))
-        a[:, :p] = k[:, 0:1, None] * rot[:, None, 0] - du[..., None] * rot[:, None, 2]
-        a[:, p:] = k[:, 1:2, None] * rot[:, None, 1] - dv[..., None] * rot[:, None, 2]
+        r1, r2, r3 = rot[:, None, 0], rot[:, None, 1], rot[:, None, 2]  # [B, 1, 3]
+        a_u = k[:, 0:1, None] * r1 - du[..., None] * r3  # [B, P, 3]
+        a_v = k[:, 1:2, None] * r2 - dv[..., None] * r3
+        rows = np.empty((b, 2 * p, base.shape[-1]))
+        for a_, part in ((a_u, rows[:, :p]), (a_v, rows[:, p:])):
+            np.multiply(a_[..., 0:1], base[:, :, 0], out=part)
+            part += a_[..., 1:2] * base[:, :, 1]
+            part += a_[..., 2:3] * base[:, :, 2]
         s2 = np.concatenate([scale, scale], 1)
-        const = np.concatenate([k[:, 0:1] * t[:, 0:1] - du * t[:, 2:3], k[:, 1:2] * t[:, 1:2] - dv * t[:, 2:3]], 1)
-        base2 = np.concatenate([base, base], 1)  # [B, 2P, 3, M]
-        rows = (a[..., 0:1] * base2[:, :, 0] + a[..., 1:2] * base2[:, :, 1] + a[..., 2:3] * base2[:, :, 2])
         rows *= s2[..., None]  # [B, 2P, M]
-        rhs = -((a * np.concatenate([mean, mean], 1)).sum(-1) + const) * s2
+        const = np.concatenate([k[:, 0:1] * t[:, 0:1] - du * t[:, 2:3], k[:, 1:2] * t[:, 1:2] - dv * t[:, 2:3]], 1)
+        rhs = -(np.concatenate([(a_u * mean).sum(-1), (a_v * mean).sum(-1)], 1) + const) * s2
         rt = rows.transpose(0, 2, 1)
         h = rt @ rows + np.diag(self.prior)
         return np.linalg.solve(h, rt @ rhs[..., None])[..., 0]

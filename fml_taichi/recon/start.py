@@ -32,12 +32,14 @@ __all__ = ["StartResult", "LandmarkStart"]
 @dataclass
 class StartResult:
     """params: FaceParams (batch F, crop camera). fit: the LandmarkFit; colour: the ColourFit;
-    seconds: {"landmark_fit", "colour_fit"} wall time of the batch."""
+    seconds: {"landmark_fit", "colour_fit"} wall time of the batch; base_geometry [F, N, 3] the
+    base level of ``params`` (already evaluated for the colour fit)."""
 
     params: FaceParams
     fit: object
     colour: object
     seconds: dict
+    base_geometry: torch.Tensor
 
 
 class LandmarkStart:
@@ -71,7 +73,7 @@ class LandmarkStart:
             delta_geometry=torch.zeros(f, n_geometry, dtype=dt), delta_reflectance=torch.zeros(f, n_reflectance, dtype=dt),
             rotation=torch.from_numpy(fit.rotation).to(dt), translation=torch.from_numpy(fit.translation).to(dt),
             light=torch.from_numpy(np.ascontiguousarray(colour.light)).to(dt))
-        return StartResult(params, fit, colour, {"landmark_fit": t1 - t0, "colour_fit": t2 - t1})
+        return StartResult(params, fit, colour, {"landmark_fit": t1 - t0, "colour_fit": t2 - t1}, geo)
 
     def aligned_crops(self, image: np.ndarray, landmarks_image: np.ndarray, image_intrinsics) -> tuple[np.ndarray, list]:
         """Aligned crops [F, S, S, 3] of the faces (landmarks [F, 68, 2] in the image; intrinsics
