@@ -44,7 +44,9 @@ INITS = ("landmarks", "encoder")
 #: on dlib's output for four real photos: real faces 0.039-0.052 (one at score -0.11), boxes on
 #: clothing and background 0.065-0.095.
 PLAUSIBLE_FIT_ERROR = 0.06
-#: For boxes the detector is sure of (score >= 0) whose confidence is low because the rigid test
+#: The detector part of a detection's confidence from which a box counts as sure (dlib score ~0.35).
+SURE_DETECTION = 0.5
+#: For boxes the detector is sure of (:data:`SURE_DETECTION`) whose confidence is low because the rigid test
 #: doubts a turned head: the landmark fit's residual over the frontal inter-ocular distance
 #: (:class:`~fml_taichi.recon.landmark_fit.LandmarkFit`). Synthetic faces to yaw 75: 0.017-0.09.
 PLAUSIBLE_MODEL_ERROR = 0.1
@@ -237,7 +239,9 @@ class FacePipeline:
             return False
         if d.confidence >= self.min_confidence:
             return True
-        if not d.score >= 0:  # a doubtful box: the stricter rigid test (false boxes give face-like points)
+        from ..data.detect import detector_confidence
+
+        if detector_confidence(d.score) < SURE_DETECTION:  # a doubtful box: the stricter rigid test
             return plausibility_error(d.landmarks, self.landmarks_3d) <= PLAUSIBLE_FIT_ERROR
         # A box the detector is sure of whose points the rigid affine test doubts (a turned head):
         # the perspective landmark fit, yaw-independent, decides.
