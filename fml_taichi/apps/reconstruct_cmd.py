@@ -47,12 +47,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runner", choices=("auto", "onnxruntime", "torch"), default="auto",
                    help="encoder runtime (default auto: ONNX Runtime when installed)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="ONNX Runtime threads (default 1, the fastest per face)")
+    p.add_argument("--init", choices=("landmarks", "encoder"), default="landmarks",
+                   help="landmarks (default): fit pose, shape, expression to the detected landmarks and light + "
+                        "reflectance to the colours, encoder correctives on the aligned crop; encoder: the paper's "
+                        "image-only regression")
+    p.add_argument("--min-score", type=float, default=None, metavar="S",
+                   help="landmark start: drop faces whose detector score is below S (dlib HOG margin); faces above "
+                        "it are kept when confident or when their landmarks are plausible (default: keep all "
+                        "plausible faces down to a score of -0.5)")
+    p.add_argument("--focal-px", type=float, default=None, metavar="F",
+                   help="the photos' focal length in pixels, when known (landmark start; default: the training "
+                        "crop camera)")
+    p.add_argument("--report", action="store_true",
+                   help="print a table of every face: detector score, yaw/pitch/roll, landmark NME, photometric errors")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _check_args(args) -> str | None:
     if args.refine < 0:
         return f"--refine: expected N >= 0, got {args.refine}"
+    if args.focal_px is not None and not args.focal_px > 0:
+        return f"--focal-px: expected a positive focal length in pixels, got {args.focal_px}"
+    if args.min_score is not None and not np.isfinite(args.min_score):
+        return f"--min-score: expected a finite number, got {args.min_score}"
     if not args.smooth >= 0:
         return f"--smooth: expected a cutoff >= 0 Hz, got {args.smooth}"
     if not 0 <= args.min_confidence <= 1:
@@ -100,16 +117,24 @@ def _image_item(pipe, item, args, checkpoint) -> dict:
     from ..recon.outputs import remove_stale_outputs, write_image_exports
     from ..recon.refine import refine_results
 
+    from ..recon.quality import face_quality
+
     image = load_image(item.path)
     faces = pipe(image, item.path)
+    quality = [face_quality(f, pipe.face_model.triangles) for f in faces]
     if args.refine:
         faces = refine_results(faces, pipe.multilevel, args.refine, progress=not args.quiet)
+        for q, f in zip(quality, faces):
+            after = face_quality(f, pipe.face_model.triangles)
+            q.update(landmark_nme_refined=after["landmark_nme"], photo_error_final_refined=after["photo_error_final"])
+    for q, f in zip(quality, faces):
+        f.extra["quality"] = q
     hidden = _not_visible(faces, pipe.face_model.triangles, item.path)
     paths = write_image_exports(args.out, item.name, image, faces, pipe.face_model.triangles, item.path,
                                 pipe.runner_name, checkpoint)
     remove_stale_outputs(args.out, item.name, keep=paths)  # e.g. face_02 of an earlier run that found more
     info = {"faces": len(faces), "outputs": paths, "not_visible": hidden,
-            "confidence": [round(f.detection.confidence, 4) for f in faces]}
+            "confidence": [round(f.detection.confidence, 4) for f in faces], "quality": quality}
     if args.refine:
         info["refine"] = [f.extra["refine"] for f in faces]
     return info
@@ -146,7 +171,8 @@ def _make_pipeline(args):
     try:
         return FacePipeline.from_checkpoint(args.checkpoint, detector=args.detector, runner=args.runner,
                                             threads=args.threads, min_confidence=args.min_confidence,
-                                            max_faces=args.max_faces, landmark_model=args.landmark_model)
+                                            max_faces=args.max_faces, landmark_model=args.landmark_model,
+                                            init=args.init, min_score=args.min_score, focal_px=args.focal_px)
     except (FileNotFoundError, CheckpointError, DetectorUnavailable, RuntimeError, ValueError) as e:
         _error(str(e))
         return None
@@ -217,4 +243,8 @@ def run(args) -> int:
     if hidden:
         print(f"warning: {hidden} face(s) behind the camera or with no visible triangle (their losses are "
               "meaningless): see 'not_visible' in summary.json", file=sys.stderr)
+    if args.report:
+        from ..recon.quality import format_report
+
+        print(format_report([r for r in records if r.get("status") == "ok"]))
     return 0 if failed == 0 else 1

@@ -36,16 +36,22 @@ class ColourFitConfig:
     skin). sigma_colour: image colour noise (sets the data weight against the priors).
     light_chroma_weight, light_band_weight: light priors (module docstring), in units of the data
     term of one sample. light_level, light_level_sd: prior of the mean irradiance over the visible
-    samples (0.62: the synthetic data's typical exposure). min_facing: visible only when ``-n . v / |v|`` exceeds this."""
+    samples (0.62: the synthetic data's typical exposure). local_prior_weight: factor on the model
+    coefficients' prior (a few hundred samples would otherwise let 45 local modes fit eyes, brows
+    and hair, and extrapolate dark patches to the unsampled vertices). robust_delta: Huber scale of
+    the colour residual; after the first round samples beyond it are down-weighted (eyes, brows,
+    hair strands, specular spots are outliers of a skin albedo). min_facing: visible only when ``-n . v / |v|`` exceeds this."""
 
-    iterations: int = 3
-    n_samples: int = 300
+    iterations: int = 2
+    n_samples: int = 200
     sigma_colour: float = 0.05
     light_chroma_weight: float = 100.0
     light_band_weight: float = 0.5
     light_level: float = 0.62
-    light_level_sd: float = 0.2
+    light_level_sd: float = 0.4
     min_facing: float = 0.25
+    local_prior_weight: float = 30.0
+    robust_delta: float = 0.06
 
 
 @dataclass
@@ -121,7 +127,8 @@ class ColourFitter:
         m = self._basis.shape[2]
         self._design = np.concatenate([np.broadcast_to(self.skin_modes.T[None], (len(self.samples), 3, 3)),
                                        self._basis], 2).reshape(-1, 3 + m)  # [3S, 3 + m]
-        self._refl_prior = np.diag(np.concatenate([np.ones(3), self._prior]) * cfg.sigma_colour ** 2)
+        self._refl_prior = np.diag(np.concatenate([np.ones(3), self._prior * cfg.local_prior_weight])
+                                   * cfg.sigma_colour ** 2)
         # Light priors: channels towards their mean (grey), higher bands small (solve_light adds the
         # exposure level: without it the albedo-light scale would be left to the albedo prior alone).
         chroma = np.kron(np.eye(3) - 1.0 / 3.0, np.eye(9))
@@ -181,27 +188,33 @@ class ColourFitter:
         x = x[..., 0]
         return x[:, :3], x[:, 3:]
 
-    def light_prior_cost(self, light, sh, weight):
-        """Per-face value [B] of the light priors of :meth:`solve_light` (in its units)."""
-        x = light.transpose(0, 2, 1).reshape(len(light), 27)
-        quad = np.einsum("bi,ij,bj->b", x, self._light_prior, x)
-        hbar = (sh * weight[..., None]).sum(1) / np.maximum(weight.sum(1), 1.0)[:, None]
-        w_level = (self.config.sigma_colour / self.config.light_level_sd) ** 2
-        return quad + w_level * (((hbar[:, :, None] * light).sum(1) - self.config.light_level) ** 2).sum(1)
+    def huber_weights(self, residual: np.ndarray) -> np.ndarray:
+        """IRLS weights [B, S] of the Huber loss on the colour residual's norm (weights of squared rows: sqrt)."""
+        r = np.sqrt((residual ** 2).sum(-1))
+        return np.sqrt(np.minimum(1.0, self.config.robust_delta / np.maximum(r, 1e-12)))
 
     def resolve_scale(self, skin, coef, light, sh, weight):
         """Albedo x s with light / s leaves every rendered colour unchanged; alternating steps move
-        along that ridge only as fast as the weak priors pull. Pick ``s`` on a grid by the priors alone."""
+        along that ridge only as fast as the weak priors pull. Pick ``s`` on a grid by the albedo prior
+        and the exposure prior (the light's chroma and band priors describe its shape, not its level).
+
+        Scaled skin coefficients are ``s a - c`` (a, c from the constant albedo), so both costs are
+        closed-form in ``s`` and the grid is evaluated at once."""
+        cfg = self.config
         base = self._base.mean(0)  # the constant albedo at zero coefficients
-        scales = np.exp(np.linspace(-1.2, 1.2, 49))
         inv_modes = np.linalg.inv(self.skin_modes)
-        costs = []
-        for sc in scales:
-            sk = ((sc - 1.0) * base + sc * (skin @ self.skin_modes)) @ inv_modes
-            refl = self.config.sigma_colour ** 2 * ((sk ** 2).sum(1) + ((sc * coef) ** 2 * self._prior).sum(1))
-            costs.append(refl + self.light_prior_cost(light / sc, sh, weight))
-        best = scales[np.argmin(np.stack(costs, 1), 1)]  # [B]
-        sk = ((best - 1.0)[:, None] * base + best[:, None] * (skin @ self.skin_modes)) @ inv_modes
+        a = (base + skin @ self.skin_modes) @ inv_modes  # [B, 3]
+        c = base @ inv_modes  # [3]
+        scales = np.exp(np.linspace(-1.2, 1.2, 49))[None]  # [1, G]
+        aa, ac, cc = (a * a).sum(1)[:, None], (a @ c)[:, None], float(c @ c)
+        local = ((coef ** 2) * self._prior).sum(1)[:, None]  # the local modes scale along, at their unit prior
+        refl = cfg.sigma_colour ** 2 * (scales ** 2 * (aa + local) - 2 * scales * ac + cc)
+        hbar = (sh * weight[..., None]).sum(1) / np.maximum(weight.sum(1), 1.0)[:, None]
+        level = (hbar[:, :, None] * light).sum(1)  # [B, 3] mean irradiance per channel
+        w_level = (cfg.sigma_colour / cfg.light_level_sd) ** 2
+        light_cost = w_level * ((level[:, None, :] / scales[..., None] - cfg.light_level) ** 2).sum(-1)
+        best = scales[0, np.argmin(refl + light_cost, 1)]  # [B]
+        sk = best[:, None] * a - c
         return sk, coef * best[:, None], light / best[:, None, None]
 
     def albedo(self, skin, coef):
@@ -222,18 +235,20 @@ class ColourFitter:
         skin = np.zeros((b, 3))
         coef = np.zeros((b, self._basis.shape[2]))
         albedo = self.albedo(skin, coef)
+        visible = weight
         for _ in range(self.config.iterations):
             light = self.solve_light(colours, sh, weight, albedo)
             shading = sh @ light  # [B, S, 3]
             skin, coef = self.solve_reflectance(colours, shading, weight)
             albedo = self.albedo(skin, coef)
+            weight = visible * self.huber_weights(albedo * (sh @ light) - colours)
         light = self.solve_light(colours, sh, weight, albedo)
         skin, coef, light = self.resolve_scale(skin, coef, light, sh, weight)
         albedo = self.albedo(skin, coef)
         pred = albedo * (sh @ light)
-        n_vis = weight.sum(1)
-        rms = np.sqrt((((pred - colours) ** 2).sum(-1) * weight).sum(1) / np.maximum(n_vis, 1))
+        n_vis = visible.sum(1)
+        rms = np.sqrt((((pred - colours) ** 2).sum(-1) * visible).sum(1) / np.maximum(n_vis, 1))
         offset = self.skin_offset[None] + skin @ self.skin_modes  # constant RGB offset from the model's mean
         total = coef + offset @ self.constant_coef.T
-        mean_albedo = (albedo * weight[..., None]).sum(1) / np.maximum(n_vis, 1)[:, None]
+        mean_albedo = (albedo * visible[..., None]).sum(1) / np.maximum(n_vis, 1)[:, None]
         return ColourFit(light=light, reflectance=total, skin=skin, albedo=mean_albedo, n_visible=n_vis, rms=rms)

@@ -34,13 +34,15 @@ OUTER_EYE_CORNERS = (36, 45)
 
 @dataclass(frozen=True)
 class LandmarkFitConfig:
-    """iterations: pose / contour / shape alternations. pose_steps: Gauss-Newton steps per pose stage.
+    """iterations: pose / contour / shape alternations. pose_steps: Gauss-Newton steps of the first
+    pose stage (from the affine start); later_pose_steps: of the later ones (already close).
     sigma_nme: detector noise, in inter-ocular distances (sets the data weight against the prior).
     min_sigma_px: floor of that noise in pixels. expression_scale: extra factor on the expression prior SD.
     """
 
     iterations: int = 4
     pose_steps: int = 2
+    later_pose_steps: int = 1
     sigma_nme: float = 0.025
     min_sigma_px: float = 0.5
     expression_scale: float = 1.0
@@ -54,7 +56,8 @@ class LandmarkFitConfig:
 
 @dataclass
 class LandmarkFit:
-    """The fit of a batch. rotation [B, 3] Euler (rx, ry, rz) radians, ``R = Rz Ry Rx``; matrix
+    """The fit of a batch (``plausibility`` [B]: RMS residual over the *frontal* inter-ocular distance
+    the fitted pose gives the face, a yaw-independent measure of how face-like the points are). rotation [B, 3] Euler (rx, ry, rz) radians, ``R = Rz Ry Rx``; matrix
     [B, 3, 3]; translation [B, 3] mm; shape [B, m_s]; expression [B, m_e]; vertices [B, 68] the
     landmark vertices (jaw slid); landmarks_2d [B, 68, 2] their projections; nme [B] against the
     input points (inter-ocular); rms_px [B]."""
@@ -68,6 +71,7 @@ class LandmarkFit:
     landmarks_2d: np.ndarray
     nme: np.ndarray
     rms_px: np.ndarray
+    plausibility: np.ndarray
 
 
 # ---- rotations --------------------------------------------------------------------------------------
@@ -212,7 +216,16 @@ class LandmarkFitter:
         self.basis = basis[used]  # [U, 3, M]
         self.normals = _vertex_normals(mean, _np(face_model.triangles).astype(np.int64))[used]
         self.mean_inner = mean[self.fixed[INNER]]
+        self.frontal_iod_mm = float(np.linalg.norm(mean[self.fixed[OUTER_EYE_CORNERS[0]]]
+                                                   - mean[self.fixed[OUTER_EYE_CORNERS[1]]]))
         self.inner_pinv = np.linalg.pinv(np.concatenate([self.mean_inner, np.ones((len(INNER), 1))], 1))
+
+    def _weighted_affine_pose(self, x2, w, k):
+        """:func:`affine_pose` with per-point weights (one small solve per face)."""
+        design = np.concatenate([self.mean_inner, np.ones((len(INNER), 1))], 1)
+        rows = [affine_pose(x2[i:i + 1, INNER], self.mean_inner, k[i:i + 1],
+                            np.linalg.pinv(design * w[i, INNER, None]) * w[i, INNER][None]) for i in range(len(x2))]
+        return np.concatenate([r for r, _ in rows]), np.concatenate([t for _, t in rows])
 
     # -- pieces ------------------------------------------------------------------------------------
     def points(self, coef: np.ndarray) -> np.ndarray:
@@ -277,15 +290,18 @@ class LandmarkFitter:
         du = x2[..., 0] - k[:, 2:3]
         dv = x2[..., 1] - k[:, 3:4]
         # Row vectors a with  a . X + (f t_xy - d t_z) = 0  for the exact projection of X (module docstring).
-        a = np.empty((b, 2 * p, 3))
-        a[:, :p] = k[:, 0:1, None] * rot[:, None, 0] - du[..., None] * rot[:, None, 2]
-        a[:, p:] = k[:, 1:2, None] * rot[:, None, 1] - dv[..., None] * rot[:, None, 2]
+        r1, r2, r3 = rot[:, None, 0], rot[:, None, 1], rot[:, None, 2]  # [B, 1, 3]
+        a_u = k[:, 0:1, None] * r1 - du[..., None] * r3  # [B, P, 3]
+        a_v = k[:, 1:2, None] * r2 - dv[..., None] * r3
+        rows = np.empty((b, 2 * p, base.shape[-1]))
+        for a_, part in ((a_u, rows[:, :p]), (a_v, rows[:, p:])):
+            np.multiply(a_[..., 0:1], base[:, :, 0], out=part)
+            part += a_[..., 1:2] * base[:, :, 1]
+            part += a_[..., 2:3] * base[:, :, 2]
         s2 = np.concatenate([scale, scale], 1)
-        const = np.concatenate([k[:, 0:1] * t[:, 0:1] - du * t[:, 2:3], k[:, 1:2] * t[:, 1:2] - dv * t[:, 2:3]], 1)
-        base2 = np.concatenate([base, base], 1)  # [B, 2P, 3, M]
-        rows = (a[..., 0:1] * base2[:, :, 0] + a[..., 1:2] * base2[:, :, 1] + a[..., 2:3] * base2[:, :, 2])
         rows *= s2[..., None]  # [B, 2P, M]
-        rhs = -((a * np.concatenate([mean, mean], 1)).sum(-1) + const) * s2
+        const = np.concatenate([k[:, 0:1] * t[:, 0:1] - du * t[:, 2:3], k[:, 1:2] * t[:, 1:2] - dv * t[:, 2:3]], 1)
+        rhs = -(np.concatenate([(a_u * mean).sum(-1), (a_v * mean).sum(-1)], 1) + const) * s2
         rt = rows.transpose(0, 2, 1)
         h = rt @ rows + np.diag(self.prior)
         return np.linalg.solve(h, rt @ rhs[..., None])[..., 0]
@@ -302,7 +318,10 @@ class LandmarkFitter:
         w = np.ones((b, 68)) if weights is None else np.broadcast_to(_np(weights).reshape(-1, 68), (b, 68)).copy()
         iod = np.linalg.norm(x2[:, OUTER_EYE_CORNERS[0]] - x2[:, OUTER_EYE_CORNERS[1]], axis=-1)
         # The inter-ocular distance shrinks with yaw; the face's scale (affine fit) does not.
-        rot, t = affine_pose(x2[:, INNER], self.mean_inner, k, self.inner_pinv)
+        if weights is None:
+            rot, t = affine_pose(x2[:, INNER], self.mean_inner, k, self.inner_pinv)
+        else:
+            rot, t = self._weighted_affine_pose(x2, w, k)
         face_px = k[:, 0] / t[:, 2] * np.linalg.norm(self.mean_inner[OUTER_EYE_CORNERS[0] - 17]
                                                      - self.mean_inner[OUTER_EYE_CORNERS[1] - 17])
         sigma_px = np.maximum(self.config.sigma_nme * face_px, self.config.min_sigma_px)
@@ -313,7 +332,7 @@ class LandmarkFitter:
         idx = self.jaw_vertices(rot, t, pts)
         for it in range(self.config.iterations):
             x3 = _gather(pts, idx)
-            for _ in range(self.config.pose_steps):
+            for _ in range(self.config.pose_steps if it == 0 else self.config.later_pose_steps):
                 rot, t = self.pose_step(rot, t, x3, x2, w_inner if it == 0 else w, k)
             idx = self.jaw_vertices(rot, t, pts)
             coef = self.solve_coefficients(rot, t, idx, pts, x2, w, k, sigma_px)
@@ -324,7 +343,9 @@ class LandmarkFitter:
         x3 = _gather(pts, idx)
         uv, _ = self.project(rot, t, x3, k)
         err = np.linalg.norm(uv - x2, axis=-1)
+        frontal_iod = k[:, 0] / np.maximum(t[:, 2], 1e-6) * self.frontal_iod_mm
         return LandmarkFit(rotation=matrix_to_euler(rot), matrix=rot, translation=t,
+                           plausibility=np.sqrt((err ** 2).mean(1)) / np.maximum(frontal_iod, 1e-9),
                            shape=coef[:, :self.m_shape], expression=coef[:, self.m_shape:],
                            vertices=self.used[idx], landmarks_2d=uv,
                            nme=err.mean(1) / np.maximum(iod, 1e-9), rms_px=np.sqrt((err ** 2).mean(1)))

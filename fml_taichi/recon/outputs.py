@@ -15,7 +15,7 @@ Per face ``k`` of an input named ``NAME`` (files beside each other, ``PREFIX = O
 ============================  ==================================================================
 
 Per image: ``OUT/NAME.overlay.png``, the final level of every face blended over the input with its
-box and index. Every file is written atomically, and :class:`OutputSet` removes all files of an
+box and index, the detector's landmarks (red) and the reconstruction's (green). Every file is written atomically, and :class:`OutputSet` removes all files of an
 input when any of them fails, so an input's outputs are all there or none are.
 """
 from __future__ import annotations
@@ -127,10 +127,12 @@ def overlay_faces(image: np.ndarray, results, triangles, max_side: int = OVERLAY
     for i, r in enumerate(results):
         x0, y0, x1, y1 = (int(round((v + 0.5) * f - 0.5)) for v in r.detection.box)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), (255, 200, 0), thick, cv2.LINE_AA)
+        for x, y in r.detection.landmarks * f:  # the detector's points (red) under the model's (green)
+            cv2.circle(canvas, (int(round(x)), int(round(y))), thick + 1, (255, 40, 40), -1, cv2.LINE_AA)
         for x, y in r.landmarks_2d * f:
             if not (np.isfinite(x) and np.isfinite(y) and -1e6 < x < 1e6 and -1e6 < y < 1e6):
                 continue  # a mesh behind the camera projects nowhere (reconstruct warns about it)
-            cv2.circle(canvas, (int(round(x)), int(round(y))), thick + 1, (0, 255, 0), -1, cv2.LINE_AA)
+            cv2.circle(canvas, (int(round(x)), int(round(y))), thick, (0, 255, 0), -1, cv2.LINE_AA)
         cv2.putText(canvas, str(i), (x0 + 2 * thick, max(y0 - 3 * thick, 12 * thick)), _FONT, 0.5 * thick,
                     (255, 200, 0), thick, cv2.LINE_AA)
     return canvas.astype(np.float32) / 255.0

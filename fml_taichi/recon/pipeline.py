@@ -40,6 +40,38 @@ DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspat
 
 #: Default detection-confidence threshold of reconstruction (see :class:`FacePipeline`).
 DEFAULT_MIN_CONFIDENCE = 0.2
+#: Starts of a reconstruction: "landmarks" (landmark + colour fit, encoder correctives on the aligned
+#: crop; :mod:`fml_taichi.recon.start`) or "encoder" (the paper's image-only regression).
+INITS = ("landmarks", "encoder")
+#: With the landmark start, a face whose landmarks an affine mean face explains this well
+#: (:func:`plausibility_error`) is kept whatever its detector score (above ``min_score``). Measured
+#: on dlib's output for four real photos: real faces 0.039-0.052 (one at score -0.11), boxes on
+#: clothing and background 0.065-0.095.
+PLAUSIBLE_FIT_ERROR = 0.06
+#: The detector part of a detection's confidence from which a box counts as sure (dlib score ~0.35).
+SURE_DETECTION = 0.5
+#: For boxes the detector is sure of (:data:`SURE_DETECTION`) whose confidence is low because the rigid test
+#: doubts a turned head: the landmark fit's residual over the frontal inter-ocular distance
+#: (:class:`~fml_taichi.recon.landmark_fit.LandmarkFit`). Synthetic faces to yaw 75: 0.017-0.09.
+PLAUSIBLE_MODEL_ERROR = 0.1
+
+
+def plausibility_error(landmarks_2d, landmarks_3d) -> float:
+    """RMS residual of the affine mean-face fit on the inner landmarks in units of the face's
+    *frontal* inter-ocular distance (the fit's scale times the mean face's, so turning the head does
+    not inflate it the way the projected eye distance would); inf for degenerate points."""
+    from ..data.crop import fit_affine_camera
+
+    try:
+        a, _, rms = fit_affine_camera(landmarks_2d, landmarks_3d)
+    except ValueError:
+        return float("inf")
+    x3 = np.asarray(landmarks_3d, np.float64)
+    iod = float(np.linalg.norm(a, axis=1).mean() * np.linalg.norm(x3[36] - x3[45]))
+    return rms / iod if iod > 1e-9 else float("inf")
+#: dlib's HOG threshold with the landmark start when no ``min_score`` is given: doubtful boxes are
+#: kept and the landmark plausibility decides.
+LOW_SCORE_THRESHOLD = -0.5
 
 
 class NoFaceFound(ValueError):
@@ -97,9 +129,9 @@ def landmarks_in_image(output: ModelOutput, params: FaceParams, face_model, dete
     return crop_box.to_image(uv, size).astype(np.float32), idx.numpy().astype(np.int64)
 
 
-def _make_detector(detector, landmarks_3d, landmark_model=None):
+def _make_detector(detector, landmarks_3d, landmark_model=None, **dlib_options):
     if detector is None or detector == "dlib":
-        return DlibDetector(landmark_model, landmarks_3d=landmarks_3d)
+        return DlibDetector(landmark_model, landmarks_3d=landmarks_3d, **dlib_options)
     if detector == "pts":
         return PtsFileDetector(landmarks_3d=landmarks_3d)
     if callable(detector):
@@ -121,10 +153,23 @@ class FacePipeline:
             face-like patches mostly below 0.15).
         max_faces: at most this many faces per image, most confident first (None: all).
         landmark_model: dlib's 68-point ``.dat`` file (default: found automatically).
+        init: "landmarks" (default) or "encoder" (:data:`INITS`).
+        min_score: with the landmark start, faces whose detector score is below this are dropped;
+            faces at or above it are kept when confident *or* plausible (:data:`PLAUSIBLE_FIT_ERROR`).
+        upsample: dlib's HOG upsampling (None: dlib detector's default); with the landmark start an
+            image without faces is searched once more at one level finer (small faces).
+        correctives: with the landmark start, add the encoder's corrective coefficients.
+        focal_px: the photo's focal length in pixels when known (EXIF, calibration); the landmark
+            start then fits in that camera (:meth:`crop_cameras`). None: the training crop camera.
     """
     def __init__(self, reconstructor, detector="dlib", runner: str = "auto", threads: int | None = None,
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE, max_faces: int | None = None,
-                 landmark_model: str | None = None):
+                 landmark_model: str | None = None, init: str = "landmarks", min_score: float | None = None,
+                 upsample: int | None = None, correctives: bool = True, focal_px: float | None = None):
+        if init not in INITS:
+            raise ValueError(f"init: expected one of {INITS}, got {init!r}")
+        if min_score is not None and not np.isfinite(min_score):
+            raise ValueError(f"min_score: expected a finite number or None, got {min_score!r}")
         if not 0.0 <= float(min_confidence) <= 1.0:
             raise ValueError(f"min_confidence: expected a value in [0, 1], got {min_confidence!r}")
         if max_faces is not None and (not isinstance(max_faces, int) or max_faces < 1):
@@ -135,7 +180,19 @@ class FacePipeline:
         self.size = int(reconstructor.image_size)
         self.crop_intrinsics = reconstructor.intrinsics.double().numpy()
         self.landmarks_3d = mean_landmarks_3d(self.face_model)
-        self.detector = _make_detector(detector, self.landmarks_3d, landmark_model)
+        if focal_px is not None and not (np.isfinite(focal_px) and focal_px > 0):
+            raise ValueError(f"focal_px: expected a positive focal length in pixels or None, got {focal_px!r}")
+        self.init, self.min_score, self.correctives, self.focal_px = init, min_score, bool(correctives), focal_px
+        dlib_options = {"upsample": upsample}
+        if init == "landmarks":
+            dlib_options["min_score"] = LOW_SCORE_THRESHOLD if min_score is None else min(float(min_score), 0.0)
+        self.detector = _make_detector(detector, self.landmarks_3d, landmark_model,
+                                       **(dlib_options if detector in (None, "dlib") else {}))
+        self.start = None
+        if init == "landmarks":
+            from .start import LandmarkStart
+
+            self.start = LandmarkStart(self.face_model, crop_size=self.size)
         self.runner = make_runner(reconstructor.encoder, reconstructor.multilevel, runner, self.size, threads)
         self.min_confidence = float(min_confidence)
         self.max_faces = max_faces
@@ -159,10 +216,46 @@ class FacePipeline:
         return self.runner.name
 
     def detect(self, image: np.ndarray, path: str | None = None) -> list[Detection]:
-        """Faces above ``min_confidence``, most confident first, at most ``max_faces``."""
-        faces = [d for d in self.detector(image, path) if d.confidence >= self.min_confidence]
+        """Faces above ``min_confidence`` (landmark start: or plausible, see the class docstring),
+        most confident first, at most ``max_faces``."""
+        faces = [d for d in self.detector(image, path) if self._keep(d)]
+        if not faces and self.init == "landmarks" and self._finer_detector() is not None:
+            faces = [d for d in self._finer(image, path) if self._keep(d)]
         faces.sort(key=lambda d: -d.confidence)
         return faces[: self.max_faces] if self.max_faces else faces
+
+    def _keep(self, d: Detection) -> bool:
+        if self.init == "encoder":
+            return d.confidence >= self.min_confidence
+        if self.min_score is not None and d.score < self.min_score:
+            return False
+        if d.confidence >= self.min_confidence:
+            return True
+        from ..data.detect import detector_confidence
+
+        if detector_confidence(d.score) < SURE_DETECTION:  # a doubtful box: the stricter rigid test
+            return plausibility_error(d.landmarks, self.landmarks_3d) <= PLAUSIBLE_FIT_ERROR
+        # A box the detector is sure of whose points the rigid affine test doubts (a turned head):
+        # the perspective landmark fit, yaw-independent, decides.
+        box = crop_box_from_landmarks(d.landmarks, self.landmarks_3d)
+        fit = self.start.landmarks(d.landmarks[None].astype(np.float64), box.image_intrinsics(self.crop_intrinsics, self.size))
+        return float(fit.plausibility[0]) <= PLAUSIBLE_MODEL_ERROR
+
+    def _finer_detector(self):
+        """dlib at one more upsampling level (the image pyramid's finer step), or None."""
+        det = self.detector
+        if not hasattr(det, "upsample") or not hasattr(det, "_boxes"):
+            return None
+        if getattr(self, "_finer_cache", None) is None:
+            import copy
+
+            finer = copy.copy(det)
+            finer.upsample = min(3, (det.upsample if det.upsample is not None else 1) + 1)
+            self._finer_cache = finer if finer.upsample != det.upsample else False
+        return self._finer_cache or None
+
+    def _finer(self, image, path):
+        return self._finer_detector()(image, path)
 
     def crop(self, image: np.ndarray, detection: Detection) -> tuple[CropBox, np.ndarray]:
         """The crop rule applied to one detection: ``(box, crop [S, S, 3])``."""
@@ -180,17 +273,35 @@ class FacePipeline:
                           reflectance_corrective=final_r - base_r)
         return params, out
 
-    def results(self, detections, boxes, crops, params: FaceParams, output: ModelOutput) -> list[FaceResult]:
-        """Package batched reconstructions into one :class:`FaceResult` per face."""
+    def results(self, detections, boxes, crops, params: FaceParams, output: ModelOutput,
+                crop_intrinsics=None) -> list[FaceResult]:
+        """Package batched reconstructions into one :class:`FaceResult` per face (``crop_intrinsics``
+        [F, 4]: per-face crop cameras; default: the pipeline's one crop camera)."""
         det_crop = np.stack([b.to_crop(d.landmarks, self.size) for d, b in zip(detections, boxes)])
+        if crop_intrinsics is None:
+            crop_intrinsics = np.repeat(self.crop_intrinsics[None], len(boxes), 0)
         out = []
         for i, (d, box) in enumerate(zip(detections, boxes)):
             p = params.index(i)
             o = ModelOutput(**{k: v[i:i + 1] for k, v in vars(output).items()})
-            lm, idx = landmarks_in_image(o, p, self.face_model, det_crop[i:i + 1], self.crop_intrinsics, box, self.size)
-            out.append(FaceResult(d, box, crops[i], p, o, self.crop_intrinsics.copy(),
-                                  box.image_intrinsics(self.crop_intrinsics, self.size), lm[0], idx[0]))
+            k = np.asarray(crop_intrinsics[i], np.float64)
+            lm, idx = landmarks_in_image(o, p, self.face_model, det_crop[i:i + 1], k, box, self.size)
+            out.append(FaceResult(d, box, crops[i], p, o, k.copy(), box.image_intrinsics(k, self.size), lm[0], idx[0]))
         return out
+
+    def crop_cameras(self, boxes, image_shape) -> np.ndarray:
+        """[F, 4] crop intrinsics: with ``focal_px`` (the photo's focal length, principal point at the
+        image centre) the crops of one photo share its camera exactly; without, each crop gets the
+        training crop camera (the photo's focal then follows the face's size, as in training)."""
+        if self.focal_px is None:
+            return np.repeat(self.crop_intrinsics[None], len(boxes), 0)
+        h, w = image_shape[:2]
+        f, cx, cy = float(self.focal_px), (w - 1) / 2, (h - 1) / 2
+        out = []
+        for b in boxes:
+            k = self.size / b.side
+            out.append([f * k, f * k, (cx - b.left) * k - 0.5, (cy - b.top) * k - 0.5])
+        return np.asarray(out)
 
     def __call__(self, image: np.ndarray, path: str | None = None) -> list[FaceResult]:
         """All faces of ``image`` ([H, W, 3] float32 in [0, 1]); ``path`` names it in errors (and lets
@@ -205,5 +316,38 @@ class FacePipeline:
             raise NoFaceFound(f"no face found in {where} (detector confidence >= {self.min_confidence:g})")
         boxes, crops = zip(*(self.crop(image, d) for d in detections))
         crops = np.stack(crops)
+        if self.init == "landmarks":
+            k_crop = self.crop_cameras(boxes, image.shape)
+            params, output = self.reconstruct_landmarks(image, list(detections), list(boxes), crops, k_crop)
+            return self.results(list(detections), list(boxes), crops, params, output, k_crop)
         params, output = self.reconstruct_crops(crops)
         return self.results(list(detections), list(boxes), crops, params, output)
+
+    def reconstruct_landmarks(self, image, detections, boxes, crops, crop_intrinsics=None) -> tuple[FaceParams, ModelOutput]:
+        """The landmark start (:mod:`fml_taichi.recon.start`) for crops [F, S, S, 3], with the encoder's
+        correctives from the aligned crops (when ``correctives``); the timings go to ``last_timings``."""
+        import time
+
+        det_crop = np.stack([b.to_crop(d.landmarks, self.size) for d, b in zip(detections, boxes)])
+        ml = self.multilevel
+        k_crop = self.crop_cameras(boxes, image.shape) if crop_intrinsics is None else crop_intrinsics
+        start = self.start(crops, det_crop, k_crop, ml.n_correctives_geometry,
+                           ml.n_correctives_reflectance)
+        params = start.params
+        t0 = time.perf_counter()
+        if self.correctives:
+            k_img = np.stack([b.image_intrinsics(k, self.size) for b, k in zip(boxes, k_crop)])
+            aligned, _ = self.start.aligned_crops(image, np.stack([d.landmarks for d in detections]), k_img)
+            enc, _, _ = self.runner(torch.from_numpy(aligned))
+            params = params.replace(delta_geometry=enc.delta_geometry.to(params.shape.dtype),
+                                    delta_reflectance=enc.delta_reflectance.to(params.shape.dtype))
+        t1 = time.perf_counter()
+        with torch.no_grad():  # the multi-level model, reusing the start's base geometry
+            base_g, base_r = start.base_geometry, self.face_model.reflectance(params.reflectance)
+            corr_g, corr_r = ml.geometry_corrective(params.delta_geometry), ml.reflectance_corrective(params.delta_reflectance)
+            output = ModelOutput(base_geometry=base_g, final_geometry=base_g + corr_g, base_reflectance=base_r,
+                                 final_reflectance=base_r + corr_r, geometry_corrective=corr_g,
+                                 reflectance_corrective=corr_r)
+        self.last_timings = {**start.seconds, "encoder": t1 - t0, "model": time.perf_counter() - t1}
+        self.last_start = start
+        return params, output

@@ -34,10 +34,20 @@ LR = {"rotation": 0.01, "translation": 1.0, "shape": 0.05, "expression": 0.05, "
       "light": 0.025, "delta_geometry": 0.025, "delta_reflectance": 0.025}
 
 
+#: Lowest landmark confidence refinement uses (a low detector score says little about the points).
+LANDMARK_CONF_FLOOR = 0.5
+#: A face whose landmark NME refinement raises above ``before * (1 + NME_SLACK) + NME_SLACK_ABS``
+#: keeps its start: refinement must not move a reconstruction away from the detected landmarks.
+NME_SLACK = 0.1
+NME_SLACK_ABS = 0.002
+
+
 def _stack(results) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, FaceParams]:
     images = torch.from_numpy(np.stack([r.crop for r in results]).astype(np.float32)).contiguous()
     landmarks = torch.from_numpy(np.stack([r.detected_landmarks_crop for r in results])).float().contiguous()
-    conf = torch.from_numpy(np.stack([r.detection.landmark_conf for r in results])).float().contiguous()
+    # A face kept for its plausible landmarks despite a low detector score still anchors refinement.
+    conf = torch.from_numpy(np.stack([np.maximum(r.detection.landmark_conf, LANDMARK_CONF_FLOOR)
+                                      for r in results])).float().contiguous()
     params = FaceParams(**{n: torch.cat([getattr(r.params, n) for r in results]).detach().clone()
                            for n in FaceParams.names()})
     return images, landmarks, conf, params
@@ -51,8 +61,9 @@ def measure(params: FaceParams, output: ModelOutput, face_model, images, landmar
     loss = []
     for i in range(b):  # E_total is a batch mean: evaluate each face alone to report per-face values
         oi = ModelOutput(**{k: v[i:i + 1] for k, v in vars(output).items()})
+        ki = intrinsics[i] if intrinsics.ndim == 2 else intrinsics
         loss.append(float(total_loss(oi, params.index(i), face_model, images[i:i + 1], landmarks[i:i + 1],
-                                     conf[i:i + 1], intrinsics, weights)["total"]))
+                                     conf[i:i + 1], ki, weights)["total"]))
     ren = render_layers(output.final_geometry, output.final_reflectance, params, face_model.triangles, intrinsics, s, s)
     photo = photometric_error(ren["shaded"], images, ren["mask"]).numpy()
     identity = CropBox((s - 1) / 2, (s - 1) / 2, float(s))  # crop -> crop: landmarks stay in crop pixels
@@ -72,7 +83,7 @@ def refine_results(results, multilevel, iterations: int, weights=None, progress:
     weights = default_weights() if weights is None else weights
     fm = multilevel.face_model
     images, landmarks, conf, start = _stack(results)
-    k = torch.as_tensor(results[0].crop_intrinsics, dtype=torch.float32)
+    k = torch.as_tensor(np.stack([r.crop_intrinsics for r in results]), dtype=torch.float32).contiguous()
     with torch.no_grad():
         out0 = multilevel(start)
     before = measure(start, out0, fm, images, landmarks, conf, k, weights)
@@ -89,13 +100,21 @@ def refine_results(results, multilevel, iterations: int, weights=None, progress:
     with torch.no_grad():
         out = multilevel(best)
     after = measure(best, out, fm, images, landmarks, conf, k, weights)
+    worse = after["landmark_nme"] > before["landmark_nme"] * (1 + NME_SLACK) + NME_SLACK_ABS
+    if worse.any():
+        keep = torch.from_numpy(worse)
+        best = FaceParams(**{n: torch.where(keep.view(-1, *[1] * (t.ndim - 1)), getattr(start, n), t)
+                             for n, t in best.as_dict().items()})
+        with torch.no_grad():
+            out = multilevel(best)
+        after = measure(best, out, fm, images, landmarks, conf, k, weights)
     s = images.shape[1]
     refined = []
     for i, r in enumerate(results):
         p = best.index(i)
         o = ModelOutput(**{name: v[i:i + 1].detach() for name, v in vars(out).items()})
         lm, idx = landmarks_in_image(o, p, fm, landmarks[i:i + 1].numpy(), r.crop_intrinsics, r.crop_box, s)
-        stats = {"iterations": iterations}
+        stats = {"iterations": iterations, "kept_start": bool(worse[i])}
         for key in before:
             stats[f"{key}_before"] = float(before[key][i])
             stats[f"{key}_after"] = float(after[key][i])
