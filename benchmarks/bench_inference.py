@@ -169,7 +169,7 @@ def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1):
             parts.setdefault(k, []).append(v * 1e3)
     med = {k: statistics.median(v) for k, v in parts.items()}
     return {"ms_batch1": statistics.median(samples), "best_ms_batch1": min(samples), "parts_ms": med,
-            "backend": pipe.backend}
+            "runner": pipe.runner_name}
 
 
 def load_average() -> float | None:
@@ -241,7 +241,7 @@ def main() -> int:
         start["start_share"] = fit_ms / start["ms_batch1"]
         start["hz_batch1"] = 1e3 / start["ms_batch1"]
         verdict = "meets" if start["hz_batch1"] >= TARGET_HZ else "misses"
-        print(f"\nlandmark start (init=landmarks, {start['backend']}, {thread_counts[0]} thread(s)), batch 1, detection "
+        print(f"\nlandmark start (init=landmarks, {start['runner']}, {thread_counts[0]} thread(s)), batch 1, detection "
               f"excluded: {start['ms_batch1']:.2f} ms median ({start['best_ms_batch1']:.2f} best) = "
               f"{start['hz_batch1']:.0f} Hz ({1e3 / start['best_ms_batch1']:.0f} Hz best): {verdict} the "
               f"{TARGET_HZ:.0f} Hz target")

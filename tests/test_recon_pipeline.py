@@ -109,3 +109,42 @@ def test_low_score_faces_are_kept_when_plausible_and_min_score_filters(checkpoin
         FacePipeline.from_checkpoint(checkpoint, detector=weak, runner="torch", min_score=0.0)(faces["image"][0])
     with pytest.raises(NoFaceFound):
         FacePipeline.from_checkpoint(checkpoint, detector=weak, runner="torch", init="encoder")(faces["image"][0])
+
+
+def test_small_faces_get_a_finer_pyramid_level(checkpoint):
+    from fml_taichi.recon.pipeline import FacePipeline
+    from fml_taichi.data.detect import PtsFileDetector
+
+    faces = synthetic_faces((10_000_024,))
+    pts = faces["landmarks"][0].astype(np.float32)
+    scorer = PtsFileDetector(landmarks_3d=mean_landmarks())._scorer
+    seen = []
+
+    class Hog:  # finds the face only one upsampling level finer than it starts
+        upsample = 1
+
+        def _boxes(self, img):
+            return []
+
+        def __call__(self, image, path=None):
+            seen.append(self.upsample)
+            if self.upsample < 2:
+                return []
+            return [scorer.detection(np.r_[pts.min(0), pts.max(0)], pts, 1.0, "dlib")]
+
+    res = FacePipeline.from_checkpoint(checkpoint, detector=Hog(), runner="torch")(faces["image"][0])
+    assert len(res) == 1 and seen == [1, 2]
+
+
+def test_bad_options_are_one_line_errors(tmp_path, checkpoint, photo_with_pts, capsys):
+    from fml_taichi.apps import cli
+
+    for argv, word in ((["--focal-px", "-3"], "--focal-px"), (["--min-score", "nan"], "--min-score")):
+        code = cli.main(["reconstruct", photo_with_pts, "--out", os.fspath(tmp_path), "--checkpoint", checkpoint,
+                         "--detector", "pts", "--quiet", *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and word in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="init"):
+        from fml_taichi.recon.pipeline import FacePipeline
+
+        FacePipeline.from_checkpoint(checkpoint, detector="pts", init="magic")

@@ -36,6 +36,7 @@ OUTER_EYE_CORNERS = (36, 45)
 class LandmarkFitConfig:
     """iterations: pose / contour / shape alternations. pose_steps: Gauss-Newton steps of the first
     pose stage (from the affine start); later_pose_steps: of the later ones (already close).
+    converged: stop alternating once no coefficient moved more than this (in prior sigmas).
     sigma_nme: detector noise, in inter-ocular distances (sets the data weight against the prior).
     min_sigma_px: floor of that noise in pixels. expression_scale: extra factor on the expression prior SD.
     """
@@ -43,6 +44,7 @@ class LandmarkFitConfig:
     iterations: int = 4
     pose_steps: int = 2
     later_pose_steps: int = 1
+    converged: float = 0.02
     sigma_nme: float = 0.025
     min_sigma_px: float = 0.5
     expression_scale: float = 1.0
@@ -335,8 +337,12 @@ class LandmarkFitter:
             for _ in range(self.config.pose_steps if it == 0 else self.config.later_pose_steps):
                 rot, t = self.pose_step(rot, t, x3, x2, w_inner if it == 0 else w, k)
             idx = self.jaw_vertices(rot, t, pts)
-            coef = self.solve_coefficients(rot, t, idx, pts, x2, w, k, sigma_px)
+            new = self.solve_coefficients(rot, t, idx, pts, x2, w, k, sigma_px)
+            moved = float(np.abs(new - coef).max())
+            coef = new
             pts = self.points(coef)
+            if it >= 1 and moved < self.config.converged:
+                break  # shape settled (so has the pose it was solved at): the last steps change nothing
         x3 = _gather(pts, idx)
         rot, t = self.pose_step(rot, t, x3, x2, w, k)
         idx = self.jaw_vertices(rot, t, pts)

@@ -315,13 +315,16 @@ class FacePipeline:
             where = repr(path) if path else "the image"
             raise NoFaceFound(f"no face found in {where} (detector confidence >= {self.min_confidence:g})")
         boxes, crops = zip(*(self.crop(image, d) for d in detections))
-        crops = np.stack(crops)
+        return self.reconstruct_detections(image, list(detections), list(boxes), np.stack(crops))
+
+    def reconstruct_detections(self, image, detections, boxes, crops) -> list[FaceResult]:
+        """Detected and cropped faces of ``image`` -> one :class:`FaceResult` each, by ``init``."""
         if self.init == "landmarks":
             k_crop = self.crop_cameras(boxes, image.shape)
-            params, output = self.reconstruct_landmarks(image, list(detections), list(boxes), crops, k_crop)
-            return self.results(list(detections), list(boxes), crops, params, output, k_crop)
+            params, output = self.reconstruct_landmarks(image, detections, boxes, crops, k_crop)
+            return self.results(detections, boxes, crops, params, output, k_crop)
         params, output = self.reconstruct_crops(crops)
-        return self.results(list(detections), list(boxes), crops, params, output)
+        return self.results(detections, boxes, crops, params, output)
 
     def reconstruct_landmarks(self, image, detections, boxes, crops, crop_intrinsics=None) -> tuple[FaceParams, ModelOutput]:
         """The landmark start (:mod:`fml_taichi.recon.start`) for crops [F, S, S, 3], with the encoder's

@@ -135,8 +135,7 @@ def _track(pipe, reader: VideoReader, refine: int, progress: bool) -> list:
         cropped = [pipe.crop(frame, d) for d in dets]
         i = _pick(dets, previous, [b for b, _ in cropped])
         box, crop = cropped[i]
-        params, out = pipe.reconstruct_crops(crop[None])
-        res = pipe.results([dets[i]], [box], crop[None], params, out)
+        res = pipe.reconstruct_detections(frame, [dets[i]], [box], crop[None])
         if refine:
             res = refine_results(res, pipe.multilevel, refine)
         frames.append(res[0])
