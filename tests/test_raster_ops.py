@@ -187,6 +187,8 @@ def test_clip_space_input_equals_camera_space_with_derived_intrinsics():
     assert int(rc.mask.sum()) > 50
     assert torch.equal(rc.triangle_id, rk.triangle_id)
     torch.testing.assert_close(rc.depth, rk.depth)
+    img = rc.mask.unsqueeze(-1).to(F64)
+    torch.testing.assert_close(R.antialias(img, rc, clip.contiguous(), tri), R.antialias(img, rk, pos, tri))
 
 
 def test_white_mesh_on_black_target_gets_position_gradients_only_through_antialias():
