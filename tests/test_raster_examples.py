@@ -43,3 +43,18 @@ def test_example_cli_writes_json_and_figure(tmp_path, module, keys, capsys):
     assert module.main(["--json", str(tmp_path / "bad.json"), "--iterations", "0"]) == 2
     assert "--iterations" in capsys.readouterr().err
     assert not (tmp_path / "bad.json").exists()
+
+
+def _docs_snippet(iterations: int) -> float:
+    """Run the pose-fitting code of docs/differentiable_rendering.md for ``iterations`` steps; its last loss."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "differentiable_rendering.md")) as f:
+        code = f.read().split("```python\n", 1)[1].split("```", 1)[0]
+    assert "range(300)" in code
+    namespace: dict = {}
+    exec(code.replace("range(300)", f"range({iterations})").replace("print(", "(lambda *a: None)("), namespace)
+    return float(namespace["loss"].detach())
+
+
+def test_docs_pose_snippet_runs_and_its_loss_falls():
+    assert _docs_snippet(25) < 0.5 * _docs_snippet(1)
