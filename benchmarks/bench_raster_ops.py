@@ -172,14 +172,20 @@ def pytorch3d_status() -> str:
                 "platform (pip: 'from versions: none')")
 
 
+def _reference_rows(cases: list) -> dict:
+    return {(c["triangles"], c["size"], c["batch"]): c for c in cases
+            if c["impl"] == "torch_reference" and "fwd_ms" in c}
+
+
 def print_table(cases: list) -> None:
-    ref = {(c["triangles"], c["size"], c["batch"]): c for c in cases if c["impl"] == "torch_reference" and "fwd_ms" in c}
+    ref = _reference_rows(cases)
     # Ratios: torch reference time / this impl's time (median), same case.
     print(f"{'impl':<26}{'tris':>8}{'size':>6}{'B':>3}{'fwd ms':>10}{'fwd+bwd ms':>12}{'best f+b':>10}{'sil':>5}"
           f"{'fwd x':>8}{'f+b x':>8}")
     for c in cases:
         if "fwd_ms" not in c:
-            print(f"{c['impl']:<26}{c['triangles']:>8}{c['size']:>6}{c['batch']:>3}  {c.get('error') or c.get('skipped')}")
+            why = c.get("error") or c.get("skipped")
+            print(f"{c['impl']:<26}{c['triangles']:>8}{c['size']:>6}{c['batch']:>3}  {why}")
             continue
         r = ref.get((c["triangles"], c["size"], c["batch"]))
         sx = f"{r['fwd_ms'] / c['fwd_ms']:.1f}" if r else "-"
@@ -187,6 +193,27 @@ def print_table(cases: list) -> None:
         print(f"{c['impl']:<26}{c['triangles']:>8}{c['size']:>6}{c['batch']:>3}{c['fwd_ms']:>10.1f}"
               f"{c['fwd_bwd_ms']:>12.1f}{c['fwd_bwd_ms_best']:>10.1f}{'yes' if c['silhouette_grad'] else 'no':>5}"
               f"{sx:>8}{sfb:>8}")
+
+
+def markdown_table(cases: list) -> str:
+    """The cases as a Markdown table with speed-ups over the torch reference (medians)."""
+    ref = _reference_rows(cases)
+    lines = ["| impl | triangles | size | batch | fwd ms | fwd+bwd ms | fwd+bwd best ms | silhouette grad | fwd x "
+             "| fwd+bwd x | fwd+bwd x (best) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: |"]
+    for c in cases:
+        key = (c["triangles"], c["size"], c["batch"])
+        head = f"| {c['impl']} | {c['triangles']:,} | {c['size']}^2 | {c['batch']} |"
+        if "fwd_ms" not in c:
+            lines.append(f"{head} {c.get('skipped') or c.get('error')} | | | | | | |")
+            continue
+        r = ref.get(key)
+        fx = f"{r['fwd_ms'] / c['fwd_ms']:.1f}" if r else "-"
+        fbx = f"{r['fwd_bwd_ms'] / c['fwd_bwd_ms']:.1f}" if r else "-"
+        best = f"{r['fwd_bwd_ms_best'] / c['fwd_bwd_ms_best']:.1f}" if r else "-"
+        lines.append(f"{head} {c['fwd_ms']:.1f} | {c['fwd_bwd_ms']:.1f} | {c['fwd_bwd_ms_best']:.1f} | "
+                     f"{'yes' if c['silhouette_grad'] else 'no'} | {fx} | {fbx} | {best} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -197,6 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-torch", default="200000x512x8",
                     help="comma-separated TRISxSIZExBATCH cases where the torch reference is not run ('' for none)")
     ap.add_argument("--no-peers", action="store_true", help="do not try Mitsuba")
+    ap.add_argument("--markdown", help="also write the table as Markdown to this path")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         print("error: --repeats must be >= 1", file=sys.stderr)
@@ -228,6 +256,8 @@ def main(argv=None) -> int:
     print("\nall cases:")
     print_table(cases)
     write_bytes(args.json, (json.dumps({"cases": cases, "notes": notes}, indent=2) + "\n").encode())
+    if args.markdown:
+        write_bytes(args.markdown, markdown_table(cases).encode())
     return 0
 
 

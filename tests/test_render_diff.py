@@ -13,7 +13,8 @@ SIZE = 20
 
 def _scene(dtype=torch.float64):
     v, tri = uv_sphere(8, 12, 1.0, dtype)
-    pos = torch.stack([v + torch.tensor([0.1, 0.0, 4.0], dtype=dtype), v * 0.9 + torch.tensor([-0.1, 0.1, 4.2], dtype=dtype)])
+    pos = torch.stack([v + torch.tensor([0.1, 0.0, 4.0], dtype=dtype),
+                       v * 0.9 + torch.tensor([-0.1, 0.1, 4.2], dtype=dtype)])
     g = torch.Generator().manual_seed(0)
     light = torch.zeros(2, 9, 3, dtype=dtype)
     light[:, 0] = 2.5

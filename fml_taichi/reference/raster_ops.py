@@ -29,7 +29,8 @@ from .rasterize import rasterize as _visibility
 # Triangles ``antialias`` walks along a pixel pair's segment looking for the silhouette edge.
 MAX_WALK = 8
 
-__all__ = ["MAX_WALK", "Raster", "rasterize", "interpolate", "antialias", "texture", "soft_silhouette", "screen_positions",
+__all__ = ["MAX_WALK", "Raster", "rasterize", "interpolate", "antialias", "texture", "soft_silhouette",
+           "screen_positions",
            "edge_neighbours", "check_size", "camera_points", "soft_radius"]
 
 
