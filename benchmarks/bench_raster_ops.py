@@ -65,21 +65,19 @@ def pipeline(mod, case: dict, colours: torch.Tensor, backward: bool):
     return pos.grad
 
 
-def time_ms(fn, repeats: int) -> float:
-    """Median ms after a warm-up (which also compiles kernels); one sample when a run takes > 3 s."""
+def time_ms(fn, repeats: int) -> tuple[float, float]:
+    """(median, best) ms after a warm-up (which also compiles kernels); one sample when a run takes > 3 s.
+    The best is the steadier figure on a machine shared with other jobs."""
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
-    if first > 3.0:
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
+    n = 1 if first > 3.0 else repeats
     samples = []
-    for _ in range(repeats):
+    for _ in range(n):
         t0 = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+    return statistics.median(samples), min(samples)
 
 
 def ours(case: dict, impl: str, repeats: int) -> dict:
@@ -87,7 +85,12 @@ def ours(case: dict, impl: str, repeats: int) -> dict:
     fwd = time_ms(lambda: pipeline(mod, case, case["colours"], False), repeats)
     fwd_bwd = time_ms(lambda: pipeline(mod, case, case["colours"], True), repeats)
     g = pipeline(mod, case, torch.ones_like(case["colours"]), True)
-    return {"fwd_ms": round(fwd, 2), "fwd_bwd_ms": round(fwd_bwd, 2), "silhouette_grad": bool(g.abs().max() > 1e-6)}
+    return _times(fwd, fwd_bwd) | {"silhouette_grad": bool(g.abs().max() > 1e-6)}
+
+
+def _times(fwd, fwd_bwd) -> dict:
+    return {"fwd_ms": round(fwd[0], 2), "fwd_bwd_ms": round(fwd_bwd[0], 2), "fwd_ms_best": round(fwd[1], 2),
+            "fwd_bwd_ms_best": round(fwd_bwd[1], 2)}
 
 
 def mitsuba_peer(case: dict, repeats: int) -> tuple[list, str]:
@@ -118,7 +121,8 @@ def mitsuba_peer(case: dict, repeats: int) -> tuple[list, str]:
             "type": "scene", "integrator": integrator,
             "sensor": {"type": "perspective", "fov": fov, "fov_axis": "x",
                        "to_world": mi.ScalarTransform4f().look_at(origin=[0, 0, 0], target=[0, 0, 1], up=[0, -1, 0]),
-                       "film": {"type": "hdrfilm", "width": size, "height": size, "rfilter": {"type": "box"}},
+                       "film": {"type": "hdrfilm", "width": size, "height": size, "rfilter": {"type": "box"},
+                                "sample_border": True},
                        "sampler": {"type": "independent", "sample_count": 1}},
             "light": {"type": "directional", "direction": [0, 0, 1], "irradiance": 3.0},
             "sphere": mesh,
@@ -129,6 +133,7 @@ def mitsuba_peer(case: dict, repeats: int) -> tuple[list, str]:
         def fwd():
             img = mi.render(scene, params, spp=1)
             dr.eval(img)
+            dr.sync_thread()  # the LLVM backend may still be running the kernel
 
         def fwd_bwd():
             for k in keys:
@@ -139,17 +144,18 @@ def mitsuba_peer(case: dict, repeats: int) -> tuple[list, str]:
             dr.backward(loss)
             g = dr.grad(params[[k for k in keys if k.endswith("vertex_positions")][0]])
             dr.eval(g)
+            dr.sync_thread()
             return g
 
         try:
             t_f = time_ms(fwd, repeats)
             t_fb = time_ms(fwd_bwd, repeats)
             g = fwd_bwd()
-            grad_max = float(dr.max(dr.abs(g), axis=None))
+            grad_max = float(abs(g.numpy()).max())
         except Exception as e:  # an integrator/variant combination this build rejects
             results.append({"impl": f"mitsuba_{integrator['type']}", "error": f"{type(e).__name__}: {e}"[:200]})
             continue
-        results.append({"impl": f"mitsuba_{integrator['type']}", "fwd_ms": round(t_f, 2), "fwd_bwd_ms": round(t_fb, 2),
+        results.append({"impl": f"mitsuba_{integrator['type']}", **_times(t_f, t_fb),
                         "silhouette_grad": silhouettes and grad_max > 0, "position_grad_nonzero": grad_max > 0,
                         "note": f"1 spp, directional light, diffuse per-vertex colour; silhouette gradients by design: "
                                 f"{silhouettes}"})
@@ -166,19 +172,48 @@ def pytorch3d_status() -> str:
                 "platform (pip: 'from versions: none')")
 
 
+def _reference_rows(cases: list) -> dict:
+    return {(c["triangles"], c["size"], c["batch"]): c for c in cases
+            if c["impl"] == "torch_reference" and "fwd_ms" in c}
+
+
 def print_table(cases: list) -> None:
-    ref = {(c["triangles"], c["size"], c["batch"]): c for c in cases if c["impl"] == "torch_reference" and "fwd_ms" in c}
-    print(f"{'impl':<26}{'tris':>8}{'size':>6}{'B':>3}{'fwd ms':>10}{'fwd+bwd ms':>12}{'sil':>5}"
+    ref = _reference_rows(cases)
+    # Ratios: torch reference time / this impl's time (median), same case.
+    print(f"{'impl':<26}{'tris':>8}{'size':>6}{'B':>3}{'fwd ms':>10}{'fwd+bwd ms':>12}{'best f+b':>10}{'sil':>5}"
           f"{'fwd x':>8}{'f+b x':>8}")
     for c in cases:
         if "fwd_ms" not in c:
-            print(f"{c['impl']:<26}{c['triangles']:>8}{c['size']:>6}{c['batch']:>3}  {c.get('error') or c.get('skipped')}")
+            why = c.get("error") or c.get("skipped")
+            print(f"{c['impl']:<26}{c['triangles']:>8}{c['size']:>6}{c['batch']:>3}  {why}")
             continue
         r = ref.get((c["triangles"], c["size"], c["batch"]))
         sx = f"{r['fwd_ms'] / c['fwd_ms']:.1f}" if r else "-"
         sfb = f"{r['fwd_bwd_ms'] / c['fwd_bwd_ms']:.1f}" if r else "-"
         print(f"{c['impl']:<26}{c['triangles']:>8}{c['size']:>6}{c['batch']:>3}{c['fwd_ms']:>10.1f}"
-              f"{c['fwd_bwd_ms']:>12.1f}{'yes' if c['silhouette_grad'] else 'no':>5}{sx:>8}{sfb:>8}")
+              f"{c['fwd_bwd_ms']:>12.1f}{c['fwd_bwd_ms_best']:>10.1f}{'yes' if c['silhouette_grad'] else 'no':>5}"
+              f"{sx:>8}{sfb:>8}")
+
+
+def markdown_table(cases: list) -> str:
+    """The cases as a Markdown table with speed-ups over the torch reference (medians)."""
+    ref = _reference_rows(cases)
+    lines = ["| impl | triangles | size | batch | fwd ms | fwd+bwd ms | fwd+bwd best ms | silhouette grad | fwd x "
+             "| fwd+bwd x | fwd+bwd x (best) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: |"]
+    for c in cases:
+        key = (c["triangles"], c["size"], c["batch"])
+        head = f"| {c['impl']} | {c['triangles']:,} | {c['size']}^2 | {c['batch']} |"
+        if "fwd_ms" not in c:
+            lines.append(f"{head} {c.get('skipped') or c.get('error')} | | | | | | |")
+            continue
+        r = ref.get(key)
+        fx = f"{r['fwd_ms'] / c['fwd_ms']:.1f}" if r else "-"
+        fbx = f"{r['fwd_bwd_ms'] / c['fwd_bwd_ms']:.1f}" if r else "-"
+        best = f"{r['fwd_bwd_ms_best'] / c['fwd_bwd_ms_best']:.1f}" if r else "-"
+        lines.append(f"{head} {c['fwd_ms']:.1f} | {c['fwd_bwd_ms']:.1f} | {c['fwd_bwd_ms_best']:.1f} | "
+                     f"{'yes' if c['silhouette_grad'] else 'no'} | {fx} | {fbx} | {best} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -189,6 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-torch", default="200000x512x8",
                     help="comma-separated TRISxSIZExBATCH cases where the torch reference is not run ('' for none)")
     ap.add_argument("--no-peers", action="store_true", help="do not try Mitsuba")
+    ap.add_argument("--markdown", help="also write the table as Markdown to this path")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         print("error: --repeats must be >= 1", file=sys.stderr)
@@ -197,6 +233,8 @@ def main(argv=None) -> int:
     skip = {s.strip() for s in args.skip_torch.split(",") if s.strip()}
     grid = [(30_000, 256, 1)] if args.quick else [(t, s, b) for t in TRIANGLES for s in SIZES for b in BATCHES]
     cases, notes = [], {"torch_threads": torch.get_num_threads(), "device": runtime.device_name(),
+                        "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(),
+                        "timing": "fwd_ms / fwd_bwd_ms: median of --repeats after a warm-up; *_best: the fastest",
                         "pytorch3d": pytorch3d_status()}
     for n_tris, size, batch in grid:
         first = len(cases)
@@ -212,9 +250,14 @@ def main(argv=None) -> int:
             notes["mitsuba"] = note
             cases.extend({**p, **row} for p in peer)
         print_table(cases[first:])
+    notes["load_average_end"] = os.getloadavg()
+    if skip:
+        notes["torch_reference_skipped"] = sorted(skip)
     print("\nall cases:")
     print_table(cases)
     write_bytes(args.json, (json.dumps({"cases": cases, "notes": notes}, indent=2) + "\n").encode())
+    if args.markdown:
+        write_bytes(args.markdown, markdown_table(cases).encode())
     return 0
 
 

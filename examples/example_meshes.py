@@ -77,7 +77,7 @@ def uniform_laplacian(n_vertices: int, triangles: torch.Tensor) -> torch.Tensor:
     deg = torch.bincount(e[:, 0], minlength=n_vertices).clamp(min=1).to(torch.float32)
     idx = torch.cat([e.t(), torch.arange(n_vertices).repeat(2, 1)], 1)
     val = torch.cat([-1.0 / deg[e[:, 0]], torch.ones(n_vertices)])
-    return torch.sparse_coo_tensor(idx, val, (n_vertices, n_vertices)).coalesce()
+    return torch.sparse_coo_tensor(idx, val, (n_vertices, n_vertices), check_invariants=True).coalesce()
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -67,7 +67,8 @@ def silhouette(p: dict, rot: torch.Tensor, trans: torch.Tensor, sigma: float | N
     return antialias(rast.mask.unsqueeze(-1).float(), rast, pos, p["tri"], p["topology"])[..., 0]
 
 
-def fit(p: dict, iterations: int = 300, soft_fraction: float = 0.35, lr: float = 0.03, sigma_start: float = 8.0) -> tuple[torch.Tensor, torch.Tensor, list]:
+def fit(p: dict, iterations: int = 300, soft_fraction: float = 0.35, lr: float = 0.03,
+        sigma_start: float = 8.0) -> tuple[torch.Tensor, torch.Tensor, list]:
     """Adam on a rotation increment (axis-angle, applied to the start) and the translation.
 
     Returns the final rotation, translation and a history of dicts (iteration, loss, angle error of
@@ -76,7 +77,8 @@ def fit(p: dict, iterations: int = 300, soft_fraction: float = 0.35, lr: float =
     trans = p["t_start"].clone().requires_grad_()
     opt = torch.optim.Adam([{"params": [omega], "lr": lr}, {"params": [trans], "lr": lr}])
     n_soft = int(iterations * soft_fraction)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * i / iterations)))
+    cosine = lambda i: 0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * i / iterations))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     history = []
     for it in range(iterations):
         # Blur from sigma_start px^2 down to 1 px^2 over the soft phase, then the hard silhouette.
@@ -114,7 +116,8 @@ def write_figure(path: str, p: dict, rot: torch.Tensor, trans: torch.Tensor, his
                             {"rotation error (deg)": [h["angle_error_deg"] for h in history]},
                             title="pose from silhouette", xlabel="iteration", ylabel="degrees", log_y=True,
                             size=(480, 320))
-    panels = [("target mask", _big(p["target"][0])), (f"start ({history[0]['angle_error_deg']:.1f} deg)", _overlay(p["target"], start)),
+    panels = [("target mask", _big(p["target"][0])),
+              (f"start ({history[0]['angle_error_deg']:.1f} deg)", _overlay(p["target"], start)),
               (f"final ({history[-1]['angle_error_deg']:.2f} deg)", _overlay(p["target"], final)), ("error", curve)]
     write_png(path, compose_figure(panels))
 

@@ -32,11 +32,12 @@ _EXPORTS = {
     "load_checkpoint": "fml_taichi.nets.checkpoint",
     "total_loss": "fml_taichi.losses.total",
     "render": "fml_taichi.ops.render",
+    "render_textured": "fml_taichi.ops.render",
     "rasterize": "fml_taichi.ops.rasterize",
     "image_formation": "fml_taichi.ops.image_formation",
 }
 
-__all__ = ["FacePipeline", "Reconstructor", "FaceParams", "FaceModel", "MultiLevelModel", "default_face_model", "load_face_model", "load_checkpoint", "total_loss", "render", "rasterize", "image_formation"]  # noqa: E501
+__all__ = ["FacePipeline", "Reconstructor", "FaceParams", "FaceModel", "MultiLevelModel", "default_face_model", "load_face_model", "load_checkpoint", "total_loss", "render", "render_textured", "rasterize", "image_formation"]  # noqa: E501
 
 
 def __getattr__(name: str):

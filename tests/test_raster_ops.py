@@ -71,7 +71,8 @@ def test_interpolate_gradcheck_attr_and_positions():
     def f(p, a):
         return R.interpolate(a, R.rasterize(p, tri, SIZE, K), tri) * inside.unsqueeze(-1)
 
-    assert torch.autograd.gradcheck(f, (pos.clone().requires_grad_(), attr.requires_grad_()), eps=1e-6, atol=1e-7, fast_mode=True)
+    assert torch.autograd.gradcheck(f, (pos.clone().requires_grad_(), attr.requires_grad_()), eps=1e-6, atol=1e-7,
+                                    fast_mode=True)
 
 
 def test_interpolate_gradcheck_barycentrics_shared_attr():
@@ -130,7 +131,8 @@ def test_texture_gradcheck():
     g = torch.Generator().manual_seed(4)
     tex = torch.rand((2, 5, 7, 2), generator=g, dtype=F64)
     uv = torch.rand((2, 6, 4, 2), generator=g, dtype=F64) * 1.3 - 0.15  # some clamped
-    assert torch.autograd.gradcheck(R.texture, (tex.requires_grad_(), uv.requires_grad_()), eps=1e-6, atol=1e-7, fast_mode=True)
+    assert torch.autograd.gradcheck(R.texture, (tex.requires_grad_(), uv.requires_grad_()), eps=1e-6, atol=1e-7,
+                                    fast_mode=True)
     shared = tex[0].detach().clone().requires_grad_()  # [Ht, Wt, C] shared by the batch
     assert torch.autograd.gradcheck(R.texture, (shared, uv), eps=1e-6, atol=1e-7, fast_mode=True)
 
@@ -187,6 +189,8 @@ def test_clip_space_input_equals_camera_space_with_derived_intrinsics():
     assert int(rc.mask.sum()) > 50
     assert torch.equal(rc.triangle_id, rk.triangle_id)
     torch.testing.assert_close(rc.depth, rk.depth)
+    img = rc.mask.unsqueeze(-1).to(F64)
+    torch.testing.assert_close(R.antialias(img, rc, clip.contiguous(), tri), R.antialias(img, rk, pos, tri))
 
 
 def test_white_mesh_on_black_target_gets_position_gradients_only_through_antialias():

@@ -44,7 +44,6 @@ from .interpolate import edge_fn, edge_fn_vjp
 __all__ = ["antialias_kernels", "MAX_WALK"]
 
 
-
 @ti.func
 def _signed_area(screen: ti.template(), tris: ti.template(), b, f):
     i0, i1, i2 = tris[f, 0], tris[f, 1], tris[f, 2]
@@ -109,7 +108,8 @@ def _analyse(tri_id: ti.template(), depth: ti.template(), screen: ti.template(),
                             (_signed_area(screen, tris, b, g) > 0) != (sgn > 0)
                     if silhouette:
                         ia, ic = idx[(best_k + 1) % 3], idx[(best_k + 2) % 3]
-                        steep = ti.abs(screen[b, ic, 1] - screen[b, ia, 1]) >= ti.abs(screen[b, ic, 0] - screen[b, ia, 0])
+                        dx = ti.abs(screen[b, ic, 0] - screen[b, ia, 0])
+                        steep = ti.abs(screen[b, ic, 1] - screen[b, ia, 1]) >= dx
                         found = 1 if steep == (ya == yb) else 0
                     elif g != t_other:
                         cur, walking = g, 1  # a front-facing neighbour smaller than a pixel: walk on

@@ -104,7 +104,8 @@ def soft_silhouette_kernels():
                 x_lo, x_hi, y_lo, y_hi = _window(s, radius, h, w, dt)
                 for y in range(y_lo, y_hi + 1):
                     for x in range(x_lo, x_hi + 1):
-                        xs, _k, _sk, _qx, _qy, _delta = _signed_x(s, ti.cast(x, dt), ti.cast(y, dt), ti.cast(inv_sigma, dt), dt)
+                        xs, _k, _sk, _qx, _qy, _delta = _signed_x(s, ti.cast(x, dt), ti.cast(y, dt),
+                                                                  ti.cast(inv_sigma, dt), dt)
                         log_sum[b, y, x] += -_softplus(xs)
         # A second top-level loop: Taichi runs it after the scatter above has finished.
         for p in range(sil.shape[0] * h * w):

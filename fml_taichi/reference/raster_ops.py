@@ -28,7 +28,8 @@ from .rasterize import RasterResult, _batched_intrinsics
 from .rasterize import rasterize as _visibility
 
 
-__all__ = ["MAX_WALK", "Raster", "rasterize", "interpolate", "antialias", "texture", "soft_silhouette", "screen_positions",
+__all__ = ["MAX_WALK", "Raster", "rasterize", "interpolate", "antialias", "texture", "soft_silhouette",
+           "screen_positions",
            "edge_neighbours", "check_size", "camera_points", "soft_radius"]
 
 
