@@ -6,7 +6,7 @@
 * ``landmark_nme``: NME of the reconstruction's 68 landmark vertices (final level, jaw on the
   silhouette) against the detector's points, normalised by the detected outer-eye-corner distance;
 * ``photo_error_base`` / ``photo_error_final``: mean RGB distance between the rendered base / final
-  level and the crop over the rendered face region (:func:`fml_taichi.eval.metrics.photometric_error`).
+  level and the crop over the rendered face region (:func:`fml_taichi.losses.metrics.photometric_error`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ __all__ = ["face_quality", "format_report"]
 
 
 def face_quality(result, triangles) -> dict:
-    """The figures of the module docstring for one :class:`~fml_taichi.apps.reconstruct.FaceResult`."""
+    """The figures of the module docstring for one :class:`~fml_taichi.recon.pipeline.FaceResult`."""
     from .outputs import render_layers
     from ..losses.metrics import landmark_nme, photometric_error
 
