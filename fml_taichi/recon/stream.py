@@ -25,7 +25,7 @@ a ~53 degree horizontal field of view, typical of webcams; pass the real one whe
 
 **Outputs** (``OUT/NAME.*``), one row per (frame, face): ``params.npz`` (keys in :func:`write_outputs`),
 ``params.csv`` (frame, time_s, face_id, rx/ry/rz_deg (smoothed), tx/ty/tz_mm (smoothed),
-detector_score (empty unless detected that frame), fit_nme), ``overlay.mp4`` and ``track.png``
+detector_score (empty unless detected that frame; ``inf`` for annotated landmarks), fit_nme), ``overlay.mp4`` and ``track.png``
 (head angles against time, raw and smoothed, per face id). Files are written to temporary names
 and renamed at the end; a failure leaves none of them.
 """
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import csv
 import io
 import math
@@ -506,8 +507,8 @@ TRACK_FIT = LandmarkFitConfig(iterations=2, pose_steps=1)
 
 def _make_tracker(pipe, k, config, detect_max_side, landmark_source) -> FaceTracker:
     fitter = LandmarkFitter(pipe.face_model, TRACK_FIT)
-    if landmark_source is not None:
-        return _SourceTracker(landmark_source, fitter, k, config)
+    if landmark_source is not None:  # its points are the frame's, whatever patch the tracker would turn
+        return _SourceTracker(landmark_source, fitter, k, dataclasses.replace(config or TrackerConfig(), upright=False))
     det = pipe.detector
     if not hasattr(det, "landmarks_in_boxes"):
         raise ValueError("video tracking needs a detector with landmarks_in_boxes (dlib)")
@@ -587,7 +588,7 @@ def _write_csv(path: str, a: dict) -> None:
         score = a["detector_score"][i]
         w.writerow([int(a["frame"][i]), f"{a['time_s'][i]:.4f}", int(a["face_id"][i]),
                     *(f"{v:.3f}" for v in rot[i]), *(f"{v:.2f}" for v in tr[i]),
-                    "" if not np.isfinite(score) else f"{score:.4f}", f"{a['fit_nme'][i]:.4f}"])
+                    "" if np.isnan(score) else "inf" if np.isinf(score) else f"{score:.4f}", f"{a['fit_nme'][i]:.4f}"])
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         fh.write(buf.getvalue())
 
