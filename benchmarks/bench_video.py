@@ -69,17 +69,21 @@ def _scored(rec: dict, npz: str, truth) -> dict:
 
 
 def _plot(path: str, truth, z: dict, zs: dict) -> None:
+    """Three panels (yaw, roll, pitch) stacked: truth, dlib raw and smoothed, synthetic landmarks smoothed."""
+    from fml_taichi.io.images import write_png
     from fml_taichi.io.plots import plot_curves
 
     t = np.arange(len(truth.rotation))
-    series = {}
-    for i, n in ((1, "yaw"), (2, "roll"), (0, "pitch")):
-        series[f"{n} truth"] = (t, np.degrees(truth.rotation[:, i]))
-        series[f"{n} dlib raw"] = (z["frame"], np.degrees(z["rotation_raw"][:, i]))
-        series[f"{n} dlib smoothed"] = (z["frame"], np.degrees(z["rotation"][:, i]))
-        series[f"{n} synthetic lm smoothed"] = (zs["frame"], np.degrees(zs["rotation"][:, i]))
-    plot_curves(path, series, title="head pose vs time: truth, dlib (raw, smoothed), synthetic landmarks",
-                xlabel="frame", ylabel="degrees", size=(1100, 560))
+    panels = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, n in ((1, "yaw"), (2, "roll"), (0, "pitch")):
+            series = {"truth": (t, np.degrees(truth.rotation[:, i])),
+                      "dlib raw": (z["frame"], np.degrees(z["rotation_raw"][:, i])),
+                      "dlib smoothed": (z["frame"], np.degrees(z["rotation"][:, i])),
+                      "synthetic landmarks, smoothed": (zs["frame"], np.degrees(zs["rotation"][:, i]))}
+            panels.append(plot_curves(os.path.join(tmp, f"{n}.png"), series, title=f"{n} vs time", xlabel="frame",
+                                      ylabel="degrees", size=(1000, 360)))
+    write_png(path, np.concatenate(panels, 0))
 
 
 def _verdict(key: str, value: float) -> str:
