@@ -264,7 +264,7 @@ def test_camera_input_via_a_fake_capture_has_no_window_without_display(clip, che
     from fml_taichi.recon.tracking import AnnotatedLandmarks
 
     pipe = FacePipeline.from_checkpoint(checkpoint, detector="pts", runner="torch")
-    info = stream.reconstruct_stream(pipe, 0, str(tmp_path / "cam"), "camera0", focal_px=cfg.focal_px,
+    info = stream.reconstruct_stream(pipe, 0, str(tmp_path / "cam"), "camera0", focal_px=cfg.focal_px, overlay="mesh",
                                      landmark_source=AnnotatedLandmarks(ann))
     assert fakes and fakes[0].released
     assert info["frames"] == cfg.frames and info["source"] == "camera 0"

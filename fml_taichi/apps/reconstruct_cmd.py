@@ -152,8 +152,12 @@ def _stream_item(pipe, item, args) -> dict:
     from ..recon.stream import reconstruct_stream
     from ..recon.tracking import AnnotatedLandmarks, TrackerConfig
 
+    from ..recon.stream import open_source
+
     source = None
     if args.detector == "pts":  # annotated landmarks next to the video: VIDEO.landmarks.npz
+        if item.kind == "video":  # an undecodable video is reported as such, before its annotation
+            open_source(item.path)[0].release()
         ann = os.path.splitext(item.path)[0] + ".landmarks.npz"
         if item.kind != "video" or not os.path.isfile(ann):
             raise FileNotFoundError(f"--detector pts: no landmark file {ann!r} for {item.path!r}")
