@@ -2,7 +2,6 @@
 stream outputs (CSV / NPZ / --every), camera input through a fake capture, the synthetic clip's truth."""
 import csv
 import json
-import os
 
 import cv2
 import numpy as np

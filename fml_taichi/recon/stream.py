@@ -25,7 +25,8 @@ a ~53 degree horizontal field of view, typical of webcams; pass the real one whe
 
 **Outputs** (``OUT/NAME.*``), one row per (frame, face): ``params.npz`` (keys in :func:`write_outputs`),
 ``params.csv`` (frame, time_s, face_id, rx/ry/rz_deg (smoothed), tx/ty/tz_mm (smoothed),
-detector_score (empty unless detected that frame; ``inf`` for annotated landmarks), fit_nme), ``overlay.mp4`` and ``track.png``
+detector_score (empty unless detected that frame; ``inf`` for annotated landmarks), fit_nme),
+``overlay.mp4`` and ``track.png``
 (head angles against time, raw and smoothed, per face id). Files are written to temporary names
 and renamed at the end; a failure leaves none of them.
 """
@@ -412,7 +413,8 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
     encoder = _Encoder(pipe, encoder_every)
     history = _TrackHistory(back, ahead)
     base = os.path.join(out_dir, *(name or _safe_name(description)).split("/"))
-    show = (live and bool(os.environ.get("DISPLAY"))) if show is None else (bool(show) and bool(os.environ.get("DISPLAY")))
+    display = bool(os.environ.get("DISPLAY"))
+    show = display and (live if show is None else bool(show))
     rows: list[dict] = []
     with OutputSet() as outputs:
         outputs.add(base + ".overlay.mp4")
@@ -436,7 +438,7 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
                 n_frames += 1
                 n_with_face += bool(faces)
                 while len(pending) > ahead:
-                    _emit(pending.popleft(), history, encoder, rows, writer, stop)
+                    _emit(pending.popleft(), history, encoder, rows, writer)
                 if writer.error is not None or stop.is_set():
                     interrupted = True
                     break
@@ -448,7 +450,7 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
         finally:
             stop.set()
         while pending:
-            _emit(pending.popleft(), history, encoder, rows, writer, stop, force=True)
+            _emit(pending.popleft(), history, encoder, rows, writer)
         writer.inbox.put(None)
         writer.join()
         seconds = time.perf_counter() - t_start
@@ -541,7 +543,7 @@ def _make_tracker(pipe, k, config, detect_max_side, landmark_source) -> FaceTrac
     return _TimedTracker(detect, det.landmarks_in_boxes, fitter, k, config)
 
 
-def _emit(entry, history, encoder, rows, writer, stop, force=False) -> None:
+def _emit(entry, history, encoder, rows, writer) -> None:
     index, t_s, rgb, faces = entry
     drawn = []
     for fc in faces:

@@ -18,16 +18,17 @@ Each frame's landmarks of all faces go through one batched :class:`~fml_taichi.r
 call, in the frame's own camera, for pose, shape and expression.
 
 **A track is lost** when its landmark fit degrades, i.e. the fit's mean residual in inter-ocular
-distances exceeds ``max_fit_nme`` (:data:`MAX_FIT_NME`, 0.10: fits of real and synthetic faces leave
-0.02-0.06, the predictor run on a box that slid off the face leaves 0.15 and more), or when its box
+distances exceeds ``max_fit_nme`` (:data:`MAX_FIT_NME`, 0.10: on the synthetic clip the fit of
+dlib's points leaves 0.02-0.07, and a point set that is no face shape, far more; real faces were not
+measured), or when its box
 leaves the frame (less than ``min_inside`` of its area inside). Lost tracks end; a re-detection runs
 at once.
 
 **Identities**: each new face gets the next integer id. A detection matches a live track when their
 boxes overlap by IoU >= ``match_iou``; a matched detection re-anchors its track (the track keeps its id
 and takes the detection's landmarks and score: tracking alone drifts on turned heads, where the
-predictor keeps drawing a plausible face, so a low fit residual cannot reveal the drift). Tracks the detector misses (a head
-turned past its ~30 degree reach) are kept as long as their fit holds.
+predictor keeps drawing a plausible face, so a low fit residual cannot reveal the drift). Tracks the
+detector misses (a head turned past its ~30 degree reach) are kept as long as their fit holds.
 """
 from __future__ import annotations
 
@@ -221,10 +222,12 @@ class FaceTracker:
         if not keep:
             return [], lost
         if cfg.upright:
-            lms = [upright_landmarks(self.landmarks_in_boxes, frame, b, float(t.rotation[2])) for t, b in zip(keep, boxes)]
+            lms = [upright_landmarks(self.landmarks_in_boxes, frame, b, float(t.rotation[2]))
+                   for t, b in zip(keep, boxes)]
         else:
             lms = self.landmarks_in_boxes(frame, boxes)
-        found = [(tr, box, lm) for tr, box, lm in zip(keep, boxes, lms) if lm is not None]  # None: the landmark source has nothing in that box
+        # None: the landmark source has nothing in that box
+        found = [(tr, box, lm) for tr, box, lm in zip(keep, boxes, lms) if lm is not None]
         lost = lost or len(found) < len(keep)
         if not found:
             return [], lost
@@ -293,7 +296,8 @@ class AnnotatedLandmarks:
             raise ValueError(f"landmark file {path!r}: expected an array 'landmarks' [T, 68, 2]")
         self.landmarks = np.asarray(z["landmarks"], np.float64)
         if self.landmarks.ndim != 3 or self.landmarks.shape[1:] != (68, 2) or not np.isfinite(self.landmarks).all():
-            raise ValueError(f"landmark file {path!r}: 'landmarks' must be finite [T, 68, 2], got {self.landmarks.shape}")
+            raise ValueError(f"landmark file {path!r}: 'landmarks' must be finite [T, 68, 2], "
+                             f"got {self.landmarks.shape}")
         self.valid = np.asarray(z["valid"], bool) if "valid" in z.files else np.ones(len(self.landmarks), bool)
 
     def _have(self, index: int) -> bool:
