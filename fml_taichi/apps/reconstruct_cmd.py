@@ -5,6 +5,11 @@ Examples::
     fml-taichi reconstruct photo.jpg --out recon/                  # the packaged checkpoint
     fml-taichi reconstruct lfw/ clip.mp4 --out recon/ --refine 30  # a folder (recursive) and a video
     fml-taichi reconstruct photo.jpg --out recon/ --checkpoint runs/default/checkpoint.pt
+    fml-taichi reconstruct --camera 0 --out live/                  # a webcam (window when a display is present)
+    fml-taichi reconstruct long.mp4 --out recon/ --every 5         # every 5th frame of a long clip
+
+Videos, cameras and streams are tracked in one threaded pass (:mod:`fml_taichi.recon.stream`);
+``--two-pass`` keeps the older per-frame detect + encoder path (:mod:`fml_taichi.recon.video`).
 
 What is written is listed in :mod:`fml_taichi.recon.outputs` (images) and
 :mod:`fml_taichi.recon.video` (videos), plus ``DIR/summary.json`` (every input's status,
@@ -27,7 +32,8 @@ HELP = "reconstruct faces in images, folders and videos (OBJ/PLY/JSON/NPZ, overl
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, video files or folders (recursive)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="image files, video files or folders (recursive); "
+                   "a URL (scheme://...) is read as a stream")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
                    help="trained checkpoint (default: the one packaged with fml_taichi)")
@@ -56,11 +62,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "it are kept when confident or when their landmarks are plausible (default: keep all "
                         "plausible faces down to a score of -0.5)")
     p.add_argument("--focal-px", type=float, default=None, metavar="F",
-                   help="the photos' focal length in pixels, when known (landmark start; default: the training "
-                        "crop camera)")
+                   help="the camera's focal length in pixels, when known (EXIF, calibration); photos with the "
+                        "landmark start default to the training crop camera, videos and cameras to the frame width")
     p.add_argument("--report", action="store_true",
                    help="print a table of every face: detector score, yaw/pitch/roll, landmark NME, photometric errors")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    v = p.add_argument_group("videos, cameras and streams")
+    v.add_argument("--camera", metavar="SOURCE", action="append", default=[],
+                   help="a camera index (0, 1, ...) or any URL OpenCV opens; q / Esc / Ctrl-C stops (repeatable)")
+    v.add_argument("--every", type=int, default=1, metavar="N", help="use every N-th frame (default 1)")
+    v.add_argument("--overlay", choices=("wireframe", "mesh", "none"), default="wireframe",
+                   help="overlay video: fitted mesh as a sparse wireframe + landmarks (default, cheap), the "
+                        "shaded mesh, or none")
+    v.add_argument("--redetect-every", type=int, default=None, metavar="N",
+                   help="full face detection every N frames to admit new faces (default 60)")
+    v.add_argument("--smooth-frames", type=int, default=8, metavar="N",
+                   help="smoothing window: N past frames (and N future ones for files, 2 for live sources); "
+                        "0 = off (default 8)")
+    v.add_argument("--encoder-every", type=int, default=10, metavar="N",
+                   help="run the encoder (reflectance, light, correctives) every N frames of a face (0: never; "
+                        "default 10)")
+    v.add_argument("--no-window", action="store_true", help="no live window for cameras and streams")
+    v.add_argument("--two-pass", action="store_true",
+                   help="videos: the older path (detect + encoder every frame, One-Euro --smooth); no cameras")
 
 
 def _check_args(args) -> str | None:
@@ -74,7 +98,12 @@ def _check_args(args) -> str | None:
         return f"--smooth: expected a cutoff >= 0 Hz, got {args.smooth}"
     if not 0 <= args.min_confidence <= 1:
         return f"--min-confidence: expected a value in [0, 1], got {args.min_confidence}"
-    for name in ("max_faces", "max_frames", "threads"):
+    if not args.paths and not args.camera:
+        return "nothing to reconstruct: give PATHs or --camera SOURCE"
+    for name in ("smooth_frames", "encoder_every"):
+        if getattr(args, name) < 0:
+            return f"--{name.replace('_', '-')}: expected N >= 0, got {getattr(args, name)}"
+    for name in ("max_faces", "max_frames", "threads", "every", "redetect_every"):
         v = getattr(args, name)
         if v is not None and v < 1:
             return f"--{name.replace('_', '-')}: expected a positive int, got {v}"
@@ -140,17 +169,55 @@ def _image_item(pipe, item, args, checkpoint) -> dict:
     return info
 
 
+def _stream_item(pipe, item, args) -> dict:
+    from ..recon.stream import reconstruct_stream
+    from ..recon.tracking import AnnotatedLandmarks, TrackerConfig
+
+    from ..recon.stream import open_source
+
+    source = None
+    if args.detector == "pts":  # annotated landmarks next to the video: VIDEO.landmarks.npz
+        if item.kind == "video":  # an undecodable video is reported as such, before its annotation
+            open_source(item.path)[0].release()
+        ann = os.path.splitext(item.path)[0] + ".landmarks.npz"
+        if item.kind != "video" or not os.path.isfile(ann):
+            raise FileNotFoundError(f"--detector pts: no landmark file {ann!r} for {item.path!r}")
+        source = AnnotatedLandmarks(ann)
+    cfg = TrackerConfig(**({} if args.redetect_every is None else {"redetect_every": args.redetect_every}),
+                        max_faces=args.max_faces)
+    src = item.path if item.kind == "video" else item.source
+    return reconstruct_stream(pipe, src, args.out, item.name, every=args.every, max_frames=args.max_frames,
+                              back=args.smooth_frames, tracker_config=cfg, overlay=args.overlay,
+                              encoder_every=args.encoder_every, focal_px=args.focal_px,
+                              show=False if args.no_window else None, landmark_source=source)
+
+
 def _video_item(pipe, item, args) -> dict:
     from tqdm.auto import tqdm
 
     from ..recon.video import reconstruct_video
 
-    info = reconstruct_video(pipe, item.path, args.out, item.name, args.smooth, args.refine, args.max_frames,
-                             progress=not args.quiet)
+    if item.kind == "stream" or not args.two_pass:
+        info = _stream_item(pipe, item, args)
+    else:
+        info = reconstruct_video(pipe, item.path, args.out, item.name, args.smooth, args.refine, args.max_frames,
+                                 progress=not args.quiet)
     if info["truncated"]:
         tqdm.write(f"fml-taichi reconstruct: warning: {item.path}: the video stops decoding after {info['frames']} "
                    "frame(s), fewer than it declares (truncated or damaged); those frames were used", file=sys.stderr)
     return info
+
+
+class _Stream:
+    """A camera index or URL as an input item (kind "stream")."""
+
+    kind = "stream"
+
+    def __init__(self, source: str):
+        self.source = int(source) if source.isdigit() else source
+        self.path = f"camera {source}" if source.isdigit() else source
+        keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(source))
+        self.name = f"camera{source}" if source.isdigit() else (keep.strip("_") or "stream")
 
 
 def _refine_summary(records: list[dict]) -> str | None:
@@ -198,7 +265,8 @@ def run(args) -> int:
     if problem:
         _error(problem)
         return 2
-    items = collect_inputs(args.paths)
+    items = collect_inputs([p for p in args.paths if "://" not in p]) if any("://" not in p for p in args.paths) else []
+    items += [_Stream(s) for s in args.camera + [p for p in args.paths if "://" in p]]
     if not items:
         _error("no inputs: the folders given hold no images or videos")
         return 2
@@ -215,14 +283,15 @@ def run(args) -> int:
         try:
             if item.kind == "missing":
                 raise FileNotFoundError(f"input not found: {item.path!r}")
-            info = _video_item(pipe, item, args) if item.kind == "video" else _image_item(pipe, item, args, checkpoint)
+            is_video = item.kind in ("video", "stream")
+            info = _video_item(pipe, item, args) if is_video else _image_item(pipe, item, args, checkpoint)
             rec.update(status="ok", **info)
             n_faces += info.get("faces", 1)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # one bad input must not stop the others
             failed += 1
-            if item.kind != "video":  # an earlier run's files of this input would pass for this run's
+            if item.kind not in ("video", "stream"):  # an earlier run's files of this input would pass for this run's
                 from ..recon.outputs import remove_stale_outputs
 
                 remove_stale_outputs(args.out, item.name, keep=())

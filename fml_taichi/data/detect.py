@@ -225,6 +225,18 @@ class DlibDetector:
             out.append(self._scorer.detection(box, pts, score, "dlib"))
         return sorted(out, key=lambda d: -d.confidence)
 
+    def landmarks_in_boxes(self, image, boxes) -> list[np.ndarray]:
+        """The shape predictor alone in given boxes (no face detection: for tracking, where each box
+        comes from the previous frame's landmarks): ``[68, 2]`` float64 (x, y) per box ``x0, y0, x1, y1``.
+        ``image`` as for ``__call__``; a uint8 image skips the conversion."""
+        img = image if image.dtype == np.uint8 and image.flags.c_contiguous else np.ascontiguousarray(to_uint8(image))
+        out = []
+        for box in boxes:
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            shape = self._predictor(img, self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
+            out.append(np.array([[p.x, p.y] for p in shape.parts()], np.float64))
+        return out
+
 
 class PtsFileDetector:
     """Landmarks from ``IMAGE.pts`` next to each image (300-W layout) instead of a detector.

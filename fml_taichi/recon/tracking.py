@@ -1,0 +1,322 @@
+"""Face tracking for video: detect once, then follow each face by its landmarks (as 3DDFA_V2 does).
+
+Detection (dlib's HOG detector) costs tens to hundreds of milliseconds a frame; the 68-point shape
+predictor in a known box costs ~2 ms. So a :class:`FaceTracker` detects only
+
+* when nothing is tracked (every frame until a face is found),
+* when a track was lost this frame, and
+* every ``redetect_every`` frames (:data:`REDETECT_EVERY`, 60 = 2 s at 30 fps), to admit new faces;
+
+and otherwise takes each face's landmark box from its previous frame's fit and runs the shape
+predictor there. The box is the square dlib's detector would draw (:func:`pose_box`, calibrated on
+dlib boxes against the landmark fit of the same faces, 35 frames of the synthetic clip): side
+:data:`BOX_SIDE_MM` (139 mm) at the depth of the inner landmarks' centroid, centred on that
+centroid's projection, shifted by ``0.125 sin(yaw)`` sides sideways and 0.014 sides down. It comes
+from the 3D pose, not from the landmarks' 2D extent: under yaw the extent narrows, a narrower box
+makes the predictor draw a smaller face, and the track shrank to nothing within ~40 frames.
+Each frame's landmarks of all faces go through one batched :class:`~fml_taichi.recon.landmark_fit.LandmarkFitter`
+call, in the frame's own camera, for pose, shape and expression.
+
+**A track is lost** when its landmark fit degrades, i.e. the fit's mean residual in inter-ocular
+distances exceeds ``max_fit_nme`` (:data:`MAX_FIT_NME`, 0.10: on the synthetic clip the fit of
+dlib's points leaves 0.02-0.07, and a point set that is no face shape, far more; real faces were not
+measured), or when its box
+leaves the frame (less than ``min_inside`` of its area inside). Lost tracks end; a re-detection runs
+at once.
+
+**Identities**: each new face gets the next integer id. A detection matches a live track when their
+boxes overlap by IoU >= ``match_iou``; a matched detection re-anchors its track (the track keeps its id
+and takes the detection's landmarks and score: tracking alone drifts on turned heads, where the
+predictor keeps drawing a plausible face, so a low fit residual cannot reveal the drift). Tracks the
+detector misses (a head turned past its ~30 degree reach) are kept as long as their fit holds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["MAX_FIT_NME", "REDETECT_EVERY", "TrackerConfig", "TrackedFace", "FaceTracker", "landmark_box", "pose_box",
+           "box_iou", "AnnotatedLandmarks",
+           "inside_fraction"]
+
+MAX_FIT_NME = 0.10
+REDETECT_EVERY = 60
+BOX_SIDE = 1.01
+BOX_RAISE = 0.04
+BOX_SIDE_MM = 139.0
+BOX_SHIFT_YAW = 0.125
+BOX_SHIFT_DOWN = 0.014
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """redetect_every: frames between detections that admit new faces (>= 1; 1 detects every frame).
+    max_fit_nme: a track is lost above this landmark-fit residual (inter-ocular units).
+    min_inside: a track is lost when less than this fraction of its box lies inside the frame.
+    match_iou: a detection belongs to a track when their boxes overlap at least this much.
+    max_faces: at most this many tracks (None: any).
+    upright: run the shape predictor on a patch turned by the track's roll (:func:`upright_landmarks`)."""
+
+    redetect_every: int = REDETECT_EVERY
+    max_fit_nme: float = MAX_FIT_NME
+    min_inside: float = 0.6
+    match_iou: float = 0.3
+    max_faces: int | None = None
+    upright: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.redetect_every, int) or self.redetect_every < 1:
+            raise ValueError(f"redetect_every: expected an int >= 1, got {self.redetect_every!r}")
+        if not self.max_fit_nme > 0 or not 0 < self.min_inside <= 1 or not 0 < self.match_iou <= 1:
+            raise ValueError("max_fit_nme must be > 0; min_inside and match_iou in (0, 1]")
+        if self.max_faces is not None and self.max_faces < 1:
+            raise ValueError(f"max_faces: expected None or >= 1, got {self.max_faces!r}")
+
+
+@dataclass
+class TrackedFace:
+    """One face in one frame.
+
+    face_id: stable id. landmarks: [68, 2] the predictor's (or detector's) points. box: [4] the box
+    they were found in. rotation [3] (Euler rx, ry, rz radians, R = Rz Ry Rx), translation [3] mm,
+    shape [m_s], expression [m_e], fit_landmarks [68, 2], fit_nme: the landmark fit in the frame's
+    camera. score: the detector's score when detected (or matched) this frame, else NaN.
+    detected: this frame's landmarks came from a full detection.
+    """
+
+    face_id: int
+    landmarks: np.ndarray
+    box: np.ndarray
+    rotation: np.ndarray
+    translation: np.ndarray
+    shape: np.ndarray
+    expression: np.ndarray
+    fit_landmarks: np.ndarray
+    fit_nme: float
+    score: float = float("nan")
+    detected: bool = False
+    age: int = field(default=0)
+
+
+def landmark_box(landmarks: np.ndarray) -> np.ndarray:
+    """The dlib-style square box ``x0, y0, x1, y1`` around 68 landmarks (module docstring)."""
+    lm = np.asarray(landmarks, np.float64)
+    lo, hi = lm.min(0), lm.max(0)
+    side = BOX_SIDE * float((hi - lo).sum()) / 2
+    cx, cy = (lo + hi) / 2
+    cy -= BOX_RAISE * side
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+
+
+def pose_box(rotation: np.ndarray, translation: np.ndarray, centroid: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+    """The dlib-style box ``x0, y0, x1, y1`` of a fitted face (module docstring): Euler ``rotation`` [3],
+    ``translation`` [3] mm, ``centroid`` [3] model-space centre of the inner landmarks, ``intrinsics`` [4]."""
+    from .landmark_fit import euler_to_matrix_np
+
+    r = euler_to_matrix_np(np.asarray(rotation, np.float64)[None])[0]
+    p = r @ centroid + translation
+    z = max(float(p[2]), 1e-6)
+    k = intrinsics
+    side = BOX_SIDE_MM * k[0] / z
+    cx = k[0] * p[0] / z + k[2] + BOX_SHIFT_YAW * math.sin(float(rotation[1])) * side
+    cy = k[1] * p[1] / z + k[3] + BOX_SHIFT_DOWN * side
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+
+
+def upright_landmarks(landmarks_in_boxes, image: np.ndarray, box: np.ndarray, roll: float):
+    """The shape predictor on a patch of ``image`` turned so that a face rolled by ``roll`` (radians,
+    the Euler rz of the fit) stands upright; landmarks [68, 2] mapped back into ``image`` (or None).
+
+    dlib's predictor starts from an upright mean shape in an axis-aligned box and follows a rolled
+    face only part of the way: on the synthetic clip the roll of its points came out 0.72x the truth.
+    """
+    import cv2
+
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    side = box[2] - box[0]
+    p = int(math.ceil(2 * side))
+    c, s = math.cos(roll), math.sin(roll)  # patch = rot(roll) (image - centre) + p / 2, as getRotationMatrix2D
+    m = np.array([[c, s, p / 2 - c * cx - s * cy], [-s, c, p / 2 + s * cx - c * cy]])
+    patch = cv2.warpAffine(image, m, (p, p), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    lm = landmarks_in_boxes(np.ascontiguousarray(patch), [np.array([p / 2 - side / 2, p / 2 - side / 2,
+                                                                     p / 2 + side / 2, p / 2 + side / 2])])[0]
+    if lm is None:
+        return None
+    back = np.asarray(lm, np.float64) - m[:, 2]
+    return back @ m[:, :2]  # the inverse of a rotation is its transpose
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes ``x0, y0, x1, y1``."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def inside_fraction(box: np.ndarray, width: int, height: int) -> float:
+    """Fraction of ``box``'s area inside a ``width`` x ``height`` frame."""
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    if area <= 0:
+        return 0.0
+    w = max(0.0, min(box[2], width) - max(box[0], 0.0))
+    h = max(0.0, min(box[3], height) - max(box[1], 0.0))
+    return w * h / area
+
+
+class FaceTracker:
+    """Detect-then-track over a sequence of frames (module docstring).
+
+    Args:
+        detect: ``(image) -> list`` of detections with ``.box`` [4], ``.landmarks`` [68, 2], ``.score``
+            (e.g. :meth:`fml_taichi.recon.pipeline.FacePipeline.detect`), most confident first.
+        landmarks_in_boxes: ``(image, boxes) -> list of [68, 2]`` (None: nothing there) (e.g.
+            :meth:`fml_taichi.data.detect.DlibDetector.landmarks_in_boxes`).
+        fitter: a :class:`~fml_taichi.recon.landmark_fit.LandmarkFitter`.
+        intrinsics: [4] ``[fx, fy, cx, cy]`` of the frames' camera.
+        config: :class:`TrackerConfig`.
+
+    Call it once per frame (uint8 RGB [H, W, 3]); it returns the frame's :class:`TrackedFace` list.
+    ``n_detections`` counts the full detections run so far.
+    """
+
+    def __init__(self, detect, landmarks_in_boxes, fitter, intrinsics, config: TrackerConfig | None = None):
+        self.detect, self.landmarks_in_boxes, self.fitter = detect, landmarks_in_boxes, fitter
+        self.intrinsics = np.asarray(intrinsics, np.float64).reshape(4)
+        self.config = config or TrackerConfig()
+        self.tracks: list[TrackedFace] = []
+        self.next_id = 0
+        self.frame_index = -1
+        self.last_detection = None
+        self.n_detections = 0
+        self.centroid = np.asarray(fitter.mean_inner, np.float64).mean(0)
+
+    def box(self, face: TrackedFace) -> np.ndarray:
+        """Where the shape predictor looks for ``face`` in the next frame."""
+        return pose_box(face.rotation, face.translation, self.centroid, self.intrinsics)
+
+    def _fit(self, landmarks: list[np.ndarray]):
+        return self.fitter(np.stack(landmarks), self.intrinsics)
+
+    def _face(self, face_id, lm, box, fit, i, score=float("nan"), detected=False, age=0) -> TrackedFace:
+        return TrackedFace(face_id, np.asarray(lm, np.float64), np.asarray(box, np.float64), fit.rotation[i].copy(),
+                           fit.translation[i].copy(), fit.shape[i].copy(), fit.expression[i].copy(),
+                           fit.landmarks_2d[i].copy(), float(fit.nme[i]), score, detected, age)
+
+    def _follow(self, frame) -> tuple[list[TrackedFace], bool]:
+        """Shape predictor in each live track's box; returns (kept tracks, whether any was lost)."""
+        h, w = frame.shape[:2]
+        cfg = self.config
+        boxes, keep = [], []
+        lost = False
+        for tr in self.tracks:
+            box = self.box(tr)
+            if inside_fraction(box, w, h) < cfg.min_inside:
+                lost = True
+                continue
+            boxes.append(box)
+            keep.append(tr)
+        if not keep:
+            return [], lost
+        if cfg.upright:
+            lms = [upright_landmarks(self.landmarks_in_boxes, frame, b, float(t.rotation[2]))
+                   for t, b in zip(keep, boxes)]
+        else:
+            lms = self.landmarks_in_boxes(frame, boxes)
+        # None: the landmark source has nothing in that box
+        found = [(tr, box, lm) for tr, box, lm in zip(keep, boxes, lms) if lm is not None]
+        lost = lost or len(found) < len(keep)
+        if not found:
+            return [], lost
+        fit = self._fit([f[2] for f in found])
+        out = []
+        for i, (tr, box, lm) in enumerate(found):
+            if not fit.nme[i] <= cfg.max_fit_nme:
+                lost = True
+                continue
+            out.append(self._face(tr.face_id, lm, box, fit, i, age=tr.age + 1))
+        return out, lost
+
+    def _admit(self, frame, faces: list[TrackedFace]) -> list[TrackedFace]:
+        """Run the detector; matched detections refresh a track's score, new ones start tracks."""
+        self.n_detections += 1
+        self.last_detection = self.frame_index
+        dets = list(self.detect(frame))
+        todo, taken = [], set()  # (track index or None, landmarks, box, score)
+        for d in dets:
+            box = np.asarray(d.box, np.float64)
+            ious = [box_iou(box, self.box(f)) if j not in taken else 0.0 for j, f in enumerate(faces)]
+            j = int(np.argmax(ious)) if ious else -1
+            if j >= 0 and ious[j] >= self.config.match_iou:
+                taken.add(j)
+            elif any(box_iou(box, t[2]) >= self.config.match_iou for t in todo):
+                continue
+            else:
+                j = None
+            todo.append((j, np.asarray(d.landmarks, np.float64), box, float(d.score)))
+        if not todo:
+            return faces
+        fit = self._fit([t[1] for t in todo])
+        for i, (j, lm, box, score) in enumerate(todo):
+            if not fit.nme[i] <= self.config.max_fit_nme:
+                continue
+            if j is not None:
+                faces[j] = self._face(faces[j].face_id, lm, box, fit, i, score, True, faces[j].age)
+                continue
+            if self.config.max_faces is not None and len(faces) >= self.config.max_faces:
+                continue
+            faces.append(self._face(self.next_id, lm, box, fit, i, score, True))
+            self.next_id += 1
+        return faces
+
+    def __call__(self, frame: np.ndarray) -> list[TrackedFace]:
+        self.frame_index += 1
+        faces, lost = self._follow(frame)
+        due = self.last_detection is None or self.frame_index - self.last_detection >= self.config.redetect_every
+        if not faces or lost or due:
+            faces = self._admit(frame, faces)
+        self.tracks = faces
+        return list(faces)
+
+
+class AnnotatedLandmarks:
+    """Per-frame landmarks from a file instead of dlib: one face, ``landmarks`` [T, 68, 2] (x, y px)
+    and optional ``valid`` [T] bool in an ``.npz`` (e.g. a video's annotation, or the synthetic
+    detector of :mod:`fml_taichi.data.synthetic_clip`). Used by the tracker both as the detector
+    (box = the landmarks' :func:`landmark_box`, score ``inf``) and as the shape predictor (the
+    frame's landmarks whatever the box): the tracking, fit and smoothing then run as on dlib's points.
+    """
+
+    def __init__(self, path):
+        z = np.load(path)
+        if "landmarks" not in z.files:
+            raise ValueError(f"landmark file {path!r}: expected an array 'landmarks' [T, 68, 2]")
+        self.landmarks = np.asarray(z["landmarks"], np.float64)
+        if self.landmarks.ndim != 3 or self.landmarks.shape[1:] != (68, 2) or not np.isfinite(self.landmarks).all():
+            raise ValueError(f"landmark file {path!r}: 'landmarks' must be finite [T, 68, 2], "
+                             f"got {self.landmarks.shape}")
+        self.valid = np.asarray(z["valid"], bool) if "valid" in z.files else np.ones(len(self.landmarks), bool)
+
+    def _have(self, index: int) -> bool:
+        return 0 <= index < len(self.landmarks) and bool(self.valid[index])
+
+    def detect(self, index: int, image=None) -> list:
+        if not self._have(index):
+            return []
+        lm = self.landmarks[index]
+        return [_Annotated(landmark_box(lm), lm, float("inf"))]
+
+    def __call__(self, index: int, image, boxes) -> list[np.ndarray]:
+        if not self._have(index):
+            return [None for _ in boxes]
+        return [self.landmarks[index] for _ in boxes]
+
+
+@dataclass
+class _Annotated:
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float
