@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from recon_fixtures import face_model, posed_faces
-from fml_taichi.recon.landmark_fit import LandmarkFitter, euler_to_matrix_np, matrix_to_euler, rodrigues
+from fml_taichi.recon.landmark_fit import LandmarkFitConfig, LandmarkFitter, euler_to_matrix_np, matrix_to_euler, rodrigues
 
 POSES = [(10.0, 70.0, 40.0), (-15.0, -55.0, -40.0), (5.0, 20.0, 0.0), (20.0, -80.0, 10.0)]
 
@@ -19,9 +19,13 @@ def _angle_deg(r_a, r_b):
     return np.degrees(np.arccos(np.clip(c, -1, 1)))
 
 
-def test_fit_recovers_rolled_and_turned_pose_and_shape(faces):
+SOLVERS = [LandmarkFitConfig(), LandmarkFitConfig(solver="alternating", iterations=4, pose_steps=2)]
+
+
+@pytest.mark.parametrize("config", SOLVERS, ids=["joint", "alternating"])
+def test_fit_recovers_rolled_and_turned_pose_and_shape(faces, config):
     fm = face_model()
-    fit = LandmarkFitter(fm)(faces["gt_landmarks"], faces["intrinsics"][0])
+    fit = LandmarkFitter(fm, config)(faces["gt_landmarks"], faces["intrinsics"][0])
     gt = faces["gt_params"]
     err = _angle_deg(fit.matrix, euler_to_matrix_np(gt.rotation.double().numpy()))
     assert err[0] < 1.5 and (err < 3.0).all(), err  # rolled 40 deg and turned 70 deg; turned 80 deg
@@ -41,8 +45,9 @@ def test_fit_recovers_rolled_and_turned_pose_and_shape(faces):
     assert np.allclose(fit.translation[:, 2], depth, rtol=0.08)
 
 
-def test_noisy_detector_points_still_give_the_pose(faces):
-    fit = LandmarkFitter(face_model())(faces["landmarks"], faces["intrinsics"][0])
+@pytest.mark.parametrize("config", SOLVERS, ids=["joint", "alternating"])
+def test_noisy_detector_points_still_give_the_pose(faces, config):
+    fit = LandmarkFitter(face_model(), config)(faces["landmarks"], faces["intrinsics"][0])
     err = _angle_deg(fit.matrix, euler_to_matrix_np(faces["gt_params"].rotation.double().numpy()))
     assert np.median(err) < 3.0 and err.max() < 6.0, err
 
@@ -83,6 +88,41 @@ def test_rotation_helpers_match_the_convention():
     np.testing.assert_allclose(rw @ np.swapaxes(rw, 1, 2), np.broadcast_to(np.eye(3), (2, 3, 3)), atol=1e-12)
     np.testing.assert_allclose(rw[0] @ w[0], w[0], atol=1e-12)  # the axis is fixed
     np.testing.assert_allclose(np.degrees(np.arccos((np.trace(rw[0]) - 1) / 2)), np.degrees(np.linalg.norm(w[0])))
+
+
+def test_joint_steps_converge_to_a_minimum_of_their_objective(faces):
+    """The joint Gauss-Newton step's gradient is the objective's: at the returned point a second step
+    is tiny (a minimum), and the objective fell."""
+    fitter = LandmarkFitter(face_model())
+    x2, k = faces["landmarks"][:1].double().numpy(), faces["intrinsics"][:1].double().numpy()
+    fit = fitter(x2, k[0])
+    coef = np.concatenate([fit.shape, fit.expression], 1)
+    idx = np.searchsorted(fitter.used, fit.vertices)
+    w, sigma = np.ones((1, 68)), np.array([2.0])
+
+    def objective(rot, t, c):
+        uv, _ = fitter.project(rot, t, (fitter.points(c))[:, idx[0]], k)
+        return float(((uv - x2) ** 2).sum() / sigma[0] ** 2 + (fitter.prior * c[0] ** 2).sum())
+
+    rot0 = rodrigues(np.array([[0.02, -0.03, 0.01]])) @ fit.matrix
+    start = objective(rot0, fit.translation + 2.0, coef * 0.5)
+    rot, t, c = fitter.joint_step(rot0, fit.translation + 2.0, coef * 0.5, idx, fitter.points(coef * 0.5), x2, w, k, sigma)
+    for _ in range(3):
+        rot, t, c = fitter.joint_step(rot, t, c, idx, fitter.points(c), x2, w, k, sigma)
+    end = objective(rot, t, c)
+    assert end < 0.5 * start, (start, end)
+    rot2, t2, c2 = fitter.joint_step(rot, t, c, idx, fitter.points(c), x2, w, k, sigma)
+    assert np.abs(c2 - c).max() < 1e-3 and np.abs(t2 - t).max() < 1e-2
+    # No direction of a small random perturbation lowers the objective at the converged point.
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        dc = rng.normal(0, 1e-3, c.shape)
+        assert objective(rot, t, c + dc) >= end - 1e-6
+
+
+def test_unknown_solver_is_an_error():
+    with pytest.raises(ValueError, match="solver"):
+        LandmarkFitConfig(solver="newton")
 
 
 def test_bad_landmarks_raise():

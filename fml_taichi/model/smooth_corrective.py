@@ -60,7 +60,17 @@ class SmoothLinearCorrective(nn.Module):
         check_tensor("delta", delta, shape=(None, self.n_components), dtypes=(self.weight.dtype,), contiguous=False)
         k = self.weight.shape[0]
         coef = (delta @ self.weight.reshape(k * 3, self.n_components).T).view(-1, k, 3)
-        return torch.einsum("nk,bkj->bnj", self.basis, coef)
+        # E coef as coef^T E^T with E^T contiguous: a GEMM with 3 output columns is ~6x slower on the
+        # CPU than one with 3 output rows (measured 414 vs 63 us at N = 4k, K = 60).
+        return (coef.transpose(1, 2) @ self._basis_t()).transpose(1, 2).contiguous()
+
+    def _basis_t(self) -> torch.Tensor:
+        """``basis.T`` [K, N], contiguous, cached until the buffer changes (device, dtype or in place)."""
+        key = (self.basis.data_ptr(), self.basis._version, self.basis.dtype, self.basis.device)
+        if getattr(self, "_basis_t_key", None) != key:
+            self._basis_t_cache = self.basis.detach().T.contiguous()
+            self._basis_t_key = key
+        return self._basis_t_cache
 
     def extra_repr(self) -> str:
         return f"n_vertices={self.n_vertices}, n_components={self.n_components}, n_smooth={self.weight.shape[0]}"

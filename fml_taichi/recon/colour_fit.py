@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .landmark_fit import _cross
 from .skin_tone import constant_colour_coefficients, skin_modes
 
 __all__ = ["ColourFitConfig", "ColourFit", "ColourFitter", "sh_basis_np"]
@@ -40,7 +41,9 @@ class ColourFitConfig:
     coefficients' prior (a few hundred samples would otherwise let 45 local modes fit eyes, brows
     and hair, and extrapolate dark patches to the unsampled vertices). robust_delta: Huber scale of
     the colour residual; after the first round samples beyond it are down-weighted (eyes, brows,
-    hair strands, specular spots are outliers of a skin albedo). min_facing: visible only when ``-n . v / |v|`` exceeds this."""
+    hair strands, specular spots are outliers of a skin albedo). min_facing: visible only when ``-n . v / |v|`` exceeds this.
+    n_local_modes: how many of the model's reflectance modes (lowest first) the fit solves for (None: all);
+    under the strong local prior the higher ones barely move, and each costs solve time."""
 
     iterations: int = 2
     n_samples: int = 200
@@ -52,6 +55,7 @@ class ColourFitConfig:
     min_facing: float = 0.25
     local_prior_weight: float = 30.0
     robust_delta: float = 0.06
+    n_local_modes: int | None = None
 
 
 @dataclass
@@ -113,12 +117,18 @@ class ColourFitter:
         self.samples = cand[::step][: cfg.n_samples]
         tri = face_model.triangles.cpu().numpy().astype(np.int64)
         inc = _incident_triangles(tri, self.samples)
-        self._tri = np.concatenate([tri, np.zeros((1, 3), np.int64)])[inc]  # [S, D, 3]; pad = degenerate
+        ring = np.concatenate([tri, np.zeros((1, 3), np.int64)])[inc]  # [S, D, 3]; pad = degenerate
+        # 3 x [D, S]: ring slot first, so the sum over a vertex's triangles adds whole [S, 3] slabs
+        # (a reduction over a middle axis of [B, S, D, 3] cost 15x more).
+        self._corners = tuple(np.ascontiguousarray(ring[..., c].T) for c in range(3))
+        n_all = face_model.reflectance_basis.shape[-1]
+        self.n_local = n_all if cfg.n_local_modes is None else max(0, min(int(cfg.n_local_modes), n_all))
         self._mean = face_model.mean_reflectance.detach().double().cpu().numpy()[self.samples]  # [S, 3]
-        self._basis = face_model.reflectance_basis.detach().double().cpu().numpy()[self.samples]  # [S, 3, m]
-        self._prior = 1.0 / face_model.reflectance_sigma.detach().double().cpu().numpy() ** 2
+        self._basis = face_model.reflectance_basis.detach().double().cpu().numpy()[self.samples][..., :self.n_local]
+        self._prior = 1.0 / face_model.reflectance_sigma.detach().double().cpu().numpy()[:self.n_local] ** 2
         modes = skin_modes()
-        self.constant_coef, _ = constant_colour_coefficients(face_model)  # [m, 3]
+        self.constant_coef, _ = constant_colour_coefficients(face_model)  # [m_all, 3]
+        self.n_modes = n_all
         self.skin_mean = modes.mean
         self.skin_modes = modes.modes  # [3 modes, 3 rgb]
         # The skin prior's mean relative to the model's mean albedo, as a constant offset.
@@ -134,13 +144,19 @@ class ColourFitter:
         chroma = np.kron(np.eye(3) - 1.0 / 3.0, np.eye(9))
         bands = np.kron(np.eye(3), np.diag([0.0] + [1.0] * 8))
         self._light_prior = cfg.light_chroma_weight * chroma + cfg.light_band_weight * bands
+        self._block = (np.repeat(np.arange(3), 81), np.tile(np.repeat(np.arange(9), 9), 3) + np.repeat(np.arange(3), 81) * 9,
+                       np.tile(np.tile(np.arange(9), 9), 3) + np.repeat(np.arange(3), 81) * 9)
+        # resolve_scale's constants: the albedo at zero coefficients and the skin modes' inverse.
+        self._skin_inv = np.linalg.inv(self.skin_modes)
+        self._base_c = self._base.mean(0) @ self._skin_inv
+        self._scales = np.exp(np.linspace(-1.2, 1.2, 49))[None]
 
     # -- pieces ------------------------------------------------------------------------------------
     def normals(self, geometry: np.ndarray) -> np.ndarray:
         """Model-space unit normals [B, S, 3] of the sample vertices from the full geometry [B, N, 3]."""
-        g = geometry[:, self._tri]  # [B, S, D, 3, 3]
-        fn = np.cross(g[..., 1, :] - g[..., 0, :], g[..., 2, :] - g[..., 0, :]).sum(2)
-        return fn / np.maximum(np.linalg.norm(fn, axis=-1, keepdims=True), 1e-20)
+        c0, c1, c2 = (np.take(geometry, c, axis=1) for c in self._corners)  # [B, D, S, 3] each
+        fn = _cross(c1 - c0, c2 - c0).sum(1)
+        return fn / np.maximum(np.sqrt((fn * fn).sum(-1, keepdims=True)), 1e-20)
 
     def observe(self, images, geometry, rot, t, k):
         """(colours [B, S, 3], SH basis [B, S, 9], weights [B, S] in {0, 1}) of the sample vertices."""
@@ -150,27 +166,25 @@ class ColourFitter:
         n_cam = self.normals(geometry) @ rt
         z = np.maximum(cam[..., 2], 1e-6)
         uv = np.stack([k[:, 0:1] * cam[..., 0] / z + k[:, 2:3], k[:, 1:2] * cam[..., 1] / z + k[:, 3:4]], -1)
-        facing = -(n_cam * cam).sum(-1) / np.linalg.norm(cam, axis=-1)
+        facing = -(n_cam * cam).sum(-1) / np.sqrt((cam * cam).sum(-1))
         inside = (uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)
         weight = ((facing > self.config.min_facing) & inside).astype(np.float64)
-        return _bilinear(images, uv), sh_basis_np(n_cam), weight
+        return _bilinear(images, uv).astype(np.float64), sh_basis_np(n_cam), weight
 
     def solve_light(self, colours, sh, weight, albedo):
         """Light [B, 9, 3] for fixed albedo [B, S, 3] (module docstring)."""
         b = len(colours)
-        h = np.zeros((b, 27, 27))
-        g = np.zeros((b, 27))
-        for c in range(3):
-            a = sh * (albedo[..., c] * weight)[..., None]  # [B, S, 9]
-            h[:, c * 9:(c + 1) * 9, c * 9:(c + 1) * 9] = a.transpose(0, 2, 1) @ a
-            g[:, c * 9:(c + 1) * 9] = (a.transpose(0, 2, 1) @ (colours[..., c] * weight)[..., None])[..., 0]
-        # The mean irradiance over the visible samples near a typical exposure (a linear prior).
+        aw = albedo * weight[..., None]  # [B, S, 3]
         hbar = (sh * weight[..., None]).sum(1) / np.maximum(weight.sum(1), 1.0)[:, None]  # [B, 9]
         w_level = (self.config.sigma_colour / self.config.light_level_sd) ** 2
-        level = w_level * np.einsum("bi,bj->bij", hbar, hbar)
-        for c in range(3):
-            h[:, c * 9:(c + 1) * 9, c * 9:(c + 1) * 9] += level
-            g[:, c * 9:(c + 1) * 9] += w_level * self.config.light_level * hbar
+        # Per channel c: sh^T diag(aw_c^2) sh (+ the exposure prior of the mean irradiance over the
+        # visible samples near a typical level, a linear prior), as the three diagonal blocks.
+        weighted = sh[:, None] * (aw * aw).transpose(0, 2, 1)[..., None]  # [B, 3, S, 9]
+        blocks = weighted.transpose(0, 1, 3, 2) @ sh[:, None] + w_level * (hbar[:, None, :, None] * hbar[:, None, None])
+        h = np.zeros((b, 27, 27))
+        h[:, self._block[1], self._block[2]] = blocks.reshape(b, -1)
+        g = (((aw * colours * weight[..., None]).transpose(0, 2, 1) @ sh)
+             + w_level * self.config.light_level * hbar[:, None]).reshape(b, 27)
         x = np.linalg.solve(h + self._light_prior, g[..., None])[..., 0]
         return x.reshape(b, 3, 9).transpose(0, 2, 1)
 
@@ -201,11 +215,9 @@ class ColourFitter:
         Scaled skin coefficients are ``s a - c`` (a, c from the constant albedo), so both costs are
         closed-form in ``s`` and the grid is evaluated at once."""
         cfg = self.config
-        base = self._base.mean(0)  # the constant albedo at zero coefficients
-        inv_modes = np.linalg.inv(self.skin_modes)
-        a = (base + skin @ self.skin_modes) @ inv_modes  # [B, 3]
-        c = base @ inv_modes  # [3]
-        scales = np.exp(np.linspace(-1.2, 1.2, 49))[None]  # [1, G]
+        c = self._base_c  # the constant albedo at zero coefficients, in skin-mode coordinates
+        a = c + skin  # [B, 3]
+        scales = self._scales  # [1, G]
         aa, ac, cc = (a * a).sum(1)[:, None], (a @ c)[:, None], float(c @ c)
         local = ((coef ** 2) * self._prior).sum(1)[:, None]  # the local modes scale along, at their unit prior
         refl = cfg.sigma_colour ** 2 * (scales ** 2 * (aa + local) - 2 * scales * ac + cc)
@@ -224,7 +236,9 @@ class ColourFitter:
 
     # -- the fit -----------------------------------------------------------------------------------
     def __call__(self, images, geometry, rotation, translation, intrinsics) -> ColourFit:
-        img = np.asarray(images, np.float64)
+        img = np.asarray(images)  # sampled at a few hundred points: no float64 copy of the whole crop
+        if img.dtype not in (np.float32, np.float64):
+            img = img.astype(np.float32)
         geo = np.asarray(geometry, np.float64)
         if img.ndim != 4 or img.shape[-1] != 3 or geo.ndim != 3 or len(geo) != len(img):
             raise ValueError(f"images [B, H, W, 3] and geometry [B, N, 3] expected, got {img.shape}, {geo.shape}")
@@ -249,6 +263,7 @@ class ColourFitter:
         n_vis = visible.sum(1)
         rms = np.sqrt((((pred - colours) ** 2).sum(-1) * visible).sum(1) / np.maximum(n_vis, 1))
         offset = self.skin_offset[None] + skin @ self.skin_modes  # constant RGB offset from the model's mean
-        total = coef + offset @ self.constant_coef.T
+        total = offset @ self.constant_coef.T
+        total[:, :self.n_local] += coef
         mean_albedo = (albedo * visible[..., None]).sum(1) / np.maximum(n_vis, 1)[:, None]
         return ColourFit(light=light, reflectance=total, skin=skin, albedo=mean_albedo, n_visible=n_vis, rms=rms)

@@ -41,15 +41,18 @@ class LandmarkFitConfig:
     min_sigma_px: floor of that noise in pixels. expression_scale: extra factor on the expression prior SD.
     """
 
-    iterations: int = 4
-    pose_steps: int = 2
+    iterations: int = 3
+    pose_steps: int = 1
     later_pose_steps: int = 1
     converged: float = 0.02
     sigma_nme: float = 0.025
     min_sigma_px: float = 0.5
     expression_scale: float = 1.0
+    solver: str = "joint"
 
     def __post_init__(self):
+        if self.solver not in ("joint", "alternating"):
+            raise ValueError(f"solver must be 'joint' or 'alternating', got {self.solver!r}")
         if self.iterations < 1 or self.pose_steps < 1:
             raise ValueError(f"iterations and pose_steps must be >= 1, got {self.iterations}, {self.pose_steps}")
         if not self.sigma_nme > 0 or not self.min_sigma_px > 0 or not self.expression_scale > 0:
@@ -98,35 +101,37 @@ def matrix_to_euler(r: np.ndarray) -> np.ndarray:
     return np.stack([rx, ry, rz], -1)
 
 
-_SKEW_AT = [1, 2, 3, 5, 6, 7]  # flat positions of the off-diagonal entries of a 3 x 3 matrix
-_SKEW_FROM = [2, 1, 2, 0, 1, 0]
-_SKEW_SIGN = np.array([-1.0, 1.0, 1.0, -1.0, -1.0, 1.0])
+_SKEW = np.zeros((3, 9))  # k @ _SKEW is the flattened cross-product matrix [k]_x
+for _i, _j, _c, _sign in ((0, 1, 2, -1), (0, 2, 1, 1), (1, 0, 2, 1), (1, 2, 0, -1), (2, 0, 1, -1), (2, 1, 0, 1)):
+    _SKEW[_c, 3 * _i + _j] = _sign
 
 
 def rodrigues(w: np.ndarray) -> np.ndarray:
-    """Rotation matrices [B, 3, 3] of rotation vectors [B, 3]: ``I + sin(t) K + (1 - cos(t)) K^2``."""
-    theta = np.sqrt((w * w).sum(-1, keepdims=True))
-    safe = np.maximum(theta, 1e-12)
-    k = np.zeros((len(w), 9))
-    k[:, _SKEW_AT] = (w / safe)[:, _SKEW_FROM] * _SKEW_SIGN
-    k = k.reshape(-1, 3, 3)
-    return np.eye(3) + np.sin(theta)[..., None] * k + (1 - np.cos(theta))[..., None] * (k @ k)
+    """Rotation matrices [B, 3, 3] of rotation vectors [B, 3]: ``cos(t) I + sin(t) [k]_x + (1 - cos(t)) k k^T``."""
+    theta = np.sqrt((w * w).sum(-1))[:, None, None]
+    k = w / np.maximum(theta[:, 0], 1e-12)
+    c = np.cos(theta)
+    return c * np.eye(3) + np.sin(theta) * (k @ _SKEW).reshape(-1, 3, 3) + (1 - c) * (k[:, :, None] * k[:, None])
 
 
 _ROLL1, _ROLL2 = [1, 2, 0], [2, 0, 1]
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cross product of [B, 3] arrays (np.cross costs ~30 us a call)."""
-    return a[:, _ROLL1] * b[:, _ROLL2] - a[:, _ROLL2] * b[:, _ROLL1]
+    """Cross product over the last axis, broadcasting (np.cross costs ~30 us a call)."""
+    return a[..., _ROLL1] * b[..., _ROLL2] - a[..., _ROLL2] * b[..., _ROLL1]
 
 
-def _orthonormal(m: np.ndarray) -> np.ndarray:
-    """The nearest rotation to each [3, 3] matrix (its third row fixed as the cross of the first two)."""
-    u, _, vt = np.linalg.svd(m)
-    r = u @ vt
-    r[:, 2] = _cross(r[:, 0], r[:, 1])
-    return r
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.sqrt((v * v).sum(-1, keepdims=True)), 1e-300)
+
+
+def _orthonormal_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A rotation [B, 3, 3] whose first two rows are the nearest orthonormal pair to rows a, b [B, 3]
+    (symmetric: the bisector of a and b is kept, both rows turn by the same angle), third = their cross."""
+    c, d = _unit(_unit(a) + _unit(b)), _unit(_unit(a) - _unit(b))
+    r1, r2 = (c + d) * np.sqrt(0.5), (c - d) * np.sqrt(0.5)
+    return np.stack([r1, r2, _cross(r1, r2)], 1)
 
 
 def affine_pose(x2: np.ndarray, x3: np.ndarray, k: np.ndarray, pinv: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -145,8 +150,7 @@ def affine_pose(x2: np.ndarray, x3: np.ndarray, k: np.ndarray, pinv: np.ndarray 
     a_n = a / k[:, :2, None]  # rows r_i / z
     scale = np.linalg.norm(a_n, axis=2).mean(1)  # 1 / z
     rows = a_n / scale[:, None, None]
-    r3 = _cross(rows[:, 0], rows[:, 1])
-    rot = _orthonormal(np.concatenate([rows, r3[:, None]], 1))
+    rot = _orthonormal_rows(rows[:, 0], rows[:, 1])
     z = 1.0 / scale
     centroid = x3.mean(0)
     # The affine offset maps the model origin; its depth is z minus the centroid's depth offset.
@@ -216,6 +220,10 @@ class LandmarkFitter:
         self.used = used
         self.mean = mean[used]  # [U, 3]
         self.basis = basis[used]  # [U, 3, M]
+        self._basis_flat = np.ascontiguousarray(self.basis.reshape(-1, self.basis.shape[2]).T)  # [M, 3U]
+        self._prior_diag = np.diag(self.prior)
+        self._joint_prior_vec = np.concatenate([np.full(6, 0.0), self.prior])
+        self._joint_prior = np.diag(self._joint_prior_vec + np.r_[np.full(6, 1e-9), np.zeros(len(self.prior))])
         self.normals = _vertex_normals(mean, _np(face_model.triangles).astype(np.int64))[used]
         self.mean_inner = mean[self.fixed[INNER]]
         self.frontal_iod_mm = float(np.linalg.norm(mean[self.fixed[OUTER_EYE_CORNERS[0]]]
@@ -232,7 +240,7 @@ class LandmarkFitter:
     # -- pieces ------------------------------------------------------------------------------------
     def points(self, coef: np.ndarray) -> np.ndarray:
         """Model-space positions [B, U, 3] of the used vertices for coefficients [B, M]."""
-        return self.mean[None] + np.einsum("ucm,bm->buc", self.basis, coef)
+        return self.mean[None] + (coef @ self._basis_flat).reshape(len(coef), -1, 3)
 
     def jaw_vertices(self, rot: np.ndarray, t: np.ndarray, pts: np.ndarray) -> np.ndarray:
         """Local indices [B, 68] of the landmark vertices with the jaw on the silhouette (module docstring)."""
@@ -256,25 +264,23 @@ class LandmarkFitter:
         return uv, cam
 
     def pose_step(self, rot, t, x3, x2, w, k):
-        """One Gauss-Newton step on (rotation, translation); left-multiplied rotation update."""
+        """One Gauss-Newton step on (rotation, translation); left-multiplied rotation update.
+
+        With ``q = R X`` and ``cam = q + t``, a left rotation update ``exp(omega)`` moves ``cam`` by
+        ``omega x q``, so a projection row ``g = d(u or v) / d cam`` gives ``d / d omega = q x g``
+        (and ``g`` itself for the translation): the Jacobian is two small broadcasts, no loops."""
         b, p = x3.shape[:2]
-        cam = x3 @ rot.transpose(0, 2, 1) + t[:, None]
-        qx, qy, qz = (x3 @ rot.transpose(0, 2, 1)).transpose(2, 0, 1)  # R X
-        iz = 1.0 / np.maximum(cam[..., 2], 1e-6)
-        fx, fy = k[:, 0:1] * w, k[:, 1:2] * w
-        # d u / d cam = (a, 0, c), d v / d cam = (0, d, e); d cam / d omega = -[q]_x gives
-        # d u / d omega = -(a_u x q) and likewise for v, written out (the zero entries drop).
-        a, c = fx * iz, -fx * cam[..., 0] * iz ** 2
-        d, e = fy * iz, -fy * cam[..., 1] * iz ** 2
-        jac = np.empty((b, 2 * p, 6))
-        ju, jv = jac[:, :p], jac[:, p:]
-        ju[..., 0], ju[..., 1], ju[..., 2] = c * qy, a * qz - c * qx, -a * qy
-        ju[..., 3], ju[..., 4], ju[..., 5] = a, 0.0, c
-        jv[..., 0], jv[..., 1], jv[..., 2] = e * qy - d * qz, -e * qx, d * qx
-        jv[..., 3], jv[..., 4], jv[..., 5] = 0.0, d, e
-        res = np.empty((b, 2 * p, 1))
-        res[:, :p, 0] = (x2[..., 0] - (k[:, 0:1] * cam[..., 0] * iz + k[:, 2:3])) * w
-        res[:, p:, 0] = (x2[..., 1] - (k[:, 1:2] * cam[..., 1] * iz + k[:, 3:4])) * w
+        q = x3 @ rot.transpose(0, 2, 1)
+        cam = q + t[:, None]
+        iz = 1.0 / np.maximum(cam[..., 2:3], 1e-6)  # [B, P, 1]
+        fiz = k[:, None, :2] * iz  # [B, P, 2]: (fx / z, fy / z)
+        g = np.zeros((b, p, 2, 3))
+        g[..., 0, 0] = fiz[..., 0]
+        g[..., 1, 1] = fiz[..., 1]
+        g[..., 2] = -fiz * cam[..., :2] * iz
+        jac = np.concatenate([_cross(q[:, :, None], g), g], -1) * w[..., None, None]  # [B, P, 2, 6]
+        jac = jac.reshape(b, 2 * p, 6)
+        res = ((x2 - (fiz * cam[..., :2] + k[:, None, 2:])) * w[..., None]).reshape(b, 2 * p, 1)
         jt = jac.transpose(0, 2, 1)
         h = jt @ jac
         h += (1e-6 * np.trace(h, axis1=1, axis2=2))[:, None, None] * np.eye(6)
@@ -282,31 +288,50 @@ class LandmarkFitter:
         return rodrigues(step[:, :3]) @ rot, t + step[:, 3:]
 
     def solve_coefficients(self, rot, t, idx, pts, x2, w, k, sigma_px):
-        """Regularised linear least squares for shape + expression at a fixed pose (module docstring)."""
+        """Regularised linear least squares for shape + expression at a fixed pose (module docstring).
+
+        For each point and image axis, ``a = f r_axis - (x2 - c) r_3`` gives ``a . X + (f t_axis -
+        (x2 - c) t_z) = 0`` for the exact projection of ``X = mean + basis coef``: one row of the
+        linear system, scaled by ``w / (z sigma)`` so that its residual is in units of the noise."""
         b, p = idx.shape
         base = self.basis[idx]  # [B, P, 3, M]
-        mean = self.mean[idx]  # [B, P, 3]
         cur = _gather(pts, idx)
-        z = np.maximum(cur @ rot[:, 2, :, None] + t[:, 2:3, None], 1e-6)[..., 0]  # [B, P]
-        scale = w / (z * sigma_px[:, None])
-        du = x2[..., 0] - k[:, 2:3]
-        dv = x2[..., 1] - k[:, 3:4]
-        # Row vectors a with  a . X + (f t_xy - d t_z) = 0  for the exact projection of X (module docstring).
-        r1, r2, r3 = rot[:, None, 0], rot[:, None, 1], rot[:, None, 2]  # [B, 1, 3]
-        a_u = k[:, 0:1, None] * r1 - du[..., None] * r3  # [B, P, 3]
-        a_v = k[:, 1:2, None] * r2 - dv[..., None] * r3
-        rows = np.empty((b, 2 * p, base.shape[-1]))
-        for a_, part in ((a_u, rows[:, :p]), (a_v, rows[:, p:])):
-            np.multiply(a_[..., 0:1], base[:, :, 0], out=part)
-            part += a_[..., 1:2] * base[:, :, 1]
-            part += a_[..., 2:3] * base[:, :, 2]
-        s2 = np.concatenate([scale, scale], 1)
-        rows *= s2[..., None]  # [B, 2P, M]
-        const = np.concatenate([k[:, 0:1] * t[:, 0:1] - du * t[:, 2:3], k[:, 1:2] * t[:, 1:2] - dv * t[:, 2:3]], 1)
-        rhs = -(np.concatenate([(a_u * mean).sum(-1), (a_v * mean).sum(-1)], 1) + const) * s2
+        z = np.maximum(cur @ rot[:, 2, :, None] + t[:, 2:3, None], 1e-6)  # [B, P, 1]
+        scale = (w[..., None] / (z * sigma_px[:, None, None]))[..., None]  # [B, P, 1, 1]
+        d = x2 - k[:, None, 2:]  # [B, P, 2] offsets from the principal point
+        a = (k[:, None, :2, None] * rot[:, None, :2] - d[..., None] * rot[:, None, None, 2]) * scale  # [B, P, 2, 3]
+        rows = (a @ base).reshape(b, 2 * p, -1)  # [B, 2P, M]
+        const = (k[:, None, :2] * t[:, None, :2] - d * t[:, None, 2:3]) * scale[..., 0]
+        rhs = -((a * self.mean[idx][:, :, None]).sum(-1) + const).reshape(b, 2 * p, 1)
         rt = rows.transpose(0, 2, 1)
-        h = rt @ rows + np.diag(self.prior)
-        return np.linalg.solve(h, rt @ rhs[..., None])[..., 0]
+        return np.linalg.solve(rt @ rows + self._prior_diag, rt @ rhs)[..., 0]
+
+    def joint_step(self, rot, t, coef, idx, pts, x2, w, k, sigma_px):
+        """One Gauss-Newton step on pose and coefficients together (rotation, translation, shape and
+        expression: 6 + M unknowns) of ``sum (w / sigma)^2 |proj - x2|^2 + sum prior coef^2``.
+
+        The coefficient columns are ``g R B_p`` (``g = d(u, v) / d cam`` as in :meth:`pose_step`,
+        ``B_p`` the point's basis rows), so one Jacobian and one small solve replace a pose step and
+        a coefficient solve."""
+        b, p = idx.shape
+        x3 = _gather(pts, idx)
+        q = x3 @ rot.transpose(0, 2, 1)
+        cam = q + t[:, None]
+        iz = 1.0 / np.maximum(cam[..., 2:3], 1e-6)
+        fiz = k[:, None, :2] * iz
+        g = np.zeros((b, p, 2, 3))
+        g[..., 0, 0] = fiz[..., 0]
+        g[..., 1, 1] = fiz[..., 1]
+        g[..., 2] = -fiz * cam[..., :2] * iz
+        j_coef = (g @ rot[:, None]) @ self.basis[idx]  # [B, P, 2, M]
+        scale = (w / sigma_px[:, None])[..., None, None]
+        jac = (np.concatenate([_cross(q[:, :, None], g), g, j_coef], -1) * scale).reshape(b, 2 * p, -1)
+        res = ((x2 - (fiz * cam[..., :2] + k[:, None, 2:])) * scale[..., 0]).reshape(b, 2 * p, 1)
+        jt = jac.transpose(0, 2, 1)
+        h = jt @ jac + self._joint_prior
+        grad = (jt @ res)[..., 0] - self._joint_prior_vec * np.concatenate([np.zeros((b, 6)), coef], 1)
+        step = np.linalg.solve(h, grad[..., None])[..., 0]
+        return rodrigues(step[:, :3]) @ rot, t + step[:, 3:6], coef + step[:, 6:]
 
     # -- the fit -----------------------------------------------------------------------------------
     def __call__(self, landmarks, intrinsics, weights=None) -> LandmarkFit:
@@ -331,21 +356,31 @@ class LandmarkFitter:
         pts = self.points(coef)
         w_inner = w.copy()
         w_inner[:, :N_JAW] = 0.0
-        idx = self.jaw_vertices(rot, t, pts)
-        for it in range(self.config.iterations):
-            x3 = _gather(pts, idx)
-            for _ in range(self.config.pose_steps if it == 0 else self.config.later_pose_steps):
-                rot, t = self.pose_step(rot, t, x3, x2, w_inner if it == 0 else w, k)
+        if self.config.solver == "joint":
+            x3 = pts[:, self.fixed_local]
+            for _ in range(self.config.pose_steps):  # the rigid pose on the inner points first
+                rot, t = self.pose_step(rot, t, x3, x2, w_inner, k)
             idx = self.jaw_vertices(rot, t, pts)
-            new = self.solve_coefficients(rot, t, idx, pts, x2, w, k, sigma_px)
-            moved = float(np.abs(new - coef).max())
-            coef = new
-            pts = self.points(coef)
-            if it >= 1 and moved < self.config.converged:
-                break  # shape settled (so has the pose it was solved at): the last steps change nothing
-        x3 = _gather(pts, idx)
-        rot, t = self.pose_step(rot, t, x3, x2, w, k)
-        idx = self.jaw_vertices(rot, t, pts)
+            for it in range(self.config.iterations):
+                rot, t, coef = self.joint_step(rot, t, coef, idx, pts, x2, w, k, sigma_px)
+                pts = self.points(coef)
+                idx = self.jaw_vertices(rot, t, pts)
+        else:
+            idx = self.jaw_vertices(rot, t, pts)
+            for it in range(self.config.iterations):
+                x3 = _gather(pts, idx)
+                for _ in range(self.config.pose_steps if it == 0 else self.config.later_pose_steps):
+                    rot, t = self.pose_step(rot, t, x3, x2, w_inner if it == 0 else w, k)
+                idx = self.jaw_vertices(rot, t, pts)
+                new = self.solve_coefficients(rot, t, idx, pts, x2, w, k, sigma_px)
+                moved = float(np.abs(new - coef).max())
+                coef = new
+                pts = self.points(coef)
+                if it >= 1 and moved < self.config.converged:
+                    break  # shape settled (so has the pose it was solved at): the last steps change nothing
+            x3 = _gather(pts, idx)
+            rot, t = self.pose_step(rot, t, x3, x2, w, k)
+            idx = self.jaw_vertices(rot, t, pts)
         x3 = _gather(pts, idx)
         uv, _ = self.project(rot, t, x3, k)
         err = np.linalg.norm(uv - x2, axis=-1)
