@@ -2,9 +2,15 @@
 import numpy as np
 import pytest
 import torch
-
 from recon_fixtures import face_model, posed_faces
-from fml_taichi.recon.landmark_fit import LandmarkFitConfig, LandmarkFitter, euler_to_matrix_np, matrix_to_euler, rodrigues
+
+from fml_taichi.recon.landmark_fit import (
+    LandmarkFitConfig,
+    LandmarkFitter,
+    euler_to_matrix_np,
+    matrix_to_euler,
+    rodrigues,
+)
 
 POSES = [(10.0, 70.0, 40.0), (-15.0, -55.0, -40.0), (5.0, 20.0, 0.0), (20.0, -80.0, 10.0)]
 
@@ -111,7 +117,7 @@ def test_joint_steps_converge_to_a_minimum_of_their_objective(faces):
         rot, t, c = fitter.joint_step(rot, t, c, idx, fitter.points(c), x2, w, k, sigma)
     end = objective(rot, t, c)
     assert end < 0.5 * start, (start, end)
-    rot2, t2, c2 = fitter.joint_step(rot, t, c, idx, fitter.points(c), x2, w, k, sigma)
+    _, t2, c2 = fitter.joint_step(rot, t, c, idx, fitter.points(c), x2, w, k, sigma)
     assert np.abs(c2 - c).max() < 1e-3 and np.abs(t2 - t).max() < 1e-2
     # No direction of a small random perturbation lowers the objective at the converged point.
     rng = np.random.default_rng(0)

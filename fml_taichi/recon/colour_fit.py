@@ -26,7 +26,7 @@ import numpy as np
 from .landmark_fit import _cross
 from .skin_tone import constant_colour_coefficients, skin_modes
 
-__all__ = ["ColourFitConfig", "ColourFit", "ColourFitter", "sh_basis_np"]
+__all__ = ["ColourFit", "ColourFitConfig", "ColourFitter", "sh_basis_np"]
 
 SH_C = (0.28209479177387814, 0.4886025119029199, 1.0925484305920792, 0.31539156525252005, 0.5462742152960396)
 
