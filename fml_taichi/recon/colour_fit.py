@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .landmark_fit import _cross
@@ -81,18 +82,15 @@ def sh_basis_np(n: np.ndarray) -> np.ndarray:
 
 
 def _bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """image [B, H, W, 3] at pixel positions uv [B, S, 2] (border clamp) -> [B, S, 3]."""
-    b, h, w, _ = image.shape
-    u = np.clip(uv[..., 0], 0, w - 1)
-    v = np.clip(uv[..., 1], 0, h - 1)
-    x0 = np.minimum(np.floor(u), max(w - 2, 0)).astype(np.int64)
-    y0 = np.minimum(np.floor(v), max(h - 2, 0)).astype(np.int64)
-    fx, fy = (u - x0)[..., None], (v - y0)[..., None]
-    bi = np.arange(b)[:, None]
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    top = image[bi, y0, x0] * (1 - fx) + image[bi, y0, x1] * fx
-    bottom = image[bi, y1, x0] * (1 - fx) + image[bi, y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
+    """image [B, H, W, 3] at pixel positions uv [B, S, 2] (border clamp) -> [B, S, 3] float32.
+
+    OpenCV's remap (coordinates resolved to 1/32 pixel): one call per face instead of ~20 numpy ops."""
+    img = image if image.dtype == np.float32 else image.astype(np.float32)
+    out = np.empty((len(img), uv.shape[1], 3), np.float32)
+    for i in range(len(img)):
+        m = uv[i].astype(np.float32)
+        out[i] = cv2.remap(img[i], m[None, :, 0], m[None, :, 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+    return out
 
 
 def _incident_triangles(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
@@ -196,10 +194,10 @@ class ColourFitter:
         b = len(colours)
         sw = (shading * weight[..., None]).reshape(b, -1)  # [B, 3S]
         rhs = ((colours - shading * self._base) * weight[..., None]).reshape(b, -1)
-        weighted = self._design[None] * (sw * sw)[..., None]  # [B, 3S, 3 + m]
-        wt = weighted.transpose(0, 2, 1)
-        x = np.linalg.solve(wt @ self._design + self._refl_prior, wt @ (rhs / np.where(sw == 0, 1.0, sw))[..., None])
-        x = x[..., 0]
+        x = np.empty((b, self._design.shape[1]))
+        for i in range(b):  # per face: X^T X of a 2-D matrix is one symmetric rank-k update in BLAS
+            rows = self._design * sw[i, :, None]
+            x[i] = np.linalg.solve(rows.T @ rows + self._refl_prior, rows.T @ rhs[i])
         return x[:, :3], x[:, 3:]
 
     def huber_weights(self, residual: np.ndarray) -> np.ndarray:
