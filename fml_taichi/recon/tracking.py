@@ -32,6 +32,7 @@ detector misses (a head turned past its ~30 degree reach) are kept as long as th
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -57,7 +58,11 @@ class TrackerConfig:
     min_inside: a track is lost when less than this fraction of its box lies inside the frame.
     match_iou: a detection belongs to a track when their boxes overlap at least this much.
     max_faces: at most this many tracks (None: any).
-    upright: run the shape predictor on a patch turned by the track's roll (:func:`upright_landmarks`)."""
+    upright: run the shape predictor on a patch turned by the track's roll (:func:`upright_landmarks`).
+    jaw_weight: weight of the 17 jaw-contour points in the landmark fit (the inner 51 have 1).
+    max_step_deg: a track is lost when its head rotation changes by more than this between two frames
+        (None: no limit), unless ``max_held`` > 0: then the track keeps its previous fit for up to
+        that many frames in a row (a full detection runs in each, and re-anchors it when it finds the face)."""
 
     redetect_every: int = REDETECT_EVERY
     max_fit_nme: float = MAX_FIT_NME
@@ -65,12 +70,17 @@ class TrackerConfig:
     match_iou: float = 0.3
     max_faces: int | None = None
     upright: bool = True
+    jaw_weight: float = 1.0
+    max_step_deg: float | None = None
+    max_held: int = 0
 
     def __post_init__(self):
         if not isinstance(self.redetect_every, int) or self.redetect_every < 1:
             raise ValueError(f"redetect_every: expected an int >= 1, got {self.redetect_every!r}")
         if not self.max_fit_nme > 0 or not 0 < self.min_inside <= 1 or not 0 < self.match_iou <= 1:
             raise ValueError("max_fit_nme must be > 0; min_inside and match_iou in (0, 1]")
+        if not 0 <= self.jaw_weight <= 1:
+            raise ValueError(f"jaw_weight: expected a number in [0, 1], got {self.jaw_weight!r}")
         if self.max_faces is not None and self.max_faces < 1:
             raise ValueError(f"max_faces: expected None or >= 1, got {self.max_faces!r}")
 
@@ -98,6 +108,7 @@ class TrackedFace:
     score: float = float("nan")
     detected: bool = False
     age: int = field(default=0)
+    held: int = field(default=0)
 
 
 def landmark_box(landmarks: np.ndarray) -> np.ndarray:
@@ -146,6 +157,15 @@ def upright_landmarks(landmarks_in_boxes, image: np.ndarray, box: np.ndarray, ro
         return None
     back = np.asarray(lm, np.float64) - m[:, 2]
     return back @ m[:, :2]  # the inverse of a rotation is its transpose
+
+
+def rotation_step_deg(a: np.ndarray, b: np.ndarray) -> float:
+    """The angle (degrees) between two head rotations given as Euler angles [3] (radians)."""
+    from .landmark_fit import euler_to_matrix_np
+
+    r = euler_to_matrix_np(np.stack([np.asarray(a, np.float64), np.asarray(b, np.float64)]))
+    c = (np.trace(r[0] @ r[1].T) - 1) / 2
+    return math.degrees(math.acos(min(1.0, max(-1.0, c))))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -199,7 +219,11 @@ class FaceTracker:
         return pose_box(face.rotation, face.translation, self.centroid, self.intrinsics)
 
     def _fit(self, landmarks: list[np.ndarray]):
-        return self.fitter(np.stack(landmarks), self.intrinsics)
+        if self.config.jaw_weight == 1.0:
+            return self.fitter(np.stack(landmarks), self.intrinsics)
+        w = np.ones((len(landmarks), 68))
+        w[:, :17] = self.config.jaw_weight
+        return self.fitter(np.stack(landmarks), self.intrinsics, w)
 
     def _face(self, face_id, lm, box, fit, i, score=float("nan"), detected=False, age=0) -> TrackedFace:
         return TrackedFace(face_id, np.asarray(lm, np.float64), np.asarray(box, np.float64), fit.rotation[i].copy(),
@@ -236,6 +260,12 @@ class FaceTracker:
         for i, (tr, box, lm) in enumerate(found):
             if not fit.nme[i] <= cfg.max_fit_nme:
                 lost = True
+                continue
+            if cfg.max_step_deg is not None and rotation_step_deg(tr.rotation, fit.rotation[i]) > cfg.max_step_deg:
+                lost = True  # a detection runs this frame
+                if tr.held < cfg.max_held:
+                    out.append(dataclasses.replace(tr, age=tr.age + 1, held=tr.held + 1, detected=False,
+                                                   score=float("nan")))
                 continue
             out.append(self._face(tr.face_id, lm, box, fit, i, age=tr.age + 1))
         return out, lost
