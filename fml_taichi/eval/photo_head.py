@@ -6,7 +6,8 @@ puts a real photo on the model instead:
 
 1. dlib's detector and 68-point predictor on the photo; the landmark fit
    (:class:`~fml_taichi.recon.landmark_fit.LandmarkFitter`, single-image defaults) gives pose,
-   shape and expression in a pinhole camera of focal ``focal_factor`` x the photo's width;
+   shape and expression in a pinhole camera of focal ``focal_factor`` x the photo's width
+   (:data:`PORTRAIT_FOCAL_FACTOR`);
 2. every vertex of the fitted mesh is projected into the photo: that pixel is its texture
    coordinate (a projective texture, sampled per pixel at render time, so the face keeps the photo's
    resolution rather than the mesh's);
@@ -33,7 +34,14 @@ from ..data.synthetic_clip import PhotoAppearance
 from ..ops.render import render
 from ..recon.landmark_fit import LandmarkFitter
 
-__all__ = ["SEEN_COS", "photo_head", "default_photo"]
+__all__ = ["PORTRAIT_FOCAL_FACTOR", "SEEN_COS", "photo_head", "default_photo"]
+
+#: The photo camera's focal length over the photo's width. A studio head-and-shoulders portrait is
+#: taken from a few metres with a long lens: at 4 x the width, the astronaut's face (~140 mm across
+#: ~85 px of 512) sits ~3.4 m from the camera. The focal decides how perspective is read from the
+#: photo: at 1.5 x (~1.2 m, a webcam's view) the fitted head came out pitched ~+5 degrees more than
+#: the landmark fit of its own renders gives back (docs/video.md).
+PORTRAIT_FOCAL_FACTOR = 4.0
 
 #: The cosine (vertex normal against the ray to the photo's camera) where ``seen`` starts to rise and
 #: where it reaches 1.
@@ -58,7 +66,7 @@ def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
-def photo_head(photo: np.ndarray, face_model, detector=None, focal_factor: float = 1.5) -> PhotoAppearance:
+def photo_head(photo: np.ndarray, face_model, detector=None, focal_factor: float = PORTRAIT_FOCAL_FACTOR) -> PhotoAppearance:
     """The :class:`PhotoAppearance` of the most confident face in ``photo`` (uint8 RGB [H, W, 3]) on
     ``face_model`` (module docstring). ``detector``: a :class:`~fml_taichi.data.detect.DlibDetector`
     (default: a new one). Raises ValueError when no face is found."""
