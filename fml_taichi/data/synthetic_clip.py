@@ -9,9 +9,15 @@ beards make the face detectable by dlib's HOG detector), moved along smooth traj
   ``pitch_deg sin(2 pi t / 90 + 2)`` (t in frames, periods chosen so the angles decorrelate);
 * translation: the head centre sweeps ``shift_frac`` of the frame in x and y and its distance
   varies by ``depth_frac``;
-* appearance: dark brows and eyes and darker lips painted over the reflectance
-  (:func:`paint_features`): the base model's mean albedo shows none of them, and dlib's HOG detector
-  found the plain face in ~1 of 60 frames;
+* appearance (``ClipConfig.appearance``): ``"model"``, dark brows and eyes and darker lips painted
+  over the reflectance (:func:`paint_features`): the base model's mean albedo shows none of them,
+  and dlib's HOG detector found the plain face in ~1 of 60 frames; or ``"photo"``, a head textured
+  from a real photo (:class:`PhotoAppearance`, built above the data layer by
+  :func:`fml_taichi.eval.photo_head.photo_head`, since it needs the landmark fit): the photo's
+  pixels wherever it saw the head, the model's reflectance elsewhere. dlib is trained on real
+  faces; on the model face its points sit ~0.1 inter-ocular distances off;
+* background (``ClipConfig.background``): procedural (:mod:`.backgrounds`), or ``"photo"``: the
+  appearance's photo with the face's columns cut out (:func:`photo_background`);
 * expression: keyframes drawn every ``expression_period`` frames (coefficient SD
   ``expression_sd`` sigmas), blended with a smoothstep between them.
 
@@ -42,7 +48,7 @@ from . import backgrounds, landmark_noise, variation
 from .synthetic import SyntheticConfig, SyntheticRenderer, stream
 
 __all__ = ["APPEARANCES", "ClipConfig", "ClipTruth", "PhotoAppearance", "clip_trajectory", "photo_background",
-           "render_clip", "write_clip"]
+           "render_clip", "render_photo_head", "write_clip"]
 
 #: ``model``: the synthetic identity (model albedo, variation, painted features); ``photo``: a head
 #: textured from a real photo (:class:`PhotoAppearance`).
@@ -338,6 +344,18 @@ class _PhotoFace:
         photo = torch.nn.functional.grid_sample(self.tex.expand(b, -1, -1, -1), grid, mode="bilinear",
                                                 padding_mode="border", align_corners=True).permute(0, 2, 3, 1)
         return rendering, image + seen * (photo - image)
+
+
+def render_photo_head(appearance: PhotoAppearance, face_model, rotation: torch.Tensor, translation: torch.Tensor,
+                      intrinsics: torch.Tensor, height: int, width: int, background: torch.Tensor,
+                      expression: torch.Tensor | None = None):
+    """Render the photo-textured head (:class:`PhotoAppearance`) at poses ``rotation`` / ``translation``
+    [B, 3] over ``background`` ([1, h, w, 3], any resolution): ``(Rendering, image [B, H, W, 3])``,
+    no blur or noise. ``expression`` [B, m_e]: offsets from the photo's expression (default none)."""
+    b = len(rotation)
+    cfg = ClipConfig(frames=1, width=width, height=height)
+    expr = torch.zeros(b, face_model.m_expression) if expression is None else expression
+    return _PhotoFace(appearance, face_model).frames(expr, rotation, translation, intrinsics, cfg, background)
 
 
 def render_clip(cfg: ClipConfig | None = None, face_model=None, truth_out: dict | None = None,
