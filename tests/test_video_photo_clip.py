@@ -150,8 +150,8 @@ def test_tracker_fixes_the_identity_and_holds_through_a_bad_frame(face_model):
         return [_Det(_project(lm3, [0.0, 0.01 * state["t"], 0.05], np.array([2.0 * state["t"], 0.0, 700.0])))]
 
     cfg = TrackerConfig(redetect_every=100, upright=False, identity_frames=3, max_step_deg=10, max_held=2)
-    tracker = FaceTracker(detect, lambda image, boxes: [landmarks(state["t"]) for _ in boxes], LandmarkFitter(face_model),
-                          K, cfg)
+    predict = lambda image, boxes: [landmarks(state["t"]) for _ in boxes]  # noqa: E731
+    tracker = FaceTracker(detect, predict, LandmarkFitter(face_model), K, cfg)
     out = []
     for t in range(10):
         state["t"] = t

@@ -66,7 +66,8 @@ def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
-def photo_head(photo: np.ndarray, face_model, detector=None, focal_factor: float = PORTRAIT_FOCAL_FACTOR) -> PhotoAppearance:
+def photo_head(photo: np.ndarray, face_model, detector=None,
+               focal_factor: float = PORTRAIT_FOCAL_FACTOR) -> PhotoAppearance:
     """The :class:`PhotoAppearance` of the most confident face in ``photo`` (uint8 RGB [H, W, 3]) on
     ``face_model`` (module docstring). ``detector``: a :class:`~fml_taichi.data.detect.DlibDetector`
     (default: a new one). Raises ValueError when no face is found."""

@@ -17,6 +17,21 @@ makes the predictor draw a smaller face, and the track shrank to nothing within 
 Each frame's landmarks of all faces go through one batched :class:`~fml_taichi.recon.landmark_fit.LandmarkFitter`
 call, in the frame's own camera, for pose, shape and expression.
 
+**The fit of tracked points** (:meth:`FaceTracker._fit`) is made robust to how dlib errs, each
+change measured on both clips of ``benchmarks/bench_video.py`` (``docs/video.md``):
+
+* the jaw contour, dlib's least reliable points (0.05 inter-ocular distances off near frontal on the
+  photo-textured clip, 0.12 beyond 30 degrees of yaw, eyes 0.02-0.03), weighs :data:`JAW_WEIGHT`;
+* each inner point is weighted by how squarely its vertex faced the camera in the previous frame
+  (:func:`facing_weight`): the far side of a turned face is where the predictor drifts;
+* after :data:`IDENTITY_FRAMES` frames a track's face shape is fixed to the median of its fits so
+  far (:func:`identity_fitter`): one identity per video, and no per-frame trade of shape for pose;
+* optionally (``max_step_deg``), a fit whose head rotation jumps more than that from the last frame
+  is rejected: the track holds its last fit (``max_held`` frames at most) and a detection runs.
+  Off by default: on the photo clip it broke tracks at 45 degrees of yaw (found 277 of 300 frames).
+
+``PER_FRAME_TRACKING`` restores the first settings (all points alike, a shape per frame).
+
 **A track is lost** when its landmark fit degrades, i.e. the fit's mean residual in inter-ocular
 distances exceeds ``max_fit_nme`` (:data:`MAX_FIT_NME`, 0.10: on the synthetic clip the fit of
 dlib's points leaves 0.02-0.07, and a point set that is no face shape, far more; real faces were not
@@ -38,10 +53,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MAX_FIT_NME", "JAW_WEIGHT", "IDENTITY_FRAMES", "PER_FRAME_TRACKING", "facing_weight", "identity_fitter",
-           "rotation_step_deg", "REDETECT_EVERY", "TrackerConfig", "TrackedFace", "FaceTracker", "landmark_box", "pose_box",
-           "box_iou", "AnnotatedLandmarks",
-           "inside_fraction"]
+__all__ = ["MAX_FIT_NME", "JAW_WEIGHT", "IDENTITY_FRAMES", "PER_FRAME_TRACKING", "REDETECT_EVERY", "TrackerConfig",
+           "TrackedFace", "FaceTracker", "landmark_box", "pose_box", "box_iou", "AnnotatedLandmarks", "inside_fraction",
+           "facing_weight", "identity_fitter", "rotation_step_deg", "upright_landmarks"]
 
 MAX_FIT_NME = 0.10
 #: Weight of dlib's jaw contour in the tracked fit: on the photo-textured clip its points were off
