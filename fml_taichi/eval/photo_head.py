@@ -39,8 +39,8 @@ __all__ = ["PORTRAIT_FOCAL_FACTOR", "SEEN_COS", "photo_head", "default_photo"]
 #: The photo camera's focal length over the photo's width. A studio head-and-shoulders portrait is
 #: taken from a few metres with a long lens: at 4 x the width, the astronaut's face (~140 mm across
 #: ~85 px of 512) sits ~3.4 m from the camera. The focal decides how perspective is read from the
-#: photo: at 1.5 x (~1.2 m, a webcam's view) the fitted head came out pitched ~+5 degrees more than
-#: the landmark fit of its own renders gives back (docs/video.md).
+#: photo: at 1.5 x (~1.2 m, a webcam's view) the landmark fit of the head's own renders read its
+#: pitch 2-6 degrees above the render's (docs/video.md).
 PORTRAIT_FOCAL_FACTOR = 4.0
 
 #: The cosine (vertex normal against the ray to the photo's camera) where ``seen`` starts to rise and

@@ -524,7 +524,7 @@ class _SourceTracker(_TimedTracker):
 #: The per-frame landmark fit of tracking: 4 pose / contour / shape rounds (2 pose steps first), as
 #: for single images, with the expression prior widened 2x. On the photo-textured clip with dlib the
 #: full rounds cut the median rotation error from 5.1 to 4.5 degrees against :data:`FAST_TRACK_FIT`
-#: (at ~20 % of the frame rate), and the wider prior from 4.3 to 3.9: the photo's smile sits ~2
+#: (~10 % of bench_video's end-to-end frame rate), and the wider prior from 4.3 to 3.9: the photo's smile sits ~2
 #: prior SDs out (RMS over the modes), and a tight prior traded the missing expression for pitch.
 TRACK_FIT = LandmarkFitConfig(expression_scale=2.0)
 #: 2 rounds of 1 pose step: ~2x faster fits; on the model clip's truth + noise landmarks the median
