@@ -25,8 +25,6 @@ landmark vertices, and it does so to its residual (``fit_nme``, reported).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -49,7 +47,8 @@ SEEN_COS = (0.25, 0.55)
 
 
 def default_photo() -> np.ndarray:
-    """The public-domain NASA portrait shipped with the tests (``tests/data/astronaut.jpg``), uint8 RGB."""
+    """The public-domain NASA portrait shipped with the tests (``tests/data/astronaut.jpg`` of a source
+    checkout: the file is not part of an installed package), uint8 RGB."""
     import os
 
     import cv2
@@ -123,9 +122,3 @@ def _sample(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
     m = uv.astype(np.float32).reshape(-1, 1, 2)
     out = cv2.remap(img, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(-1, 3).astype(np.float64) / 255.0
-
-
-def head_turn_deg(appearance: PhotoAppearance) -> float:
-    """How far the photo's head is turned from frontal (degrees): the texture is best near that pose."""
-    r = np.asarray(appearance.photo_rotation, np.float64)
-    return math.degrees(float(np.linalg.norm(r[:2])))

@@ -115,7 +115,7 @@ class TrackerConfig:
 
 
 #: The tracker as first built (every point weighted alike, a shape per frame): kept for comparison.
-PER_FRAME_TRACKING = dict(jaw_weight=1.0, facing_weights=False, identity_frames=0)
+PER_FRAME_TRACKING = {"jaw_weight": 1.0, "facing_weights": False, "identity_frames": 0}
 
 
 @dataclass
@@ -300,7 +300,6 @@ class FaceTracker:
 
     def _fit(self, landmarks: list[np.ndarray], previous: list | None = None):
         """The landmark fit of a batch; ``previous``: each face's track of the last frame (None: new)."""
-        cfg = self.config
         fixed = [self._identities.get(tr.face_id) if tr is not None else None for tr in (previous or [])]
         if any(f is not None for f in fixed):
             fits = []
@@ -312,7 +311,7 @@ class FaceTracker:
             return _concat_fits(fits)
         return self._fit_with(self.fitter, landmarks, previous)
 
-    def _remember_shape(self, face: "TrackedFace") -> None:
+    def _remember_shape(self, face: TrackedFace) -> None:
         """Collect a track's fitted shapes until ``identity_frames``, then fix its identity."""
         n = self.config.identity_frames
         if n <= 0 or face.face_id in self._identities:
