@@ -1,27 +1,40 @@
 """Video reconstruction against truth: speed end to end, rotation error, NME, jitter, lag, roll slope.
 
-Renders a synthetic moving-face clip with known pose (:mod:`fml_taichi.data.synthetic_clip`: 300
-frames, 640 x 480, roll +-30, yaw +-45, pitch +-10 degrees, translation, expression changes), writes
-the MP4, and runs the real CLI path on it (``fml-taichi reconstruct clip.mp4 --focal-px 800``, the
-clip's known camera) in this process:
+Renders synthetic moving-face clips with known pose (:mod:`fml_taichi.data.synthetic_clip`: 300
+frames, 640 x 480, roll +-30, yaw +-45, pitch +-10 degrees, translation, expression changes) in two
+appearances (``--appearance``):
 
-1. **dlib**: the default path (detection, then dlib's shape predictor in tracked boxes).
-2. **synthetic landmarks**: ``--detector pts`` with ``clip.landmarks.npz`` next to the video, the
-   clip's true landmarks plus the documented synthetic detector noise
-   (:func:`fml_taichi.data.landmark_noise.detector_noise`, 1.5 px SD at full confidence): the
-   tracker / fit / smoothing chain measured apart from dlib's accuracy on synthetic faces.
-3. **baseline**: ``--two-pass`` (the older path: detection + encoder every frame, One-Euro smoothing)
-   on the first ``--baseline-frames`` frames, for the speed ratio.
+* ``photo`` (the default clip): a model head textured from the public-domain NASA portrait in
+  ``tests/data`` (:func:`fml_taichi.eval.photo_head.photo_head`: dlib + landmark fit on the photo,
+  projective texture, model reflectance where the photo does not see the head) over the same photo
+  with the face cut out: a real face's texture, what dlib was trained on;
+* ``model``: the earlier clip, one synthetic identity (model albedo, variation, painted brows),
+  out of dlib's domain (its points sit ~0.1 inter-ocular distances off there).
 
-Scores (:func:`fml_taichi.eval.video_metrics.score_track`): the JSON's top level holds run 1's
-``fps_end_to_end`` (frames / seconds of the stream pass: decode, tracking, fit, encoder, smoothing,
-overlay, encode; model loading excluded), ``fps_without_detection`` (the same minus the time spent
-in full detections, which run on the critical path), ``frames``, ``found``,
-``rotation_error_deg_median``, ``nme``, ``jitter_deg``, ``jitter_raw_deg``, ``lag_frames`` (lag added by
-smoothing), ``roll_slope``; run 2's under ``synthetic_landmarks``, the baseline's under ``baseline``;
-``load_average`` before and after (this machine is shared: rates scale with the load).
+Each clip's MP4 goes through the real CLI path (``fml-taichi reconstruct clip.mp4 --focal-px 800``,
+the clip's known camera) in this process:
 
-    python benchmarks/bench_video.py --json benchmarks/results/video.json [--plot PNG] [--workdir DIR]
+1. **dlib**: the default path (detection, then dlib's shape predictor in tracked boxes, the
+   tracker's defaults);
+2. **dlib, per-frame tracking**: the same stream with the tracker as first built (every landmark
+   weighted alike, a face shape per frame, the 2 x 1 landmark fit, 8-frame smoothing): the baseline
+   of the tracker changes, run through :func:`fml_taichi.recon.stream.reconstruct_stream`;
+3. **synthetic landmarks**: ``--detector pts`` with ``clip.landmarks.npz`` next to the video, the
+   clip's true landmarks plus the documented synthetic detector noise (1.5 px SD): the tracking /
+   fit / smoothing chain apart from dlib's accuracy;
+4. **two-pass baseline** (photo clip, or the first clip run): ``--two-pass`` (detection + encoder every
+   frame) on the first ``--baseline-frames`` frames, for the speed ratio.
+
+Scores (:func:`fml_taichi.eval.video_metrics.score_track`). The JSON's top level holds run 1 on the
+default clip (``fps_end_to_end``: frames / seconds of the stream pass, model loading excluded;
+``rotation_error_deg_median``, ``jitter_deg``, ``jitter_raw_deg``, ``jitter_ratio``, ``lag_frames``
+(lag added by smoothing), ``roll_slope``, ...); ``clips.<appearance>.{dlib, dlib_per_frame_tracking,
+synthetic_landmarks}`` every run; ``baseline``; ``load_average`` before and after (the machine is shared:
+rates scale with the load). Pictures: ``--plot`` (pose against time on the default clip),
+``<plot stem>_model.png`` (the model clip), ``<plot stem>_frames.png`` (frames of each clip with dlib's
+points in red and the true landmarks in green).
+
+    python benchmarks/bench_video.py --json benchmarks/results/video.json --plot benchmarks/results/video_pose.png
 """
 import argparse
 import json
@@ -40,6 +53,11 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FOCAL_PX = 800.0
 TARGETS = {"fps_end_to_end": (">=", 60.0), "rotation_error_deg_median": ("<=", 3.0),
            "roll_slope": ("in", (0.9, 1.1)), "jitter_ratio": (">=", 3.0), "lag_frames": ("<=", 1.0)}
+KEYS = ("fps_end_to_end", "fps_without_detection", "frames", "found", "rotation_error_deg_median",
+        "rotation_error_deg_median_raw", "rotation_error_deg_p90", "nme", "nme_raw_landmarks", "jitter_deg",
+        "jitter_raw_deg", "jitter_ratio", "lag_frames", "lag_frames_smoothed_vs_truth", "roll_slope", "face_ids",
+        "detections")
+RUNS = ("dlib", "dlib_per_frame_tracking", "synthetic_landmarks")
 
 
 def _cli(args: list[str]) -> dict:
@@ -54,7 +72,18 @@ def _cli(args: list[str]) -> dict:
     return rec
 
 
-def _scored(rec: dict, npz: str, truth) -> dict:
+def _per_frame_tracking(clip: str, out: str) -> dict:
+    """Run 2 (module docstring): the stream with the tracker's first settings."""
+    from fml_taichi.recon.pipeline import FacePipeline
+    from fml_taichi.recon.stream import FAST_TRACK_FIT, reconstruct_stream
+    from fml_taichi.recon.tracking import PER_FRAME_TRACKING, TrackerConfig
+
+    pipe = FacePipeline.from_checkpoint(None)
+    return reconstruct_stream(pipe, clip, out, "clip", back=8, tracker_config=TrackerConfig(**PER_FRAME_TRACKING),
+                              fit_config=FAST_TRACK_FIT, focal_px=FOCAL_PX)
+
+
+def _scored(rec: dict, npz: str, truth) -> tuple[dict, dict]:
     from fml_taichi.eval.video_metrics import score_track
 
     z = dict(np.load(npz))
@@ -68,8 +97,9 @@ def _scored(rec: dict, npz: str, truth) -> dict:
     return s, z
 
 
-def _plot(path: str, truth, z: dict, zs: dict) -> None:
-    """Three panels (yaw, roll, pitch) stacked: truth, dlib raw and smoothed, synthetic landmarks smoothed."""
+def _plot(path: str, truth, z: dict, zp: dict, zs: dict, clip: str) -> None:
+    """Three panels (yaw, roll, pitch) stacked: truth, dlib raw and smoothed, the per-frame tracker
+    smoothed, synthetic landmarks smoothed."""
     from fml_taichi.io.images import write_png
     from fml_taichi.io.plots import plot_curves
 
@@ -80,10 +110,36 @@ def _plot(path: str, truth, z: dict, zs: dict) -> None:
             series = {"truth": (t, np.degrees(truth.rotation[:, i])),
                       "dlib raw": (z["frame"], np.degrees(z["rotation_raw"][:, i])),
                       "dlib smoothed": (z["frame"], np.degrees(z["rotation"][:, i])),
+                      "dlib, per-frame tracking, smoothed": (zp["frame"], np.degrees(zp["rotation"][:, i])),
                       "synthetic landmarks, smoothed": (zs["frame"], np.degrees(zs["rotation"][:, i]))}
-            panels.append(plot_curves(os.path.join(tmp, f"{n}.png"), series, title=f"{n} vs time", xlabel="frame",
-                                      ylabel="degrees", size=(1000, 360)))
+            panels.append(plot_curves(os.path.join(tmp, f"{n}.png"), series, title=f"{clip} clip: {n} vs time",
+                                      xlabel="frame", ylabel="degrees", size=(1000, 360)))
     write_png(path, np.concatenate(panels, 0))
+
+
+def _frames_sheet(clip: str, truth, z: dict, picks=(0, 40, 90, 150, 190)) -> np.ndarray:
+    """A row of frames (uint8 RGB, half size) with dlib's tracked points (red) and the truth (green)."""
+    import cv2
+
+    cap = cv2.VideoCapture(clip)
+    out, i = [], 0
+    while len(out) < len(picks):
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if i in picks:
+            img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            for x, y in np.round(truth.landmarks[i]).astype(int):
+                cv2.circle(img, (int(x), int(y)), 2, (40, 220, 40), -1)
+            for r in np.nonzero(z["frame"] == i)[0]:
+                for x, y in np.round(z["landmarks"][r]).astype(int):
+                    cv2.circle(img, (int(x), int(y)), 2, (230, 30, 30), -1)
+            yaw = np.degrees(truth.rotation[i, 1])
+            cv2.putText(img, f"frame {i}  yaw {yaw:+.0f}", (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 0), 2)
+            out.append(cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA))
+        i += 1
+    cap.release()
+    return np.concatenate(out, 1)
 
 
 def _verdict(key: str, value: float) -> str:
@@ -92,68 +148,117 @@ def _verdict(key: str, value: float) -> str:
     return "meets" if ok else "MISSES"
 
 
+def _clip(appearance: str, work: str, frames: int, focal_factor: float, face_model):
+    """Render one clip; returns (mp4 path, truth, extra facts)."""
+    from fml_taichi.data.synthetic_clip import ClipConfig, write_clip
+
+    d = os.path.join(work, appearance)
+    os.makedirs(d, exist_ok=True)
+    facts, app = {}, None
+    if appearance == "photo":
+        from fml_taichi.eval.photo_head import default_photo, photo_head
+
+        app = photo_head(default_photo(), face_model, focal_factor=focal_factor)
+        facts.update(photo_fit_nme=app.fit_nme, photo_rotation_deg=np.degrees(app.photo_rotation).tolist(),
+                     photo_focal_factor=focal_factor)
+        cfg = ClipConfig(frames=frames, appearance="photo", background="photo")
+    else:
+        cfg = ClipConfig(frames=frames)
+    clip = os.path.join(d, "clip.mp4")
+    t0 = time.perf_counter()
+    truth = write_clip(clip, cfg, face_model, app)
+    facts["render_seconds"] = time.perf_counter() - t0
+    truth.save(os.path.join(d, "truth.npz"))
+    return clip, truth, facts
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", default=os.path.join(RESULTS, "video.json"))
     ap.add_argument("--plot", default=os.path.join(RESULTS, "video_pose.png"))
-    ap.add_argument("--workdir", default=None, help="keep the clip and outputs here (default: a temp folder)")
+    ap.add_argument("--workdir", default=None, help="keep the clips and outputs here (default: a temp folder)")
+    ap.add_argument("--appearance", choices=("photo", "model", "both"), default="both",
+                    help="which clips (default both; the first listed is the headline)")
+    ap.add_argument("--photo-focal-factor", type=float, default=None,
+                    help="the photo camera's focal over its width (default: photo_head's portrait value)")
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--baseline-frames", type=int, default=60)
     args = ap.parse_args()
+    if args.frames < 20 or args.baseline_frames < 1:
+        print("bench_video: --frames must be >= 20 and --baseline-frames >= 1", file=sys.stderr)
+        return 2
     from fml_taichi.common import runtime
 
     runtime.init()
-    from fml_taichi.data.synthetic_clip import ClipConfig, write_clip
+    from fml_taichi.eval.photo_head import PORTRAIT_FOCAL_FACTOR
+    from fml_taichi.io.images import write_png
+    from fml_taichi.model import default_face_model
 
+    focal_factor = args.photo_focal_factor or PORTRAIT_FOCAL_FACTOR
+    appearances = ("photo", "model") if args.appearance == "both" else (args.appearance,)
     work = args.workdir or tempfile.mkdtemp(prefix="bench_video_")
     os.makedirs(work, exist_ok=True)
+    fm = default_face_model(4000)
     load_before = os.getloadavg()
-    clip = os.path.join(work, "clip.mp4")
-    t0 = time.perf_counter()
-    truth = write_clip(clip, ClipConfig(frames=args.frames))
-    render_s = time.perf_counter() - t0
-    truth.save(os.path.join(work, "truth.npz"))
-    synth = os.path.join(work, "clip_synthetic.mp4")
-    shutil.copyfile(clip, synth)
-    np.savez(os.path.join(work, "clip_synthetic.landmarks.npz"), landmarks=truth.noisy_landmarks)
     common = ["--focal-px", str(FOCAL_PX)]
-    rec = _cli([clip, "--out", os.path.join(work, "dlib"), *common])
-    dlib, z = _scored(rec, os.path.join(work, "dlib", "clip.params.npz"), truth)
-    rec_s = _cli([synth, "--out", os.path.join(work, "synthetic"), "--detector", "pts", *common])
-    syn, zs = _scored(rec_s, os.path.join(work, "synthetic", "clip_synthetic.params.npz"), truth)
-    base = _cli([clip, "--out", os.path.join(work, "baseline"), "--two-pass", "--max-frames",
-                 str(args.baseline_frames), *common])
-    base_fps = base["frames"] / base["seconds"]  # the input's wall time (model loading excluded)
+    clips, sheets, base = {}, [], None
+    for appearance in appearances:
+        clip, truth, facts = _clip(appearance, work, args.frames, focal_factor, fm)
+        d = os.path.dirname(clip)
+        synth = os.path.join(d, "clip_synthetic.mp4")
+        shutil.copyfile(clip, synth)
+        np.savez(os.path.join(d, "clip_synthetic.landmarks.npz"), landmarks=truth.noisy_landmarks)
+        rec = _cli([clip, "--out", os.path.join(d, "dlib"), *common])
+        dlib, z = _scored(rec, os.path.join(d, "dlib", "clip.params.npz"), truth)
+        rec_p = _per_frame_tracking(clip, os.path.join(d, "per_frame"))
+        per_frame, zp = _scored(rec_p, os.path.join(d, "per_frame", "clip.params.npz"), truth)
+        rec_s = _cli([synth, "--out", os.path.join(d, "synthetic"), "--detector", "pts", *common])
+        syn, zs = _scored(rec_s, os.path.join(d, "synthetic", "clip_synthetic.params.npz"), truth)
+        if base is None:
+            rec_b = _cli([clip, "--out", os.path.join(d, "baseline"), "--two-pass", "--max-frames",
+                          str(args.baseline_frames), *common])
+            base = {"path": "--two-pass", "clip": appearance, "frames": rec_b["frames"],
+                    "fps_end_to_end": rec_b["frames"] / rec_b["seconds"]}
+        clips[appearance] = {"dlib": dlib, "dlib_per_frame_tracking": per_frame, "synthetic_landmarks": syn, **facts}
+        stem, ext = os.path.splitext(args.plot)
+        plot = args.plot if appearance == appearances[0] else f"{stem}_{appearance}{ext}"
+        os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
+        _plot(plot, truth, z, zp, zs, appearance)
+        clips[appearance]["plot"] = os.path.relpath(plot)
+        sheets.append(_frames_sheet(clip, truth, z))
     load_after = os.getloadavg()
-    os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
-    _plot(args.plot, truth, z, zs)
+    stem, ext = os.path.splitext(args.plot)
+    frames_png = f"{stem}_frames{ext}"
+    width = max(s.shape[1] for s in sheets)
+    write_png(frames_png, np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0))) for s in sheets], 0)
+              .astype(np.float32) / 255.0)
 
-    keys = ("fps_end_to_end", "fps_without_detection", "frames", "found", "rotation_error_deg_median",
-            "rotation_error_deg_median_raw", "nme", "nme_raw_landmarks", "jitter_deg", "jitter_raw_deg",
-            "jitter_ratio", "lag_frames", "lag_frames_smoothed_vs_truth", "roll_slope", "roll_slope_raw",
-            "face_ids", "detections")
-    print(f"clip: {args.frames} frames 640x480 rendered in {render_s:.1f} s; load average before "
-          f"{load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores)")
-    print(f"{'figure':32s} {'dlib':>12s} {'synthetic lm':>13s}  target")
-    for k in keys:
-        tgt = ""
-        if k in TARGETS:
-            op, ref = TARGETS[k]
-            tgt = f"{op} {ref}: dlib {_verdict(k, dlib[k])}, synthetic {_verdict(k, syn[k])}"
-        print(f"{k:32s} {dlib[k]:12.3f} {syn[k]:13.3f}  {tgt}")
-    print(f"baseline (--two-pass, {base['frames']} frames): {base_fps:.2f} fps end to end; "
-          f"tracked path {dlib['fps_end_to_end'] / base_fps:.1f}x faster")
-    result = {k: dlib[k] for k in ("fps_end_to_end", "fps_without_detection", "frames", "found",
-                                   "rotation_error_deg_median", "nme", "jitter_deg", "jitter_raw_deg")}
-    result.update(lag_frames=dlib["lag_frames"], roll_slope=dlib["roll_slope"], dlib=dlib, synthetic_landmarks=syn,
-                  baseline={"path": "--two-pass", "frames": base["frames"], "fps_end_to_end": base_fps},
-                  speedup_vs_baseline=dlib["fps_end_to_end"] / base_fps,
+    print(f"clips: {args.frames} frames 640x480; load average before {load_before[0]:.2f}, after "
+          f"{load_after[0]:.2f} ({os.cpu_count()} cores)")
+    for appearance, runs in clips.items():
+        print(f"\n{appearance} clip" + (" (default)" if appearance == appearances[0] else ""))
+        print(f"{'figure':30s} " + " ".join(f"{r:>24s}" for r in RUNS) + "  target (dlib)")
+        for k in KEYS:
+            vals = " ".join(f"{runs[r][k]:24.3f}" for r in RUNS)
+            tgt = f"{TARGETS[k][0]} {TARGETS[k][1]}: {_verdict(k, runs['dlib'][k])}" if k in TARGETS else ""
+            print(f"{k:30s} {vals}  {tgt}")
+    head = clips[appearances[0]]["dlib"]
+    print(f"\nbaseline (--two-pass, {base['frames']} frames of the {base['clip']} clip): {base['fps_end_to_end']:.2f} "
+          f"fps end to end; tracked path {head['fps_end_to_end'] / base['fps_end_to_end']:.1f}x faster")
+    result = {k: head[k] for k in ("fps_end_to_end", "fps_without_detection", "frames", "found",
+                                   "rotation_error_deg_median", "nme", "jitter_deg", "jitter_raw_deg", "jitter_ratio",
+                                   "lag_frames", "roll_slope")}
+    result.update(default_clip=appearances[0], clips=clips, baseline=base,
+                  speedup_vs_baseline=head["fps_end_to_end"] / base["fps_end_to_end"],
+                  targets={k: list(v) if isinstance(v, tuple) else v for k, v in TARGETS.items()},
                   load_average={"before": load_before, "after": load_after}, cores=os.cpu_count(),
-                  focal_px=FOCAL_PX, clip_render_seconds=render_s, plot=os.path.relpath(args.plot))
+                  focal_px=FOCAL_PX, plot=os.path.relpath(args.plot), frames_png=os.path.relpath(frames_png))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"-> {args.json}, {args.plot}")
+    tmp = args.json + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1, default=float)
+    os.replace(tmp, args.json)
+    print(f"-> {args.json}, {args.plot}, {frames_png}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -76,9 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "shaded mesh, or none")
     v.add_argument("--redetect-every", type=int, default=None, metavar="N",
                    help="full face detection every N frames to admit new faces (default 60)")
-    v.add_argument("--smooth-frames", type=int, default=8, metavar="N",
+    v.add_argument("--smooth-frames", type=int, default=16, metavar="N",
                    help="smoothing window: N past frames (and N future ones for files, 2 for live sources); "
-                        "0 = off (default 8)")
+                        "0 = off (default 16)")
     v.add_argument("--encoder-every", type=int, default=10, metavar="N",
                    help="run the encoder (reflectance, light, correctives) every N frames of a face (0: never; "
                         "default 10)")
