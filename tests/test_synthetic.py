@@ -103,10 +103,10 @@ def test_jaw_landmarks_slide_to_the_silhouette_on_a_turned_head(face_model):
 def test_out_of_space_offsets_are_local_and_outside_the_base_span(batch, face_model):
     off = batch["gt_geometry_offset"]
     mag = off.norm(dim=-1)
-    assert float(mag.max()) < 8.0  # a few millimetres
-    assert float(mag.max()) > 0.5
-    # Localised: most of the mesh (forehead, temples) stays put.
-    assert float((mag < 0.05).float().mean()) > 0.4
+    assert float(mag.max()) < 20.0  # bumps + region fields: millimetres, not centimetres
+    assert float(mag.max()) > 2.0
+    # Localised: a good part of the mesh (upper forehead, temples, ears) stays put.
+    assert float((mag < 0.05).float().mean()) > 0.2
     # Not expressible by the base geometry model: the least-squares projection onto the shape and
     # expression bases leaves most of each offset.
     basis = torch.cat([face_model.shape_basis, face_model.expression_basis], dim=2).reshape(-1, face_model.m_shape

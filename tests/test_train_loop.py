@@ -61,9 +61,12 @@ def test_run_writes_checkpoints_logs_curves_and_metrics(straight_run):
         assert os.path.isfile(os.path.join(out, name)), name
     with open(os.path.join(out, "metrics.json")) as f:
         saved = json.load(f)
-    assert set(saved) == set(METRIC_KEYS) | set(MEAN_FACE_KEYS) and saved["n"] == 4
+    assert set(saved) == set(METRIC_KEYS) | set(MEAN_FACE_KEYS) | {"heldout_alt"} and saved["n"] == 4
     assert all(np.isfinite(saved[k]) and saved[k] >= 0 for k in METRIC_KEYS + MEAN_FACE_KEYS)
     assert saved["geom_mm_mean_face"] > 0.1  # the landmark-placed mean face is not the truth
+    assert set(saved["heldout_alt"]) >= {"geom_mm_base", "geom_mm_final", "photo_base", "photo_final"}
+    alt = saved.pop("heldout_alt")
+    assert alt == pytest.approx(metrics.pop("heldout_alt"))
     assert saved == pytest.approx(metrics)
     assert [r["step"] for r in tr.history.train] == [1, 2, 3, 4, 5, 6]
     assert [(r["step"], r["stage"]) for r in tr.history.val] == [(3, 1), (6, 2)]

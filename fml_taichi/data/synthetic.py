@@ -63,7 +63,7 @@ EVAL_SEED_START = 10_000_000
 # Independent random streams per image (see module docstring).
 # Backgrounds are drawn at 1/BACKGROUND_DOWNSAMPLE of the image size and upsampled in compositing.
 BACKGROUND_DOWNSAMPLE = 2
-_STREAMS = {"params": 0, "variation": 1, "background": 2, "landmarks": 3, "sensor": 4}
+_STREAMS = {"params": 0, "variation": 1, "background": 2, "landmarks": 3, "sensor": 4, "fields": 5}
 # Clamped-cosine SH convolution factors per band (Ramamoorthi & Hanrahan): irradiance of a
 # directional light of unit intensity is sum_l A_l Y_lm(d) Y_lm(n).
 _BAND_FACTOR = torch.tensor([math.pi] + [2 * math.pi / 3] * 3 + [math.pi / 4] * 5)
@@ -83,6 +83,9 @@ class SyntheticConfig:
     landmark_sigma_px: detector noise SD at full confidence. noise_sd: max sensor noise SD.
     blur_px: Gaussian blur SD (anti-aliasing of the z-buffered edges, camera softness).
     hair_probability: chance of a hair blob behind the head.
+    fields: region-field family added to the geometry (:data:`variation.FIELD_FAMILIES`: "rbf" default,
+    "exaggerate" the second family for a differently built held-out set, "none" = bumps only), scaled
+    by ``variation``.
     """
     image_size: int = 240
     yaw_deg: float = 30.0
@@ -102,11 +105,16 @@ class SyntheticConfig:
     noise_sd: float = 0.015
     blur_px: float = 0.6
     hair_probability: float = 0.7
+    fields: str = "rbf"
 
     def __post_init__(self):
         if not isinstance(self.image_size, int) or self.image_size < 16:
             raise ValueError(f"image_size: expected an int >= 16, got {self.image_size!r}")
+        if self.fields not in variation.FIELD_FAMILIES:
+            raise ValueError(f"fields: expected one of {variation.FIELD_FAMILIES}, got {self.fields!r}")
         for f in fields(self):
+            if f.name == "fields":
+                continue
             v = getattr(self, f.name)
             vals = v if isinstance(v, tuple) else (v,)
             if any(not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0 for x in vals):
@@ -183,6 +191,7 @@ class _Tables:
     centre: torch.Tensor  # [3] model-space centre of the mean face's landmark box
     width_mm: float  # x extent of the mean face's landmarks
     mean_albedo: torch.Tensor  # [3]
+    fields: variation.FieldTables
 
 
 class SyntheticRenderer:
@@ -206,6 +215,7 @@ class SyntheticRenderer:
             centre=(lm.min(0).values + lm.max(0).values) / 2,
             width_mm=float(lm[:, 0].max() - lm[:, 0].min()),
             mean_albedo=face_model.mean_reflectance.mean(0),
+            fields=variation.FieldTables.from_model(face_model),
         )
 
     # ---- per-image draws --------------------------------------------------------------------------
@@ -252,7 +262,7 @@ class SyntheticRenderer:
                      for s in seeds]
         with _timed(timings, "model+variation"):
             base_g, base_r = fm.base(params.shape, params.expression, params.reflectance)
-            geo_off = variation.geometry_offsets(self.tables.variation, draws)
+            geo_off = variation.geometry_offsets(self.tables.variation, draws) + self._field_offsets(seeds, params)
             refl_off = variation.reflectance_offsets(self.tables.variation, base_r, draws, self.tables.mean_albedo)
             vertices = (base_g + geo_off).contiguous()
             reflectance = base_r + refl_off
@@ -287,6 +297,14 @@ class SyntheticRenderer:
             "intrinsics": self.intrinsics.unsqueeze(0).repeat(b, 1),
             "seed": torch.tensor(seeds, dtype=torch.int64),
         }
+
+    def _field_offsets(self, seeds: list[int], params: FaceParams) -> torch.Tensor:
+        """Region-field displacements [B, N, 3] (config ``fields``), one "fields" stream per image."""
+        fm = self.face_model
+        identity = torch.einsum("njm,bm->bnj", fm.shape_basis, params.shape)
+        return torch.stack([variation.field_geometry_offsets(self.tables.fields, stream(s, "fields"),
+                                                             self.config.fields, self.config.variation, identity[i])
+                            for i, s in enumerate(seeds)])
 
     def _background(self, seed: int, landmarks_uv: torch.Tensor) -> torch.Tensor:
         """The image's background at half resolution (the compositing kernel upsamples it): it is

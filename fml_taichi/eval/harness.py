@@ -20,6 +20,7 @@ be measured (geometry on user images) are None.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -43,6 +44,19 @@ from ..ops.render import render
 from ..reference.image_formation import SH_C0
 
 LEVELS = ("base", "final")
+#: Held-out sets: name -> (region-field family of the synthetic faces, first seed). "heldout" uses the
+#: training distribution on evaluation seeds; "heldout_alt" a differently built one (region-wise
+#: exaggeration of the face's own identity modes instead of RBF bumps) on seeds disjoint from both,
+#: so correctives fitted to one generator's habits show up.
+HELDOUT_SETS = {"heldout": ("rbf", EVAL_SEED_START), "heldout_alt": ("exaggerate", EVAL_SEED_START + 5_000_000)}
+
+
+def heldout_config(name: str, config: SyntheticConfig | None = None) -> tuple[SyntheticConfig, int]:
+    """(config, first seed) of held-out set ``name`` (:data:`HELDOUT_SETS`), other settings from ``config``."""
+    if name not in HELDOUT_SETS:
+        raise ValueError(f"heldout: expected one of {sorted(HELDOUT_SETS)}, got {name!r}")
+    family, seed_start = HELDOUT_SETS[name]
+    return dataclasses.replace(config or SyntheticConfig(), fields=family), seed_start
 SUMMARY_KEYS = ("n", "geom_mm_base", "geom_mm_final", "geom_sd_base", "geom_sd_final", "photo_base",
                 "photo_final", "nme_base", "nme_final")
 
@@ -239,14 +253,18 @@ def example_panels(face_model, rec, rendered, images, i: int, region, gt_vertice
 
 
 def evaluate(method, n: int = 20, seed_start: int = EVAL_SEED_START, batch_size: int = 4,
-             config: SyntheticConfig | None = None, n_examples: int = 3, progress: bool = True) -> EvalResult:
+             config: SyntheticConfig | None = None, n_examples: int = 3, progress: bool = True,
+             heldout: str | None = None) -> EvalResult:
     """Score ``method`` on ``n`` held-out synthetic faces (seeds ``seed_start ..``; default the
     evaluation range, disjoint from training's).
 
     The ground truth is rendered with the method's own face model (same topology, so the similarity
     alignment uses vertex correspondences). Returns an :class:`EvalResult`; the first ``n_examples``
-    images also yield figure panels.
+    images also yield figure panels. ``heldout``: a name of :data:`HELDOUT_SETS`, which sets the
+    faces' region-field family and (overriding ``seed_start``) the seeds.
     """
+    if heldout is not None:
+        config, seed_start = heldout_config(heldout, config)
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive int, got {n!r}")
     if not isinstance(batch_size, int) or batch_size < 1:

@@ -77,4 +77,12 @@ def final_evaluation(model, n: int, config=None, progress: bool = False) -> dict
                             progress=False).summary
     out = {k: result.summary.get(k) for k in METRIC_KEYS}
     out.update({f"{k}_mean_face": mean.get(f"{k}_base") for k in ("geom_mm", "photo", "nme")})
+    # The same model on a differently generated held-out set (eval.harness.HELDOUT_SETS).
+    was_training = model.training
+    try:
+        alt = harness.evaluate(ModelMethod(model), n=n, config=config, n_examples=0, progress=False,
+                               heldout="heldout_alt").summary
+    finally:
+        model.train(was_training)
+    out["heldout_alt"] = {k: alt.get(k) for k in METRIC_KEYS}
     return out

@@ -199,3 +199,29 @@ def _as_rows(out: torch.Tensor, rows: int, name: str) -> torch.Tensor:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"{name}: expected [B, N, 3] or [B, 3N] offsets with 3N = {rows}, got {shape}")
     return out.reshape(out.shape[0], rows).to(torch.float64)
+
+
+# ---- Mode metrics: does a geometry mode move the face, does a reflectance mode bake in shading ----
+def geometry_mode_rms(modes: CorrectiveModes, region: torch.Tensor, sigmas: float = 3.0) -> torch.Tensor:
+    """[K] RMS per-vertex displacement (mm) over ``region`` [N] bool of each mode at ``sigmas`` SDs
+    (the same at + and -, the offset being linear)."""
+    disp = torch.stack([modes.offset(k, sigmas) for k in range(modes.count)])  # [K, N, 3]
+    return disp[:, region].double().norm(dim=-1).pow(2).mean(dim=1).sqrt()
+
+
+def luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """Rec. 709 luminance of linear RGB [..., 3]."""
+    return rgb.double() @ torch.tensor([0.2126, 0.7152, 0.0722], dtype=torch.float64)
+
+
+def shading_correlation(modes: CorrectiveModes, shading: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+    """[K] Pearson correlation, over ``region`` (default all vertices), of each reflectance mode's
+    per-vertex luminance with ``shading`` [N] (the mean face's irradiance luminance under the default
+    light): near +-1 means the mode paints shading into the albedo."""
+    lum = luminance(modes.modes)  # [K, N]
+    s = shading.double()
+    if region is not None:
+        lum, s = lum[:, region], s[region]
+    lum = lum - lum.mean(dim=1, keepdim=True)
+    s = s - s.mean()
+    return (lum @ s) / (lum.norm(dim=1) * s.norm()).clamp_min(1e-12)
