@@ -238,9 +238,7 @@ class LandmarkFitter:
         self.mean = mean[used]  # [U, 3]
         self.basis = basis[used]  # [U, 3, M]
         self._basis_flat = np.ascontiguousarray(self.basis.reshape(-1, self.basis.shape[2]).T)  # [M, 3U]
-        self._prior_diag = np.diag(self.prior)
-        self._joint_prior_vec = np.concatenate([np.full(6, 0.0), self.prior])
-        self._joint_prior = np.diag(self._joint_prior_vec + np.r_[np.full(6, 1e-9), np.zeros(len(self.prior))])
+        self._prior_source = None
         self.normals = _vertex_normals(mean, _np(face_model.triangles).astype(np.int64))[used]
         self.mean_inner = mean[self.fixed[INNER]]
         self.frontal_iod_mm = float(np.linalg.norm(mean[self.fixed[OUTER_EYE_CORNERS[0]]]
@@ -253,6 +251,15 @@ class LandmarkFitter:
         rows = [affine_pose(x2[i:i + 1, INNER], self.mean_inner, k[i:i + 1],
                             np.linalg.pinv(design * w[i, INNER, None]) * w[i, INNER][None]) for i in range(len(x2))]
         return np.concatenate([r for r, _ in rows]), np.concatenate([t for _, t in rows])
+
+    def _priors(self):
+        """(prior matrix [M, M], joint prior vector [6 + M], joint prior matrix) of ``self.prior``,
+        rebuilt when ``prior`` is replaced (e.g. a copy with a fixed identity, ``recon.tracking``)."""
+        if self._prior_source is not self.prior:
+            vec = np.concatenate([np.zeros(6), self.prior])
+            self._prior_mats = (np.diag(self.prior), vec, np.diag(vec + np.r_[np.full(6, 1e-9), np.zeros(len(self.prior))]))
+            self._prior_source = self.prior
+        return self._prior_mats
 
     # -- pieces ------------------------------------------------------------------------------------
     def points(self, coef: np.ndarray) -> np.ndarray:
@@ -321,7 +328,7 @@ class LandmarkFitter:
         const = (k[:, None, :2] * t[:, None, :2] - d * t[:, None, 2:3]) * scale[..., 0]
         rhs = -((a * self.mean[idx][:, :, None]).sum(-1) + const).reshape(b, 2 * p, 1)
         rt = rows.transpose(0, 2, 1)
-        return np.linalg.solve(rt @ rows + self._prior_diag, rt @ rhs)[..., 0]
+        return np.linalg.solve(rt @ rows + self._priors()[0], rt @ rhs)[..., 0]
 
     def joint_step(self, rot, t, coef, idx, pts, x2, w, k, sigma_px):
         """One Gauss-Newton step on pose and coefficients together (rotation, translation, shape and
@@ -345,8 +352,9 @@ class LandmarkFitter:
         jac = (np.concatenate([_cross(q[:, :, None], g), g, j_coef], -1) * scale).reshape(b, 2 * p, -1)
         res = ((x2 - (fiz * cam[..., :2] + k[:, None, 2:])) * scale[..., 0]).reshape(b, 2 * p, 1)
         jt = jac.transpose(0, 2, 1)
-        h = jt @ jac + self._joint_prior
-        grad = (jt @ res)[..., 0] - self._joint_prior_vec * np.concatenate([np.zeros((b, 6)), coef], 1)
+        _, prior_vec, prior = self._priors()
+        h = jt @ jac + prior
+        grad = (jt @ res)[..., 0] - prior_vec * np.concatenate([np.zeros((b, 6)), coef], 1)
         step = np.linalg.solve(h, grad[..., None])[..., 0]
         return rodrigues(step[:, :3]) @ rot, t + step[:, 3:6], coef + step[:, 6:]
 
