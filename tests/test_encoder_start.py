@@ -42,7 +42,7 @@ def test_sh_light_follows_a_camera_roll():
     turned = rotate_light_z(light, torch.tensor([a], dtype=torch.float64)).numpy()[0]
     np.testing.assert_allclose(sh_basis_np(n @ rz.T) @ turned, sh_basis_np(n) @ light.numpy()[0], atol=1e-9)
     p = FaceParams.zeros(1, 1, 1, 1, 0, 0, dtype=torch.float64).replace(light=light,
-                                                                        translation=torch.tensor([[3.0, 4.0, 500.0]]))
+                                                                        translation=torch.tensor([[3.0, 4.0, 500.0]], dtype=torch.float64))
     back = rotate_camera(rotate_camera(p, torch.tensor([a], dtype=torch.float64)), torch.tensor([-a], dtype=torch.float64))
     assert torch.allclose(back.translation, p.translation) and torch.allclose(back.light, p.light)
 
