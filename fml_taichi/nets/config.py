@@ -50,6 +50,7 @@ class EncoderSection:
     n_features: int = 1024
     pool: str = "avg"
     scales: dict = field(default_factory=dict)
+    input: str = "image"
 
 
 @dataclass
@@ -60,7 +61,9 @@ class DataConfig:
     n_train: training items (synthetic: the first n_train training faces; folder: all but the last
     n_val crops if 0); pool: render/read them once into memory (uint8) instead of on every step;
     n_val: held-out faces for validation during training (synthetic: evaluation seeds; folder: the
-    last ``n_val`` items); image_size: crop side in px (240 in the paper).
+    last ``n_val`` items); image_size: crop side in px (240 in the paper); align: train on crops
+    aligned as at inference (:func:`fml_taichi.recon.align.aligned_crop`: roll and scale removed,
+    the crop's exact camera in the losses); false is the paper's (and older configs') plain crops.
     """
 
     kind: str = "synthetic"
@@ -70,6 +73,7 @@ class DataConfig:
     n_val: int = 16
     image_size: int = 240
     synthetic: dict = field(default_factory=dict)
+    align: bool = False
 
 
 @dataclass
@@ -242,6 +246,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _positive("encoder.n_features", cfg.encoder.n_features)
     if cfg.encoder.pool not in ("avg", "flatten"):
         raise ConfigError(f"encoder.pool: expected 'avg' or 'flatten', got {cfg.encoder.pool!r}")
+    if cfg.encoder.input not in ("image", "image+start"):
+        raise ConfigError(f"encoder.input: expected 'image' or 'image+start', got {cfg.encoder.input!r}")
+    if cfg.data.align and cfg.stage2.warm_start:
+        raise ConfigError("stage2.warm_start: the reflectance warm start reads plain crops; it needs data.align: false")
+    if cfg.encoder.input == "image+start" and not cfg.data.align:
+        raise ConfigError("encoder.input: 'image+start' needs data.align: true (the start is fitted and "
+                          "the encoder run on aligned crops, as at inference)")
     d = cfg.data
     if d.kind not in ("synthetic", "folder"):
         raise ConfigError(f"data.kind: expected 'synthetic' or 'folder', got {d.kind!r}")

@@ -32,6 +32,15 @@ layers (base, geometry correctives, reflectance correctives) so that the per-par
 the paper (Sec. 7) apply to whole modules. Every head starts at zero weight and bias: a fresh
 network predicts ``z = 0``, i.e. the mean face, frontal at 0.5 m, lit by ambient light, with no
 correctives, which is a sensible render and keeps the first training steps stable.
+
+Two inputs (``EncoderConfig.input``):
+
+* ``"image"`` (the paper): the crop only; the heads read the pooled features.
+* ``"image+start"``: the crop *and* a start's base parameters in the codec's z-space
+  (``start [B, n_base]``, :meth:`ParamCodec.pack_base`: the landmark + colour fit of
+  :mod:`fml_taichi.recon.start`). The heads read ``[features, start]`` and predict **residuals**:
+  ``z_base = start + head_base(...)``, the correctives as before. With the zero-initialised heads an
+  untrained encoder reproduces the start exactly, so training only has to learn what the fit misses.
 """
 from __future__ import annotations
 
@@ -49,6 +58,8 @@ from ..model.params import FaceParams
 # H_b(n) with H_0 = 1 / (2 sqrt(pi)), so irradiance `a` everywhere needs gamma_0 = a * 2 sqrt(pi).
 SH_C0 = 0.28209479177387814
 N_SH = 9
+#: What the encoder reads (module docstring): the crop, or the crop and a start's base parameters.
+INPUTS = ("image", "image+start")
 
 
 @dataclass
@@ -150,6 +161,17 @@ class ParamCodec(nn.Module):
             translation=self.translation_mean + z[:, s["translation"]] * self.translation_scale,
             light=self.light_mean + z[:, s["light"]].reshape(b, N_SH, 3) * sc.light_scale,
         )
+
+    def base_indices(self) -> torch.Tensor:
+        """Positions of the base head's outputs in the flat vector: identity, then rigid + light."""
+        s = self.layout.slices()
+        parts = [s[k] for k in ("shape", "expression", "reflectance", "rotation", "translation", "light")]
+        return torch.cat([torch.arange(p.start, p.stop) for p in parts])
+
+    def pack_base(self, params: FaceParams) -> torch.Tensor:
+        """The base parameters of ``params`` in z-space, ``[B, n_base]`` in the base head's order
+        (what an ``image+start`` encoder takes as its start; correctives are not part of it)."""
+        return self.pack(params)[:, self.base_indices()]
 
     def pack(self, params: FaceParams) -> torch.Tensor:
         """The inverse of :meth:`unpack`: :class:`FaceParams` -> ``z [B, total]``."""
@@ -297,6 +319,7 @@ class EncoderConfig:
     n_features: int = 1024
     pool: str = "avg"
     scales: dict = field(default_factory=dict)
+    input: str = "image"
 
 
 class FaceEncoder(nn.Module):
@@ -307,17 +330,21 @@ class FaceEncoder(nn.Module):
     """
 
     def __init__(self, codec: ParamCodec, input_size: int = 120, width: float = 1.0, n_features: int = 1024,
-                 pool: str = "avg"):
+                 pool: str = "avg", input: str = "image"):
         super().__init__()
         if not isinstance(input_size, int) or not (32 <= input_size <= 512):
             raise ValueError(f"encoder input_size must be an int in [32, 512], got {input_size!r}")
+        if input not in INPUTS:
+            raise ValueError(f"encoder input must be one of {INPUTS}, got {input!r}")
         self.input_size = input_size
+        self.input = input
         self.codec = codec
         self.backbone = MobileNetV3Small(width, n_features, pool=pool, input_size=input_size)
         lay = codec.layout
-        self.head_base = nn.Linear(n_features, lay.n_base)
-        self.head_geometry = nn.Linear(n_features, lay.n_delta_geometry)
-        self.head_reflectance = nn.Linear(n_features, lay.n_delta_reflectance)
+        n_in = n_features + (lay.n_base if self.takes_start else 0)
+        self.head_base = nn.Linear(n_in, lay.n_base)
+        self.head_geometry = nn.Linear(n_in, lay.n_delta_geometry)
+        self.head_reflectance = nn.Linear(n_in, lay.n_delta_reflectance)
         for head in (self.head_base, self.head_geometry, self.head_reflectance):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
@@ -335,7 +362,12 @@ class FaceEncoder(nn.Module):
             raise ValueError(f"encoder.scales: {e}") from e
         codec = ParamCodec(layout, face_model.shape_sigma, face_model.expression_sigma,
                            face_model.reflectance_sigma, scales)
-        return cls(codec, cfg.input_size, cfg.width, cfg.n_features, cfg.pool)
+        return cls(codec, cfg.input_size, cfg.width, cfg.n_features, cfg.pool, cfg.input)
+
+    @property
+    def takes_start(self) -> bool:
+        """True for ``input="image+start"``: :meth:`forward` needs the start's z (``pack_base``)."""
+        return self.input == "image+start"
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Resize [B, 3, H, W] to the input size and centre the values (BN handles the rest)."""
@@ -350,17 +382,29 @@ class FaceEncoder(nn.Module):
                 images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False)
         return (images - 0.5) * 4.0
 
-    def forward_flat(self, images: torch.Tensor) -> torch.Tensor:
-        """The flat head vector ``z [B, total]`` (the ONNX-exportable part)."""
+    def forward_flat(self, images: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+        """The flat head vector ``z [B, total]`` (the ONNX-exportable part); ``start [B, n_base]``
+        (z-space, :meth:`ParamCodec.pack_base`) is required exactly when :attr:`takes_start`."""
         f = self.backbone(self.preprocess(images))
-        base = self.head_base(f)
         lay = self.codec.layout
+        if self.takes_start:
+            if start is None or start.ndim != 2 or start.shape != (f.shape[0], lay.n_base):
+                got = None if start is None else tuple(start.shape)
+                raise ValueError(f"start: this encoder (input 'image+start') needs the start's z of shape "
+                                 f"({f.shape[0]}, {lay.n_base}), got {got}")
+            start = start.to(f.dtype)
+            f = torch.cat([f, start], 1)
+        elif start is not None:
+            raise ValueError("start: this encoder reads the image only (input 'image'); pass no start")
+        base = self.head_base(f)
+        if self.takes_start:
+            base = base + start  # residuals on the start
         n_id = lay.n_shape + lay.n_expression + lay.n_reflectance
         # Reassemble FaceParams order: [identity, delta_g, delta_r, rigid + light].
         return torch.cat([base[:, :n_id], self.head_geometry(f), self.head_reflectance(f), base[:, n_id:]], 1)
 
-    def forward(self, images: torch.Tensor) -> FaceParams:
-        return self.codec.unpack(self.forward_flat(images))
+    def forward(self, images: torch.Tensor, start: torch.Tensor | None = None) -> FaceParams:
+        return self.codec.unpack(self.forward_flat(images, start))
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters per part: ``base`` (backbone + base head), ``geometry``, ``reflectance`` (heads)."""

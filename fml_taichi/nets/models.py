@@ -75,8 +75,9 @@ class FaceAutoencoder(nn.Module):
         self.encoder = encoder
         self.multilevel = multilevel
 
-    def forward(self, images: torch.Tensor) -> tuple[FaceParams, ModelOutput]:
-        params = self.encoder(images.permute(0, 3, 1, 2))
+    def forward(self, images: torch.Tensor, start: torch.Tensor | None = None) -> tuple[FaceParams, ModelOutput]:
+        """``start``: the start's base z [B, n_base] for an ``image+start`` encoder (else None)."""
+        params = self.encoder(images.permute(0, 3, 1, 2), start)
         return params, self.multilevel(params)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

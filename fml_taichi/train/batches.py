@@ -5,6 +5,11 @@ the bundled CPU config renders a fixed set once at start (``data.n_train``) and 
 The pool keeps only what training may see (image, landmarks, confidences): ground truth never
 enters it, so it cannot leak into a loss. Images are stored as uint8 (4x smaller than float32).
 
+With a *preparer* (:class:`fml_taichi.recon.anchored.EncoderInputPreparer`) the pool stores what
+inference feeds the encoder instead: the aligned crop, its landmarks and exact camera
+(``intrinsics`` per item, which the losses then use) and the landmark start's z (``start``),
+computed once per item when the pool is built (batched, with the progress bar).
+
 Why a cursor instead of a DataLoader iterator: the order of samples is a pure function of
 ``(seed, position)``. Position ``p`` of the endless stream is item ``perm_e[p mod n]`` of epoch
 ``e = p div n``, with ``perm_e`` a permutation drawn from a generator seeded by ``(seed, e)``. A
@@ -29,43 +34,68 @@ class ImagePool:
     and ``landmark_conf`` [68]; any other keys (ground truth) are dropped.
     """
 
-    def __init__(self, images: torch.Tensor, landmarks: torch.Tensor, landmark_conf: torch.Tensor):
+    def __init__(self, images: torch.Tensor, landmarks: torch.Tensor, landmark_conf: torch.Tensor,
+                 intrinsics: torch.Tensor | None = None, start: torch.Tensor | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images: expected uint8 [n, H, W, 3], got {images.dtype} {tuple(images.shape)}")
         n = images.shape[0]
         if landmarks.shape != (n, 68, 2) or landmark_conf.shape != (n, 68):
             raise ValueError(f"landmarks/landmark_conf: expected ({n}, 68, 2) and ({n}, 68), got "
                              f"{tuple(landmarks.shape)} and {tuple(landmark_conf.shape)}")
+        if intrinsics is not None and tuple(intrinsics.shape) != (n, 4):
+            raise ValueError(f"intrinsics: expected ({n}, 4), got {tuple(intrinsics.shape)}")
+        if start is not None and (start.ndim != 2 or start.shape[0] != n):
+            raise ValueError(f"start: expected ({n}, n_base), got {tuple(start.shape)}")
         self.images, self.landmarks, self.landmark_conf = images, landmarks.float(), landmark_conf.float()
+        self.intrinsics = None if intrinsics is None else intrinsics.float()
+        self.start = None if start is None else start.float()
 
     @classmethod
     def from_dataset(cls, dataset, n: int | None = None, progress: bool = True, desc: str = "render pool",
-                     chunk: int = 16) -> "ImagePool":
+                     chunk: int = 16, prepare=None) -> "ImagePool":
         """Materialise the first ``n`` items (all by default), ``chunk`` at a time when the dataset
-        can fetch lists (``__getitems__``: one rasteriser launch per chunk for synthetic faces)."""
+        can fetch lists (``__getitems__``: one rasteriser launch per chunk for synthetic faces).
+        ``prepare``: an :class:`~fml_taichi.recon.anchored.EncoderInputPreparer` (module docstring);
+        the items then need ``intrinsics`` [4] (default: the training crop camera of their size)."""
         n = len(dataset) if n is None else int(n)
         if n < 1:
             raise ValueError(f"n: the pool needs at least one item, got {n}")
-        images = lms = conf = None
+        images = lms = conf = ks = starts = None
         with tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
             for start in range(0, n, chunk):
                 idx = list(range(start, min(start + chunk, n)))
                 items = (dataset.__getitems__(idx) if hasattr(dataset, "__getitems__")
                          else [dataset[i] for i in idx])
+                items = [_check(item, i) for i, item in zip(idx, items)]
+                if images is None:
+                    h, w = items[0]["image"].shape[:2]
+                    if prepare is not None:
+                        h = w = prepare.crop_size
+                    images = torch.empty(n, h, w, 3, dtype=torch.uint8)
+                    lms, conf = torch.empty(n, 68, 2), torch.empty(n, 68)
                 for i, item in zip(idx, items):
-                    item = _check(item, i)
-                    if images is None:
-                        h, w = item["image"].shape[:2]
-                        images = torch.empty(n, h, w, 3, dtype=torch.uint8)
-                        lms, conf = torch.empty(n, 68, 2), torch.empty(n, 68)
-                    if tuple(item["image"].shape[:2]) != tuple(images.shape[1:3]):
+                    if prepare is None and tuple(item["image"].shape[:2]) != tuple(images.shape[1:3]):
                         raise ValueError(f"dataset item {i}: image is {tuple(item['image'].shape[:2])}, "
                                          f"item 0 is {tuple(images.shape[1:3])}")
-                    images[i] = torch.from_numpy(to_uint8(item["image"]))
-                    lms[i] = torch.as_tensor(item["landmarks"], dtype=torch.float32)
                     conf[i] = torch.as_tensor(item["landmark_conf"], dtype=torch.float32)
+                sl = slice(idx[0], idx[-1] + 1)
+                if prepare is None:
+                    for i, item in zip(idx, items):
+                        images[i] = torch.from_numpy(to_uint8(item["image"]))
+                        lms[i] = torch.as_tensor(item["landmarks"], dtype=torch.float32)
+                else:
+                    prepared = _prepare(prepare, items)
+                    for j, i in enumerate(idx):
+                        images[i] = torch.from_numpy(to_uint8(prepared.images[j]))
+                    lms[sl] = prepared.landmarks
+                    if ks is None:
+                        ks = torch.empty(n, 4)
+                        starts = None if prepared.start_z is None else torch.empty(n, prepared.start_z.shape[1])
+                    ks[sl] = prepared.intrinsics
+                    if starts is not None:
+                        starts[sl] = prepared.start_z
                 bar.update(len(idx))
-        return cls(images, lms, conf)
+        return cls(images, lms, conf, ks, starts)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -73,8 +103,13 @@ class ImagePool:
     def batch(self, indices: torch.Tensor) -> dict:
         """Float32 images [B, H, W, 3] in [0, 1] (contiguous, for the kernels), landmarks, confidences."""
         idx = indices.long()
-        return {"image": self.images[idx].float().div_(255.0).contiguous(),
-                "landmarks": self.landmarks[idx].contiguous(), "landmark_conf": self.landmark_conf[idx].contiguous()}
+        out = {"image": self.images[idx].float().div_(255.0).contiguous(),
+               "landmarks": self.landmarks[idx].contiguous(), "landmark_conf": self.landmark_conf[idx].contiguous()}
+        if self.intrinsics is not None:
+            out["intrinsics"] = self.intrinsics[idx].contiguous()
+        if self.start is not None:
+            out["start"] = self.start[idx].contiguous()
+        return out
 
 
 class DatasetSource:
@@ -83,10 +118,11 @@ class DatasetSource:
     Same interface as :class:`ImagePool`; ground-truth keys are dropped here too.
     """
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, prepare=None):
         if len(dataset) < 1:
             raise ValueError("dataset: holds no items")
         self.dataset = dataset
+        self.prepare = prepare
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -98,10 +134,29 @@ class DatasetSource:
             items = [_check(it, i) for it, i in zip(fetched, idx)]
         else:
             items = [_checked_item(self.dataset, i) for i in idx]
+        if self.prepare is not None:
+            p = _prepare(self.prepare, items)
+            out = {"image": p.images.contiguous(), "landmarks": p.landmarks.contiguous(), "intrinsics": p.intrinsics,
+                   "landmark_conf": torch.stack([torch.as_tensor(it["landmark_conf"], dtype=torch.float32)
+                                                 for it in items])}
+            if p.start_z is not None:
+                out["start"] = p.start_z
+            return out
         return {"image": torch.stack([torch.as_tensor(it["image"], dtype=torch.float32) for it in items]).contiguous(),
                 "landmarks": torch.stack([torch.as_tensor(it["landmarks"], dtype=torch.float32) for it in items]),
                 "landmark_conf": torch.stack([torch.as_tensor(it["landmark_conf"], dtype=torch.float32)
                                               for it in items])}
+
+
+def _prepare(prepare, items: list[dict]):
+    """The preparer on a list of checked items (their images, detected landmarks and cameras)."""
+    from ..common.camera import default_intrinsics
+
+    images = torch.stack([torch.as_tensor(it["image"], dtype=torch.float32) for it in items])
+    lms = torch.stack([torch.as_tensor(it["landmarks"], dtype=torch.float32) for it in items])
+    ks = torch.stack([torch.as_tensor(it["intrinsics"], dtype=torch.float32).reshape(4) if "intrinsics" in it
+                      else default_intrinsics(images.shape[1]).float() for it in items])
+    return prepare(images, lms, ks)
 
 
 def _checked_item(dataset, i: int) -> dict:

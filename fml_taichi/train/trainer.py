@@ -33,6 +33,7 @@ from ..data.synthetic import SyntheticConfig, SyntheticFaces
 from ..losses import LossWeights, default_weights
 from ..nets.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from ..nets.config import ConfigError, TrainConfig, from_dict
+from ..recon.anchored import EncoderInputPreparer
 from ..nets.models import (
     FaceAutoencoder,
     build_networks,
@@ -121,6 +122,8 @@ class Trainer:
         self.timings: dict[str, float] = {}
         self.source = None  # built lazily: resuming a finished run renders nothing
         self.val_batches = None
+        # Aligned crops and the landmark start, as at inference (None: the paper's plain crops).
+        self.preparer = EncoderInputPreparer.for_encoder(self.face_model, encoder, cfg.data.align, cfg.data.image_size)
         self.optimizer = None
         self.opt_stage = 0
         self.ddp = None
@@ -160,8 +163,10 @@ class Trainer:
             n_train = min(n_train, len(full) - d.n_val)
             train = CachedCropDataset(d.root, image_size=d.image_size, indices=range(n_train))
             val_items = [full[i] for i in range(len(full) - d.n_val, len(full))]
-        self.source = (ImagePool.from_dataset(train, progress=self.progress, desc="pre-render training pool")
-                       if d.pool else DatasetSource(train))
+        prepare = self.preparer
+        desc = "pre-render training pool" + (" (aligned crops, landmark start)" if prepare is not None else "")
+        self.source = (ImagePool.from_dataset(train, progress=self.progress, desc=desc, prepare=prepare)
+                       if d.pool else DatasetSource(train, prepare))
         self.order = SampleOrder(len(self.source), self.cfg.seed)
         self.val_batches = _batches(val_items, 8)
         self.timings["data_s"] = time.perf_counter() - t0
@@ -299,8 +304,10 @@ class Trainer:
         idx = self.order.batch_indices(self.state.cursor, scfg.batch_size, self.dist.rank, self.dist.world)
         batch = self.source.batch(idx)
         self.state.cursor += scfg.batch_size * self.dist.world
-        params, out = self.ddp(batch["image"])
-        losses = stage_loss(stage, out, params, self.face_model, batch, self.intrinsics, self.weights,
+        params, out = self.ddp(batch["image"], batch.get("start"))
+        # Aligned crops carry their own exact cameras; plain crops share the training camera.
+        intrinsics = batch.get("intrinsics", self.intrinsics)
+        losses = stage_loss(stage, out, params, self.face_model, batch, intrinsics, self.weights,
                             self.cfg.losses.impl, self.cfg.losses.final_landmarks)
         total = losses["total"]
         if not bool(torch.isfinite(total)):
@@ -323,7 +330,7 @@ class Trainer:
         D.broadcast_buffers(self.model, self.dist)  # rank 0 validates; keep every rank's BN statistics equal
         if self.dist.is_main:
             t0 = time.perf_counter()
-            metrics = validate(self.model, self.face_model, self.val_batches, self.intrinsics)
+            metrics = validate(self.model, self.face_model, self.val_batches, self.intrinsics, self.preparer)
             self.timings["validation_s"] = self.timings.get("validation_s", 0.0) + time.perf_counter() - t0
             self.history.val.append({"step": self.state.step, "stage": stage, **metrics})
         D.barrier(self.dist)
@@ -350,7 +357,8 @@ class Trainer:
 
     def final_evaluation(self) -> dict:
         """The evaluation issue's metrics on ``eval.n`` held-out synthetic faces (disjoint seeds)."""
-        return final_evaluation(self.model, self.cfg.eval.n, self._synthetic_config(), progress=self.progress)
+        return final_evaluation(self.model, self.cfg.eval.n, self._synthetic_config(), progress=self.progress,
+                                preparer=self.preparer)
 
 
 def _clean(d):

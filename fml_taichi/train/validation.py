@@ -14,6 +14,8 @@ import torch
 
 from ..eval import harness
 from ..eval.methods import MeanFaceMethod, Reconstruction
+from ..model import ModelOutput
+from ..recon.anchored import reconstruct_prepared, rotate_camera
 
 METRIC_KEYS = harness.SUMMARY_KEYS
 #: The mean-face baseline's figures that :func:`final_evaluation` adds (same held-out faces).
@@ -22,18 +24,26 @@ MEAN_FACE_KEYS = ("geom_mm_mean_face", "photo_mean_face", "nme_mean_face")
 
 class ModelMethod:
     """A training-time model as an evaluation :class:`~fml_taichi.eval.methods.Method` (eval mode,
-    no gradients; the caller restores training mode)."""
+    no gradients; the caller restores training mode). With a ``preparer``
+    (:class:`~fml_taichi.recon.anchored.EncoderInputPreparer`) the images are aligned and the
+    landmark start fitted first, as in training, and the pose returned in the images' camera."""
 
     name = "trained"
 
-    def __init__(self, model):
+    def __init__(self, model, preparer=None):
         self.model = model
         self.face_model = model.multilevel.face_model
+        self.preparer = preparer
 
     @torch.no_grad()
     def __call__(self, images, landmarks=None, landmark_conf=None, intrinsics=None) -> Reconstruction:
         self.model.eval()
-        params, out = self.model(images)
+        if self.preparer is None:
+            params, out = self.model(images)
+        else:
+            if landmarks is None or intrinsics is None:
+                raise ValueError("landmarks and intrinsics: the aligned / landmark-start encoder needs both")
+            params, out = reconstruct_prepared(self.model, self.preparer(images, landmarks, intrinsics))
         return Reconstruction(params.detach(), out)
 
 
@@ -43,16 +53,16 @@ def _summary(records: list[dict]) -> dict:
 
 
 @torch.no_grad()
-def validate(model, face_model, batches, intrinsics) -> dict[str, float]:
+def validate(model, face_model, batches, intrinsics, preparer=None) -> dict[str, float]:
     """Metrics of ``model`` on pre-rendered ``batches`` (dicts with ``image``, ``landmarks`` and, when
     known, ``gt_landmarks``, ``gt_vertices``, ``face_mask``). NaN for what cannot be measured."""
     was_training = model.training
-    method = ModelMethod(model)
+    method = ModelMethod(model, preparer)
     region = harness.face_region(face_model)
     records: list[dict] = []
     try:
         for b in batches:
-            rec = method(b["image"])
+            rec = method(b["image"], b["landmarks"], b.get("landmark_conf"), intrinsics)
             target = b.get("gt_landmarks", b["landmarks"])
             weights = None if "gt_landmarks" in b else b.get("landmark_conf")
             recs, _ = harness.score_batch(face_model, rec, b["image"], intrinsics, target, region,
@@ -64,13 +74,14 @@ def validate(model, face_model, batches, intrinsics) -> dict[str, float]:
     return _summary(records)
 
 
-def final_evaluation(model, n: int, config=None, progress: bool = False) -> dict:
+def final_evaluation(model, n: int, config=None, progress: bool = False, preparer=None) -> dict:
     """The harness's :func:`~fml_taichi.eval.harness.evaluate` on ``n`` held-out synthetic faces, plus
     the baseline every level must beat on the same faces: the model's mean face placed by the
-    landmarks (``geom_mm_mean_face``, ``photo_mean_face``, ``nme_mean_face``)."""
+    landmarks (``geom_mm_mean_face``, ``photo_mean_face``, ``nme_mean_face``). With a ``preparer``
+    that fits the landmark start, the start alone is scored too (``*_start``: what the encoder adds)."""
     was_training = model.training
     try:
-        result = harness.evaluate(ModelMethod(model), n=n, config=config, n_examples=0, progress=progress)
+        result = harness.evaluate(ModelMethod(model, preparer), n=n, config=config, n_examples=0, progress=progress)
     finally:
         model.train(was_training)
     mean = harness.evaluate(MeanFaceMethod(model.multilevel.face_model), n=n, config=config, n_examples=0,
@@ -80,9 +91,33 @@ def final_evaluation(model, n: int, config=None, progress: bool = False) -> dict
     # The same model on a differently generated held-out set (eval.harness.HELDOUT_SETS).
     was_training = model.training
     try:
-        alt = harness.evaluate(ModelMethod(model), n=n, config=config, n_examples=0, progress=False,
+        alt = harness.evaluate(ModelMethod(model, preparer), n=n, config=config, n_examples=0, progress=False,
                                heldout="heldout_alt").summary
     finally:
         model.train(was_training)
     out["heldout_alt"] = {k: alt.get(k) for k in METRIC_KEYS}
+    if preparer is not None and preparer.with_start:
+        start = harness.evaluate(StartMethod(model.multilevel.face_model, preparer), n=n, config=config,
+                                 n_examples=0, progress=False).summary
+        out.update({f"{k}_start": start.get(f"{k}_base") for k in ("geom_mm", "photo", "nme")})
     return out
+
+
+class StartMethod:
+    """The landmark start alone (landmark + colour fit on the aligned crop, no encoder), in the
+    images' camera: the baseline an ``image+start`` encoder must improve on."""
+
+    name = "start"
+
+    def __init__(self, face_model, preparer):
+        self.face_model, self.preparer = face_model, preparer
+
+    @torch.no_grad()
+    def __call__(self, images, landmarks, landmark_conf, intrinsics) -> Reconstruction:
+        inputs = self.preparer(images, landmarks, intrinsics)
+        params = rotate_camera(inputs.start, -inputs.angle)
+        base_g, base_r = self.face_model.base(params.shape, params.expression, params.reflectance)
+        zero = torch.zeros_like(base_g)
+        return Reconstruction(params, ModelOutput(base_geometry=base_g, final_geometry=base_g, base_reflectance=base_r,
+                                                  final_reflectance=base_r, geometry_corrective=zero,
+                                                  reflectance_corrective=zero))

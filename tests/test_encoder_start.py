@@ -1,0 +1,54 @@
+"""The image+start encoder: residuals on the landmark start, camera roll conversions, old configs."""
+import numpy as np
+import pytest
+import torch
+
+from fml_taichi.model import FaceParams, default_face_model
+from fml_taichi.nets.config import ConfigError, from_dict
+from fml_taichi.nets.encoder import EncoderConfig, FaceEncoder
+from fml_taichi.recon.anchored import rotate_camera, rotate_light_z
+from fml_taichi.recon.colour_fit import sh_basis_np
+
+
+@pytest.fixture(scope="module")
+def face_model():
+    return default_face_model(n_vertices=500)
+
+
+def test_untrained_residual_encoder_reproduces_the_start(face_model):
+    enc = FaceEncoder.for_model(face_model, 4, 4, EncoderConfig(input_size=32, width=0.5, n_features=32,
+                                                                input="image+start")).eval()
+    g = torch.Generator().manual_seed(0)
+    start = FaceParams.zeros(2, face_model.m_shape, face_model.m_expression, face_model.m_reflectance, 4, 4)
+    start = start.replace(shape=torch.randn(2, face_model.m_shape, generator=g) * enc.codec.shape_sigma,
+                          rotation=torch.tensor([[0.1, -0.3, 0.2], [0.0, 0.4, -0.1]]),
+                          translation=torch.tensor([[5.0, -3.0, 480.0], [0.0, 2.0, 520.0]]),
+                          light=torch.randn(2, 9, 3, generator=g))
+    z = enc.codec.pack_base(start)
+    out = enc(torch.rand(2, 3, 64, 64, generator=g), z)
+    for name in ("shape", "rotation", "translation", "light"):
+        assert torch.allclose(getattr(out, name), getattr(start, name), atol=1e-4), name
+    with pytest.raises(ValueError, match="start"):
+        enc(torch.rand(2, 3, 64, 64))
+
+
+def test_sh_light_follows_a_camera_roll():
+    g = np.random.default_rng(0)
+    n = g.normal(size=(50, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    light = torch.tensor(g.normal(size=(1, 9, 3)))
+    a = 0.7
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    turned = rotate_light_z(light, torch.tensor([a], dtype=torch.float64)).numpy()[0]
+    np.testing.assert_allclose(sh_basis_np(n @ rz.T) @ turned, sh_basis_np(n) @ light.numpy()[0], atol=1e-9)
+    p = FaceParams.zeros(1, 1, 1, 1, 0, 0, dtype=torch.float64).replace(light=light,
+                                                                        translation=torch.tensor([[3.0, 4.0, 500.0]], dtype=torch.float64))
+    back = rotate_camera(rotate_camera(p, torch.tensor([a], dtype=torch.float64)), torch.tensor([-a], dtype=torch.float64))
+    assert torch.allclose(back.translation, p.translation) and torch.allclose(back.light, p.light)
+
+
+def test_old_configs_load_as_image_and_start_needs_alignment():
+    assert from_dict({}).encoder.input == "image"
+    with pytest.raises(ConfigError, match="align"):
+        from_dict({"encoder": {"input": "image+start"}})
+    assert from_dict({"encoder": {"input": "image+start"}, "data": {"align": True}}).encoder.input == "image+start"
