@@ -3,15 +3,28 @@ robustness options: jaw weight, facing weights, a fixed identity, the rotation-s
 import numpy as np
 import pytest
 import torch
+from reconstruct_fixtures import dlib_ready
+from tracking_fixtures import FakeDetection as _Det
+from tracking_fixtures import K
+from tracking_fixtures import project as _project
 
 from fml_taichi.data.crop import mean_landmarks_3d
-from fml_taichi.data.synthetic_clip import ClipConfig, photo_background, render_clip, render_photo_head, write_clip
+from fml_taichi.data.synthetic_clip import (
+    ClipConfig,
+    photo_background,
+    render_clip,
+    render_photo_head,
+    write_clip,
+)
 from fml_taichi.model import default_face_model
-from fml_taichi.recon.landmark_fit import LandmarkFitter, euler_to_matrix_np
-from fml_taichi.recon.tracking import FaceTracker, TrackerConfig, facing_weight, identity_fitter, landmark_box
-from reconstruct_fixtures import dlib_ready
+from fml_taichi.recon.landmark_fit import LandmarkFitter
+from fml_taichi.recon.tracking import (
+    FaceTracker,
+    TrackerConfig,
+    facing_weight,
+    identity_fitter,
+)
 
-K = np.array([500.0, 500.0, 159.5, 119.5])
 needs_dlib = pytest.mark.skipif(not dlib_ready()[0], reason=dlib_ready()[1])
 
 
@@ -103,16 +116,6 @@ def test_photo_background_cuts_out_the_face():
     bg = photo_background(photo, uv, torch.ones(2), 60, 80, margin=0.2)
     assert bg.shape == (1, 30, 40, 3)
     assert float(bg.max()) < 0.05  # no face pixel left
-
-
-def _project(lm3, rotation, translation, k=K):
-    cam = lm3 @ euler_to_matrix_np(np.asarray(rotation, float)[None])[0].T + translation
-    return np.stack([k[0] * cam[:, 0] / cam[:, 2] + k[2], k[1] * cam[:, 1] / cam[:, 2] + k[3]], 1)
-
-
-class _Det:
-    def __init__(self, lm):
-        self.landmarks, self.box, self.score = lm, landmark_box(lm), 2.0
 
 
 def test_facing_weight_drops_the_far_side_of_a_turned_face(face_model):

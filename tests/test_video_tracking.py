@@ -6,14 +6,21 @@ import json
 import cv2
 import numpy as np
 import pytest
+from reconstruct_fixtures import dlib_ready, write_tiny_checkpoint
+from tracking_fixtures import FakeDetection as _Det
+from tracking_fixtures import K
+from tracking_fixtures import project as _project
 
 from fml_taichi.data.crop import mean_landmarks_3d
 from fml_taichi.model import default_face_model
-from fml_taichi.recon.landmark_fit import LandmarkFitter, euler_to_matrix_np
-from fml_taichi.recon.tracking import FaceTracker, TrackerConfig, box_iou, landmark_box, upright_landmarks
-from reconstruct_fixtures import dlib_ready, write_tiny_checkpoint
-
-K = np.array([500.0, 500.0, 159.5, 119.5])
+from fml_taichi.recon.landmark_fit import LandmarkFitter
+from fml_taichi.recon.tracking import (
+    FaceTracker,
+    TrackerConfig,
+    box_iou,
+    landmark_box,
+    upright_landmarks,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +31,6 @@ def face_model():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
-
-
-def _project(lm3, rotation, translation, k=K):
-    cam = lm3 @ euler_to_matrix_np(np.asarray(rotation, float)[None])[0].T + translation
-    return np.stack([k[0] * cam[:, 0] / cam[:, 2] + k[2], k[1] * cam[:, 1] / cam[:, 2] + k[3]], 1)
-
-
-class _Det:
-    def __init__(self, lm):
-        self.landmarks, self.box, self.score = lm, landmark_box(lm), 2.0
 
 
 class _World:
@@ -280,8 +277,9 @@ def test_camera_input_via_a_fake_capture_has_no_window_without_display(clip, che
 
 @pytest.mark.skipif(not dlib_ready()[0], reason=dlib_ready()[1])
 def test_dlib_landmarks_in_boxes_match_detection():
-    from fml_taichi.data.detect import DlibDetector
     from reconstruct_fixtures import paste, synthetic_faces
+
+    from fml_taichi.data.detect import DlibDetector
 
     faces = synthetic_faces((3, 5, 7))
     img = (paste(faces["image"][:3], [(0, 0), (240, 0), (0, 240)], size=(480, 480)) * 255).astype(np.uint8)
