@@ -200,7 +200,7 @@ EDGE_SPPS = (1, 2, 4, 8, 16, 32, 64)
 TRUTH_SPP = 1024
 
 
-def edge_quality(case: dict) -> dict:
+def edge_quality(case: dict, png: str | None = None) -> dict:
     """Edge-pixel error of the silhouette coverage: ours (antialias of the mask) and Mitsuba's
     ``direct_projective`` primal at several spp, each against Mitsuba at ``TRUTH_SPP`` spp (box filter:
     the pixel's covered area). A black mesh with a unit area emitter makes the pixel value the coverage,
@@ -241,10 +241,35 @@ def edge_quality(case: dict) -> dict:
     out = {"edge_pixels": int(edge.sum()), "truth": f"mitsuba direct_projective primal, {TRUTH_SPP} spp, box filter",
            "orientation_flip": name, "ours_edge_rmse": rmse(ours_img),
            "ours_hard_mask_edge_rmse": rmse(rast.mask[0].to(truth.dtype)),
-           "mitsuba_edge_rmse": {str(spp): rmse(flip(coverage(spp, seed=spp))) for spp in EDGE_SPPS}}
+           "mitsuba_edge_rmse": {}}
+    panels = {"truth": truth, "ours (antialias)": ours_img, "hard mask": rast.mask[0].to(truth.dtype)}
+    for spp in EDGE_SPPS:
+        img = flip(coverage(spp, seed=spp))
+        out["mitsuba_edge_rmse"][str(spp)] = rmse(img)
+        panels[f"mitsuba {spp} spp"] = img
     matched = [spp for spp in EDGE_SPPS if out["mitsuba_edge_rmse"][str(spp)] <= out["ours_edge_rmse"]]
     out["matched_spp"] = matched[0] if matched else None
+    if png:
+        write_edge_png(png, panels, case["size"])
+        out["png"] = png
     return out
+
+
+def write_edge_png(path: str, panels: dict, size: int, crop: int = 40, zoom: int = 6) -> None:
+    """Side by side, zoomed crops around the sphere's right silhouette: truth, ours, hard mask, Mitsuba at
+    each spp (left to right, in the order of ``panels``; the JSON lists them)."""
+    from fml_taichi.io.images import write_png
+
+    truth = next(iter(panels.values()))
+    row = truth[size // 2]
+    x_edge = int((row > 0.5).nonzero().max())  # the silhouette's rightmost crossing on the middle row
+    y0, x0 = size // 2 - crop // 2, min(max(x_edge - crop // 2, 0), size - crop)
+    tiles = []
+    for img in panels.values():
+        tile = img[y0:y0 + crop, x0:x0 + crop].clamp(0, 1)
+        tile = tile.repeat_interleave(zoom, 0).repeat_interleave(zoom, 1)
+        tiles += [tile, torch.full((tile.shape[0], 4), 0.5)]
+    write_png(path, torch.cat(tiles[:-1], 1)[..., None].expand(-1, -1, 3).numpy())
 
 
 def peer_ratios(cases: list) -> dict:
@@ -321,6 +346,7 @@ def main(argv=None) -> int:
                     help="comma-separated TRISxSIZExBATCH cases where the torch reference is not run ('' for none)")
     ap.add_argument("--no-peers", action="store_true", help="do not try Mitsuba")
     ap.add_argument("--markdown", help="also write the table as Markdown to this path")
+    ap.add_argument("--edge-png", help="also write the silhouette crops of the edge-quality check as a PNG")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         print("error: --repeats must be >= 1", file=sys.stderr)
@@ -346,7 +372,10 @@ def main(argv=None) -> int:
             notes["mitsuba"] = note
             cases.extend({**p, **row} for p in peer)
             if n_tris == 30_000:
-                notes["edge_quality_30k_256"] = edge_quality(case)
+                notes["edge_quality_30k_256"] = edge_quality(case, args.edge_png)
+                if args.edge_png:
+                    notes["edge_quality_30k_256"]["panels"] = ["truth (1024 spp)", "ours (antialias)", "hard mask"] + \
+                        [f"mitsuba {spp} spp" for spp in EDGE_SPPS]
         print_table(cases[first:])
     notes["taichi_speedup_over_peers"] = peer_ratios(cases)
     notes["load_average_end"] = os.getloadavg()

@@ -10,8 +10,9 @@ Algorithm (three kernel launches, no per-pixel triangle lists):
    bit patterns as integers) and the triangle index in the low word. One atomic therefore resolves
    depth and identity together: the nearest triangle wins whatever its place in the list, and exact
    depth ties go to the lower index, so the result is deterministic despite parallel writes.
-2. One thread per pixel: decode the winner and recompute its perspective-correct barycentrics and
-   depth from the projected corners (cheaper than storing them per candidate write).
+2. One thread per chunk of consecutive pixels (``chunk``: a row's worth on the CPU, a few pixels on
+   CUDA): decode the winner and recompute its perspective-correct barycentrics and depth from the
+   projected corners (cheaper than storing them per candidate write), or only its id (``ids_only``).
 
 Coverage rule: a pixel is covered when its centre lies inside the projected triangle or on its edge
 (inclusive test; a pixel on a shared edge goes to the nearer / lower-index triangle). Edge functions
