@@ -9,8 +9,10 @@ constant-colour mesh has none).
 
 Peers: Mitsuba 3 ``llvm_ad_rgb`` (``pip install mitsuba`` + a system libLLVM 19 at
 ``$DRJIT_LIBLLVM_PATH``) runs the 256^2 batch-1 cases with its ``prb`` integrator (no silhouette
-gradients) and ``direct_projective`` (``sppi=0``: primary-visibility silhouette gradients), 1 spp.
-PyTorch3D has no CPU wheel in the package registry here (the JSON says so).
+gradients, 1 spp) and ``direct_projective`` (``sppi=0``: primary-visibility silhouette gradients) at
+1, 8 and 16 spp (``render(spp=N)`` sets its ``sppc`` and ``sppp``). ``edge_quality`` measures at 30k
+triangles which spp gives Mitsuba an antialiased silhouette as good as ours (edge-pixel RMSE of the
+coverage against Mitsuba at 1024 spp): that is the configuration to compare speed at. PyTorch3D has no CPU wheel in the package registry here (the JSON says so).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_raster_ops.py --json benchmarks/results/raster_ops.json
 """
@@ -35,6 +37,12 @@ from fml_taichi.reference import raster_ops as reference  # noqa: E402
 from fml_taichi.reference.meshes import sphere_with_n_vertices  # noqa: E402
 
 TRIANGLES = (2_000, 30_000, 200_000)
+# (integrator, silhouette gradients by design, spp). render(spp=N) overrides direct_projective's sppc and
+# sppp (defaults 32 / 32; sppi 128, set to 0: no indirect visibility here). 1 spp is the cheapest; 8-16
+# spp is where Mitsuba's antialiased edge matches ours (edge_quality(), in the JSON).
+MITSUBA_CONFIGS = (({"type": "prb"}, False, 1), ({"type": "direct_projective", "sppi": 0}, True, 1),
+                   ({"type": "direct_projective", "sppi": 0}, True, 8),
+                   ({"type": "direct_projective", "sppi": 0}, True, 16))
 SIZES = (256, 512)
 BATCHES = (1, 8)
 DISTANCE = 3.0
@@ -116,14 +124,14 @@ def mitsuba_peer(case: dict, repeats: int) -> tuple[list, str]:
     mesh.add_attribute("vertex_color", 3, dr.ravel(mi.TensorXf(col)))
     fov = math.degrees(2 * math.atan((size / 2) / float(case["K"][0])))
     results = []
-    for integrator, silhouettes in (({"type": "prb"}, False), ({"type": "direct_projective", "sppi": 0}, True)):
+    for integrator, silhouettes, spp in MITSUBA_CONFIGS:
         scene = mi.load_dict({
             "type": "scene", "integrator": integrator,
             "sensor": {"type": "perspective", "fov": fov, "fov_axis": "x",
                        "to_world": mi.ScalarTransform4f().look_at(origin=[0, 0, 0], target=[0, 0, 1], up=[0, -1, 0]),
                        "film": {"type": "hdrfilm", "width": size, "height": size, "rfilter": {"type": "box"},
                                 "sample_border": True},
-                       "sampler": {"type": "independent", "sample_count": 1}},
+                       "sampler": {"type": "independent", "sample_count": spp}},
             "light": {"type": "directional", "direction": [0, 0, 1], "irradiance": 3.0},
             "sphere": mesh,
         })
@@ -131,7 +139,7 @@ def mitsuba_peer(case: dict, repeats: int) -> tuple[list, str]:
         keys = [k for k in params.keys() if k.endswith("vertex_positions") or k.endswith("vertex_color")]
 
         def fwd():
-            img = mi.render(scene, params, spp=1)
+            img = mi.render(scene, params, spp=spp)
             dr.eval(img)
             dr.sync_thread()  # the LLVM backend may still be running the kernel
 
@@ -139,7 +147,7 @@ def mitsuba_peer(case: dict, repeats: int) -> tuple[list, str]:
             for k in keys:
                 dr.enable_grad(params[k])
             params.update()
-            img = mi.render(scene, params, spp=1)
+            img = mi.render(scene, params, spp=spp)
             loss = dr.mean(dr.square(img), axis=None)
             dr.backward(loss)
             g = dr.grad(params[[k for k in keys if k.endswith("vertex_positions")][0]])
@@ -153,13 +161,126 @@ def mitsuba_peer(case: dict, repeats: int) -> tuple[list, str]:
             g = fwd_bwd()
             grad_max = float(abs(g.numpy()).max())
         except Exception as e:  # an integrator/variant combination this build rejects
-            results.append({"impl": f"mitsuba_{integrator['type']}", "error": f"{type(e).__name__}: {e}"[:200]})
+            results.append({"impl": f"mitsuba_{integrator['type']}_{spp}spp", "error": f"{type(e).__name__}: {e}"[:200]})
             continue
-        results.append({"impl": f"mitsuba_{integrator['type']}", **_times(t_f, t_fb),
+        results.append({"impl": f"mitsuba_{integrator['type']}_{spp}spp", **_times(t_f, t_fb),
                         "silhouette_grad": silhouettes and grad_max > 0, "position_grad_nonzero": grad_max > 0,
-                        "note": f"1 spp, directional light, diffuse per-vertex colour; silhouette gradients by design: "
+                        "config": {"integrator": integrator, "render_spp": spp,
+                                   "film": "hdrfilm, box rfilter, sample_border", "sampler": "independent"},
+                        "note": f"{spp} spp (direct_projective: sppc = sppp = spp, the render() override), "
+                                f"directional light, diffuse per-vertex colour; silhouette gradients by design: "
                                 f"{silhouettes}"})
     return results, f"mitsuba {mi.__version__} {mi.variant()}"
+
+
+def _mitsuba_mesh(mi, dr, case: dict, props_extra: dict):
+    v, tri = case["pos"][0].numpy(), case["tri"].numpy()
+    props = mi.Properties()
+    for k, val in props_extra.items():
+        props[k] = mi.load_dict(val)
+    mesh = mi.Mesh("sphere", vertex_count=v.shape[0], face_count=tri.shape[0], props=props, has_vertex_normals=False)
+    mp = mi.traverse(mesh)
+    mp["vertex_positions"] = dr.ravel(mi.TensorXf(v))
+    mp["faces"] = dr.ravel(mi.TensorXu(tri.astype("uint32")))
+    mp.update()
+    return mesh
+
+
+def _mitsuba_sensor(mi, case: dict, spp: int) -> dict:
+    size = case["size"]
+    fov = math.degrees(2 * math.atan((size / 2) / float(case["K"][0])))
+    return {"type": "perspective", "fov": fov, "fov_axis": "x",
+            "to_world": mi.ScalarTransform4f().look_at(origin=[0, 0, 0], target=[0, 0, 1], up=[0, -1, 0]),
+            "film": {"type": "hdrfilm", "width": size, "height": size, "rfilter": {"type": "box"},
+                     "sample_border": True},
+            "sampler": {"type": "independent", "sample_count": spp}}
+
+
+EDGE_SPPS = (1, 2, 4, 8, 16, 32, 64)
+TRUTH_SPP = 1024
+
+
+def edge_quality(case: dict, png: str | None = None) -> dict:
+    """Edge-pixel error of the silhouette coverage: ours (antialias of the mask) and Mitsuba's
+    ``direct_projective`` primal at several spp, each against Mitsuba at ``TRUTH_SPP`` spp (box filter:
+    the pixel's covered area). A black mesh with a unit area emitter makes the pixel value the coverage,
+    free of shading noise. Edge pixels: truth coverage in (0.02, 0.98). Tells the spp at which Mitsuba's
+    antialiased edge is as good as ours, i.e. the configuration to compare speed at."""
+    try:
+        import drjit as dr
+        import mitsuba as mi
+
+        mi.set_variant("llvm_ad_rgb")
+    except Exception as e:
+        return {"error": f"mitsuba unavailable: {type(e).__name__}"}
+    mesh = _mitsuba_mesh(mi, dr, case, {"bsdf": {"type": "diffuse", "reflectance": 0.0},
+                                        "emitter": {"type": "area", "radiance": 1.0}})
+    scene = mi.load_dict({"type": "scene", "integrator": {"type": "direct_projective", "sppi": 0},
+                          "sensor": _mitsuba_sensor(mi, case, 1), "sphere": mesh})
+
+    def coverage(spp: int, seed: int = 0) -> torch.Tensor:
+        img = mi.render(scene, spp=spp, seed=seed)
+        return torch.from_numpy(img.numpy()[..., 0].copy())
+
+    truth = coverage(TRUTH_SPP, seed=12345)
+    pos, tri = case["pos"][:1], case["tri"]
+    with torch.no_grad():
+        rast = ops.rasterize(pos, tri, case["size"], case["K"])
+        ours_img = ops.antialias(rast.mask.to(pos.dtype)[..., None].contiguous(), rast, pos, tri,
+                                 case["topology"])[0, ..., 0]
+    # Mitsuba's film and our image may differ by a flip; pick the orientation that matches best.
+    flips = {"none": truth, "x": truth.flip(1), "y": truth.flip(0), "xy": truth.flip(0).flip(1)}
+    name, truth = min(flips.items(), key=lambda kv: float((kv[1] - ours_img).abs().mean()))
+    flip = {"none": lambda t: t, "x": lambda t: t.flip(1), "y": lambda t: t.flip(0),
+            "xy": lambda t: t.flip(0).flip(1)}[name]
+    edge = (truth > 0.02) & (truth < 0.98)
+
+    def rmse(img: torch.Tensor) -> float:
+        return round(float(((img - truth)[edge] ** 2).mean().sqrt()), 4)
+
+    out = {"edge_pixels": int(edge.sum()), "truth": f"mitsuba direct_projective primal, {TRUTH_SPP} spp, box filter",
+           "orientation_flip": name, "ours_edge_rmse": rmse(ours_img),
+           "ours_hard_mask_edge_rmse": rmse(rast.mask[0].to(truth.dtype)),
+           "mitsuba_edge_rmse": {}}
+    panels = {"truth": truth, "ours (antialias)": ours_img, "hard mask": rast.mask[0].to(truth.dtype)}
+    for spp in EDGE_SPPS:
+        img = flip(coverage(spp, seed=spp))
+        out["mitsuba_edge_rmse"][str(spp)] = rmse(img)
+        panels[f"mitsuba {spp} spp"] = img
+    matched = [spp for spp in EDGE_SPPS if out["mitsuba_edge_rmse"][str(spp)] <= out["ours_edge_rmse"]]
+    out["matched_spp"] = matched[0] if matched else None
+    if png:
+        write_edge_png(png, panels, case["size"])
+        out["png"] = png
+    return out
+
+
+def write_edge_png(path: str, panels: dict, size: int, crop: int = 40, zoom: int = 6) -> None:
+    """Side by side, zoomed crops around the sphere's right silhouette: truth, ours, hard mask, Mitsuba at
+    each spp (left to right, in the order of ``panels``; the JSON lists them)."""
+    from fml_taichi.io.images import write_png
+
+    truth = next(iter(panels.values()))
+    row = truth[size // 2]
+    x_edge = int((row > 0.5).nonzero().max())  # the silhouette's rightmost crossing on the middle row
+    y0, x0 = size // 2 - crop // 2, min(max(x_edge - crop // 2, 0), size - crop)
+    tiles = []
+    for img in panels.values():
+        tile = img[y0:y0 + crop, x0:x0 + crop].clamp(0, 1)
+        tile = tile.repeat_interleave(zoom, 0).repeat_interleave(zoom, 1)
+        tiles += [tile, torch.full((tile.shape[0], 4), 0.5)]
+    write_png(path, torch.cat(tiles[:-1], 1)[..., None].expand(-1, -1, 3).numpy())
+
+
+def peer_ratios(cases: list) -> dict:
+    """fwd+bwd median time of each peer row / the taichi row of the same case (how many times faster we are)."""
+    ours_by_case = {(c["triangles"], c["size"], c["batch"]): c for c in cases if c["impl"] == "taichi" and "fwd_ms" in c}
+    out = {}
+    for c in cases:
+        mine = ours_by_case.get((c["triangles"], c["size"], c["batch"]))
+        if c["impl"] != "taichi" and "fwd_bwd_ms" in c and mine:
+            out[f"{c['impl']} {c['triangles']}x{c['size']}x{c['batch']}"] = round(c["fwd_bwd_ms"] / mine["fwd_bwd_ms"], 1)
+    return out
 
 
 def pytorch3d_status() -> str:
@@ -225,6 +346,7 @@ def main(argv=None) -> int:
                     help="comma-separated TRISxSIZExBATCH cases where the torch reference is not run ('' for none)")
     ap.add_argument("--no-peers", action="store_true", help="do not try Mitsuba")
     ap.add_argument("--markdown", help="also write the table as Markdown to this path")
+    ap.add_argument("--edge-png", help="also write the silhouette crops of the edge-quality check as a PNG")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         print("error: --repeats must be >= 1", file=sys.stderr)
@@ -249,12 +371,21 @@ def main(argv=None) -> int:
             peer, note = mitsuba_peer(case, max(1, min(args.repeats, 3)))
             notes["mitsuba"] = note
             cases.extend({**p, **row} for p in peer)
+            if n_tris == 30_000:
+                notes["edge_quality_30k_256"] = edge_quality(case, args.edge_png)
+                if args.edge_png:
+                    notes["edge_quality_30k_256"]["panels"] = ["truth (1024 spp)", "ours (antialias)", "hard mask"] + \
+                        [f"mitsuba {spp} spp" for spp in EDGE_SPPS]
         print_table(cases[first:])
+    notes["taichi_speedup_over_peers"] = peer_ratios(cases)
     notes["load_average_end"] = os.getloadavg()
     if skip:
         notes["torch_reference_skipped"] = sorted(skip)
     print("\nall cases:")
     print_table(cases)
+    print("\ntaichi fwd+bwd speed-up over each peer (same case):")
+    for k, v in notes["taichi_speedup_over_peers"].items():
+        print(f"  {k}: {v}x")
     write_bytes(args.json, (json.dumps({"cases": cases, "notes": notes}, indent=2) + "\n").encode())
     if args.markdown:
         write_bytes(args.markdown, markdown_table(cases).encode())

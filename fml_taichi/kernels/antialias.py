@@ -39,7 +39,8 @@ import taichi as ti
 
 from ..common import runtime
 from ..common.constants import MAX_WALK
-from .interpolate import edge_fn, edge_fn_vjp
+from .helpers import chunk_range
+from .interpolate import edge_fn, edge_fn_vjp, next_pixel, pixel_of
 
 __all__ = ["antialias_kernels", "MAX_WALK"]
 
@@ -55,17 +56,6 @@ def _signed_area(screen: ti.template(), tris: ti.template(), b, f):
 def _in_front(screen: ti.template(), tris: ti.template(), b, f):
     """All corners in front of the camera (1/z > 0): only then is the screen orientation meaningful."""
     return screen[b, tris[f, 0], 2] > 0 and screen[b, tris[f, 1], 2] > 0 and screen[b, tris[f, 2], 2] > 0
-
-
-@ti.func
-def _pixel_pair(p, h, w):
-    """Pair number p of an image: pixel (y, x) and its right (even p) or lower (odd p) neighbour."""
-    q = p // 2
-    y, x = q // w, q % w
-    y2, x2 = y, x + 1
-    if p % 2 == 1:
-        y2, x2 = y + 1, x
-    return y, x, y2, x2, y2 < h and x2 < w
 
 
 @ti.func
@@ -127,71 +117,100 @@ def _crossing(screen: ti.template(), b, ia, ic, pin, pout, dt: ti.template()):
     return ti.min(ti.max(t, dt(0.0)), dt(1.0)), e_in, e_out, inside
 
 
+@ti.func
+def _blend_pair(colour: ti.template(), tri_id: ti.template(), depth: ti.template(), screen: ti.template(),
+                tris: ti.template(), nbr: ti.template(), out: ti.template(), b, ya, xa, yb, xb, dt: ti.template()):
+    """Add the blend of pixel pair (a, b) into ``out`` when a silhouette edge crosses between them."""
+    if tri_id[b, ya, xa] != tri_id[b, yb, xb]:
+        found, a_is_in, ia, ic, pin, pout = _analyse(tri_id, depth, screen, tris, nbr, b, ya, xa, yb, xb, dt)
+        if found == 1:
+            t, _e_in, _e_out, _unclamped = _crossing(screen, b, ia, ic, pin, pout, dt)
+            # The pixel whose footprint holds the crossing takes the blend.
+            aff_is_a = (t < 0.5) == (a_is_in == 1)
+            alpha = ti.abs(t - dt(0.5))
+            y0, x0, y1, x1 = ya, xa, yb, xb
+            if not aff_is_a:
+                y0, x0, y1, x1 = yb, xb, ya, xa
+            for c in range(colour.shape[3]):
+                out[b, y0, x0, c] += alpha * (colour[b, y1, x1, c] - colour[b, y0, x0, c])
+
+
+@ti.func
+def _blend_pair_grad(colour: ti.template(), tri_id: ti.template(), depth: ti.template(), screen: ti.template(),
+                     tris: ti.template(), nbr: ti.template(), g_out: ti.template(), g_colour: ti.template(),
+                     g_screen: ti.template(), b, ya, xa, yb, xb, dt: ti.template()):
+    """The backward of :func:`_blend_pair`: into the colour gradient and the edge's screen gradients."""
+    if tri_id[b, ya, xa] != tri_id[b, yb, xb]:
+        found, a_is_in, ia, ic, pin, pout = _analyse(tri_id, depth, screen, tris, nbr, b, ya, xa, yb, xb, dt)
+        if found == 1:
+            t, e_in, e_out, unclamped = _crossing(screen, b, ia, ic, pin, pout, dt)
+            aff_is_a = (t < 0.5) == (a_is_in == 1)
+            alpha = ti.abs(t - dt(0.5))
+            y0, x0, y1, x1 = ya, xa, yb, xb
+            if not aff_is_a:
+                y0, x0, y1, x1 = yb, xb, ya, xa
+            g_alpha = dt(0.0)
+            for c in range(colour.shape[3]):
+                g = g_out[b, y0, x0, c]
+                g_colour[b, y0, x0, c] -= alpha * g
+                g_colour[b, y1, x1, c] += alpha * g
+                g_alpha += g * (colour[b, y1, x1, c] - colour[b, y0, x0, c])
+            if unclamped:
+                g_t = g_alpha if t > 0.5 else -g_alpha
+                inv = dt(1.0) / ((e_in - e_out) * (e_in - e_out))
+                g_ein, g_eout = -e_out * inv * g_t, e_in * inv * g_t
+                ax, ay = screen[b, ia, 0], screen[b, ia, 1]
+                cx, cy = screen[b, ic, 0], screen[b, ic, 1]
+                gv = edge_fn_vjp(g_ein, ax, ay, cx, cy, pin[0], pin[1]) + \
+                    edge_fn_vjp(g_eout, ax, ay, cx, cy, pout[0], pout[1])
+                g_screen[b, ia, 0] += gv[0]
+                g_screen[b, ia, 1] += gv[1]
+                g_screen[b, ic, 0] += gv[2]
+                g_screen[b, ic, 1] += gv[3]
+
+
 @functools.cache
 def antialias_kernels():
     """(forward, backward) Taichi kernels.
 
     forward (colour [B,H,W,C], tri_id [B,H,W] i32, depth [B,H,W], screen [B,N,3] (u, v, iz),
-    tris [F,3] i32, nbr [F,3] i32, out [B,H,W,C] = a copy of colour, dt): adds the blends into out.
-    backward (colour, tri_id, depth, screen, tris, nbr, g_out, g_colour [B,H,W,C] = a copy of g_out,
-    g_screen [B,N,3] zero-filled, dt).
+    tris [F,3] i32, nbr [F,3] i32, out [B,H,W,C] = a copy of colour, chunk, dt): adds the blends into
+    out. backward (colour, tri_id, depth, screen, tris, nbr, g_out, g_colour [B,H,W,C] = a copy of g_out,
+    g_screen [B,N,3] zero-filled, chunk, dt). ``chunk``: pixels per serial chunk (``ops.bridge.chunk_size()``).
     """
     runtime.init()
 
     @ti.kernel
     def forward(colour: ti.types.ndarray(), tri_id: ti.types.ndarray(), depth: ti.types.ndarray(),
                 screen: ti.types.ndarray(), tris: ti.types.ndarray(), nbr: ti.types.ndarray(),
-                out: ti.types.ndarray(), dt: ti.template()):
-        h, w, n_ch = tri_id.shape[1], tri_id.shape[2], colour.shape[3]
-        for b, p in ti.ndrange(tri_id.shape[0], h * w * 2):
-            ya, xa, yb, xb, ok = _pixel_pair(p, h, w)
-            if ok:
-                found, a_is_in, ia, ic, pin, pout = _analyse(tri_id, depth, screen, tris, nbr, b, ya, xa, yb, xb, dt)
-                if found == 1:
-                    t, _e_in, _e_out, _unclamped = _crossing(screen, b, ia, ic, pin, pout, dt)
-                    # The pixel whose footprint holds the crossing takes the blend.
-                    aff_is_a = (t < 0.5) == (a_is_in == 1)
-                    alpha = ti.abs(t - dt(0.5))
-                    y0, x0, y1, x1 = ya, xa, yb, xb
-                    if not aff_is_a:
-                        y0, x0, y1, x1 = yb, xb, ya, xa
-                    for c in range(n_ch):
-                        out[b, y0, x0, c] += alpha * (colour[b, y1, x1, c] - colour[b, y0, x0, c])
+                out: ti.types.ndarray(), chunk: ti.i32, dt: ti.template()):
+        h, w = tri_id.shape[1], tri_id.shape[2]
+        n = tri_id.shape[0] * h * w
+        for ck in range((n + chunk - 1) // chunk):
+            lo, hi = chunk_range(ck, chunk, n)
+            b, y, x = pixel_of(lo, h, w)
+            for _p in range(lo, hi):
+                # The pixel's pairs with its right (k = 0) and lower (k = 1) neighbour.
+                for k in ti.static(range(2)):
+                    if (k == 0 and x + 1 < w) or (k == 1 and y + 1 < h):
+                        _blend_pair(colour, tri_id, depth, screen, tris, nbr, out, b, y, x, y + k, x + 1 - k, dt)
+                b, y, x = next_pixel(b, y, x, h, w)
 
     @ti.kernel
     def backward(colour: ti.types.ndarray(), tri_id: ti.types.ndarray(), depth: ti.types.ndarray(),
                  screen: ti.types.ndarray(), tris: ti.types.ndarray(), nbr: ti.types.ndarray(),
                  g_out: ti.types.ndarray(), g_colour: ti.types.ndarray(), g_screen: ti.types.ndarray(),
-                 dt: ti.template()):
-        h, w, n_ch = tri_id.shape[1], tri_id.shape[2], colour.shape[3]
-        for b, p in ti.ndrange(tri_id.shape[0], h * w * 2):
-            ya, xa, yb, xb, ok = _pixel_pair(p, h, w)
-            if ok:
-                found, a_is_in, ia, ic, pin, pout = _analyse(tri_id, depth, screen, tris, nbr, b, ya, xa, yb, xb, dt)
-                if found == 1:
-                    t, e_in, e_out, unclamped = _crossing(screen, b, ia, ic, pin, pout, dt)
-                    aff_is_a = (t < 0.5) == (a_is_in == 1)
-                    alpha = ti.abs(t - dt(0.5))
-                    y0, x0, y1, x1 = ya, xa, yb, xb
-                    if not aff_is_a:
-                        y0, x0, y1, x1 = yb, xb, ya, xa
-                    g_alpha = dt(0.0)
-                    for c in range(n_ch):
-                        g = g_out[b, y0, x0, c]
-                        g_colour[b, y0, x0, c] -= alpha * g
-                        g_colour[b, y1, x1, c] += alpha * g
-                        g_alpha += g * (colour[b, y1, x1, c] - colour[b, y0, x0, c])
-                    if unclamped:
-                        g_t = g_alpha if t > 0.5 else -g_alpha
-                        inv = dt(1.0) / ((e_in - e_out) * (e_in - e_out))
-                        g_ein, g_eout = -e_out * inv * g_t, e_in * inv * g_t
-                        ax, ay = screen[b, ia, 0], screen[b, ia, 1]
-                        cx, cy = screen[b, ic, 0], screen[b, ic, 1]
-                        gv = edge_fn_vjp(g_ein, ax, ay, cx, cy, pin[0], pin[1]) + \
-                            edge_fn_vjp(g_eout, ax, ay, cx, cy, pout[0], pout[1])
-                        g_screen[b, ia, 0] += gv[0]
-                        g_screen[b, ia, 1] += gv[1]
-                        g_screen[b, ic, 0] += gv[2]
-                        g_screen[b, ic, 1] += gv[3]
+                 chunk: ti.i32, dt: ti.template()):
+        h, w = tri_id.shape[1], tri_id.shape[2]
+        n = tri_id.shape[0] * h * w
+        for ck in range((n + chunk - 1) // chunk):
+            lo, hi = chunk_range(ck, chunk, n)
+            b, y, x = pixel_of(lo, h, w)
+            for _p in range(lo, hi):
+                for k in ti.static(range(2)):
+                    if (k == 0 and x + 1 < w) or (k == 1 and y + 1 < h):
+                        _blend_pair_grad(colour, tri_id, depth, screen, tris, nbr, g_out, g_colour, g_screen,
+                                         b, y, x, y + k, x + 1 - k, dt)
+                b, y, x = next_pixel(b, y, x, h, w)
 
     return forward, backward

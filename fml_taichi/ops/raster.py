@@ -33,10 +33,10 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..common import runtime
-from .bridge import check_device, detached, ti_float
+from .bridge import check_device, chunk_size, detached, ti_float
 from ..kernels.antialias import antialias_kernels
 from ..kernels.interpolate import barycentric_kernels, interpolate_kernels
-from .rasterize import rasterize as _visibility
+from .rasterize import triangle_ids
 from ..kernels.soft_raster import soft_silhouette_kernels
 from ..kernels.texture import texture_kernels
 from ..reference.raster_ops import (Raster, camera_points, check_antialias_args, check_attr, check_pos, check_raster,
@@ -54,7 +54,7 @@ class _Barycentrics(torch.autograd.Function):
         b, h, w = tri_id.shape
         bary = screen.new_empty((b, h, w, 3))
         depth = screen.new_empty((b, h, w))
-        fwd(*detached([screen, tri, tri_id, bary, depth]), ti_float(screen.dtype))
+        fwd(*detached([screen, tri, tri_id, bary, depth]), chunk_size(), ti_float(screen.dtype))
         ctx.save_for_backward(screen, tri, tri_id, bary, depth)
         return bary, depth
 
@@ -66,7 +66,7 @@ class _Barycentrics(torch.autograd.Function):
         g_bary = torch.zeros_like(bary) if g_bary is None else g_bary.contiguous()
         g_depth = torch.zeros_like(depth) if g_depth is None else g_depth.contiguous()
         g_screen = torch.zeros_like(screen)
-        bwd(screen, tri, tri_id, bary, depth, g_bary, g_depth, g_screen, ti_float(screen.dtype))
+        bwd(screen, tri, tri_id, bary, depth, g_bary, g_depth, g_screen, chunk_size(), ti_float(screen.dtype))
         return g_screen, None, None
 
 
@@ -76,7 +76,7 @@ class _Interpolate(torch.autograd.Function):
         fwd, _ = interpolate_kernels()
         b, h, w = tri_id.shape
         out = attr.new_empty((b, h, w, attr.shape[2]))
-        fwd(*detached([attr, tri, tri_id, bary, out]), ti_float(attr.dtype))
+        fwd(*detached([attr, tri, tri_id, bary, out]), chunk_size(), ti_float(attr.dtype))
         ctx.save_for_backward(attr, bary, tri, tri_id)
         return out
 
@@ -89,7 +89,7 @@ class _Interpolate(torch.autograd.Function):
         g_attr = torch.zeros_like(attr) if want_attr else attr.new_zeros((1, 1, 1))
         g_bary = torch.empty_like(bary) if want_bary else bary.new_zeros((1, 1, 1, 1))
         bwd(attr, tri, tri_id, bary, g_out.contiguous(), g_attr, g_bary, int(want_attr), int(want_bary),
-            ti_float(attr.dtype))
+            chunk_size(), ti_float(attr.dtype))
         return (g_attr if want_attr else None), (g_bary if want_bary else None), None, None
 
 
@@ -98,7 +98,7 @@ class _Antialias(torch.autograd.Function):
     def forward(ctx, colour, screen, tri, nbr, tri_id, depth):
         fwd, _ = antialias_kernels()
         out = colour.detach().clone()
-        fwd(*detached([colour, tri_id, depth, screen, tri, nbr, out]), ti_float(colour.dtype))
+        fwd(*detached([colour, tri_id, depth, screen, tri, nbr, out]), chunk_size(), ti_float(colour.dtype))
         ctx.save_for_backward(colour, screen, tri, nbr, tri_id, depth)
         return out
 
@@ -110,7 +110,7 @@ class _Antialias(torch.autograd.Function):
         g_out = g_out.contiguous()
         g_colour = g_out.clone()
         g_screen = torch.zeros_like(screen)
-        bwd(colour, tri_id, depth, screen, tri, nbr, g_out, g_colour, g_screen, ti_float(colour.dtype))
+        bwd(colour, tri_id, depth, screen, tri, nbr, g_out, g_colour, g_screen, chunk_size(), ti_float(colour.dtype))
         return g_colour, g_screen, None, None, None, None
 
 
@@ -189,12 +189,15 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, size, intrinsics: torch.Tens
     check_pos(pos, intrinsics)
     check_triangles(tri, pos.shape[1])
     h, w = check_size(size)
+    if not float(near) >= 0.0:
+        raise ValueError(f"near: expected a non-negative number, got {near!r}")
     _check_placement("pos", pos)
     intr = projection_intrinsics(pos, intrinsics, h, w)
-    vis = _visibility(camera_points(pos).detach().contiguous(), tri, intr, h, w, cull_backfaces, near)
+    # The arguments are checked above: the visibility pass need not check them again.
+    tri_id = triangle_ids(camera_points(pos).detach().contiguous(), tri, intr, h, w, cull_backfaces, near)
     screen = screen_positions(pos, intr)
-    bary, depth = _Barycentrics.apply(screen, tri.contiguous(), vis.triangle_id)
-    return Raster(depth=depth, triangle_id=vis.triangle_id, barycentrics=bary, mask=vis.mask, intrinsics=intr)
+    bary, depth = _Barycentrics.apply(screen, tri.contiguous(), tri_id)
+    return Raster(depth=depth, triangle_id=tri_id, barycentrics=bary, mask=tri_id >= 0, intrinsics=intr)
 
 
 def interpolate(attr: torch.Tensor, rast: Raster, tri: torch.Tensor) -> torch.Tensor:

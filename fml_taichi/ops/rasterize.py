@@ -18,11 +18,12 @@ import torch
 from ..common import runtime
 from ..common.constants import ZBUF_EMPTY_KEY
 from ..kernels.rasterize import project_vertices, raster_triangles, resolve
+from .bridge import chunk_size
 # The result type, the argument checks and the (plain torch) interpolation are shared with the
 # Taichi-free reference rasteriser, so both give the same results and the same errors.
 from ..reference.rasterize import BACKGROUND_DEPTH, RasterResult, check_raster_args, interpolate, shade_image
 
-__all__ = ["rasterize", "interpolate", "shade_image", "RasterResult", "BACKGROUND_DEPTH"]
+__all__ = ["rasterize", "triangle_ids", "interpolate", "shade_image", "RasterResult", "BACKGROUND_DEPTH"]
 
 
 def rasterize(
@@ -54,21 +55,37 @@ def rasterize(
     or non-finite input, empty meshes and out-of-range indices.
     """
     intr = check_raster_args(v_cam, triangles, intrinsics, height, width, near)
-    batch = v_cam.shape[0]
+    screen, tris, zbuf = _zbuffer(v_cam, triangles, intr, height, width, cull_backfaces, near)
+    dev = v_cam.device
+    depth = torch.empty((v_cam.shape[0], height, width), dtype=torch.float32, device=dev)
+    tri_id = torch.empty((v_cam.shape[0], height, width), dtype=torch.int32, device=dev)
+    bary = torch.empty((v_cam.shape[0], height, width, 3), dtype=torch.float32, device=dev)
+    resolve(screen, tris, zbuf, depth, tri_id, bary, chunk_size(), False)
+    return RasterResult(depth=depth, triangle_id=tri_id, barycentrics=bary, mask=tri_id >= 0)
 
+
+def triangle_ids(v_cam: torch.Tensor, triangles: torch.Tensor, intrinsics: torch.Tensor, height: int, width: int,
+                 cull_backfaces: bool = False, near: float = 1e-3) -> torch.Tensor:
+    """Only the [B, H, W] int32 ``triangle_id`` of :func:`rasterize` (-1 where empty), for callers that
+    recompute depth and barycentrics themselves (``ops.raster.rasterize``, in the positions' dtype).
+
+    The arguments must already be valid (as checked by :func:`rasterize`'s checks): no checks here.
+    """
+    screen, tris, zbuf = _zbuffer(v_cam, triangles, intrinsics, height, width, cull_backfaces, near)
+    tri_id = torch.empty((v_cam.shape[0], height, width), dtype=torch.int32, device=v_cam.device)
+    resolve(screen, tris, zbuf, screen, tri_id, screen.unsqueeze(-1), chunk_size(), True)
+    return tri_id
+
+
+def _zbuffer(v_cam, triangles, intr, height, width, cull_backfaces, near):
+    """Projected vertices, the triangles on the device and the filled z-buffer."""
     runtime.init()
     dev = v_cam.device
     v32 = v_cam.detach().to(torch.float32).contiguous()
     intr32 = intr.detach().to(device=dev, dtype=torch.float32).contiguous()
     tris = triangles.to(dev).contiguous()
-    screen = torch.empty((batch, v32.shape[1], 4), dtype=torch.float32, device=dev)
+    screen = torch.empty((v_cam.shape[0], v32.shape[1], 4), dtype=torch.float32, device=dev)
     project_vertices(v32, intr32, screen)
-    zbuf = torch.full((batch, height, width), ZBUF_EMPTY_KEY, dtype=torch.int64, device=dev)
+    zbuf = torch.full((v_cam.shape[0], height, width), ZBUF_EMPTY_KEY, dtype=torch.int64, device=dev)
     raster_triangles(v32, screen, tris, zbuf, float(near), int(bool(cull_backfaces)))
-    depth = torch.empty((batch, height, width), dtype=torch.float32, device=dev)
-    tri_id = torch.empty((batch, height, width), dtype=torch.int32, device=dev)
-    bary = torch.empty((batch, height, width, 3), dtype=torch.float32, device=dev)
-    resolve(screen, tris, zbuf, depth, tri_id, bary)
-    return RasterResult(depth=depth, triangle_id=tri_id, barycentrics=bary, mask=tri_id >= 0)
-
-
+    return screen, tris, zbuf
