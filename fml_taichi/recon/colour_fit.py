@@ -142,8 +142,9 @@ class ColourFitter:
         chroma = np.kron(np.eye(3) - 1.0 / 3.0, np.eye(9))
         bands = np.kron(np.eye(3), np.diag([0.0] + [1.0] * 8))
         self._light_prior = cfg.light_chroma_weight * chroma + cfg.light_band_weight * bands
-        self._block = (np.repeat(np.arange(3), 81), np.tile(np.repeat(np.arange(9), 9), 3) + np.repeat(np.arange(3), 81) * 9,
-                       np.tile(np.tile(np.arange(9), 9), 3) + np.repeat(np.arange(3), 81) * 9)
+        # Row / column indices of the three 9 x 9 diagonal blocks of the 27 x 27 light system.
+        offset, (rows, cols) = np.arange(3)[:, None, None] * 9, np.indices((9, 9))
+        self._block_rows, self._block_cols = (offset + rows).ravel(), (offset + cols).ravel()
         # resolve_scale's constants: the albedo at zero coefficients and the skin modes' inverse.
         self._skin_inv = np.linalg.inv(self.skin_modes)
         self._base_c = self._base.mean(0) @ self._skin_inv
@@ -180,7 +181,7 @@ class ColourFitter:
         weighted = sh[:, None] * (aw * aw).transpose(0, 2, 1)[..., None]  # [B, 3, S, 9]
         blocks = weighted.transpose(0, 1, 3, 2) @ sh[:, None] + w_level * (hbar[:, None, :, None] * hbar[:, None, None])
         h = np.zeros((b, 27, 27))
-        h[:, self._block[1], self._block[2]] = blocks.reshape(b, -1)
+        h[:, self._block_rows, self._block_cols] = blocks.reshape(b, -1)
         g = (((aw * colours * weight[..., None]).transpose(0, 2, 1) @ sh)
              + w_level * self.config.light_level * hbar[:, None]).reshape(b, 27)
         x = np.linalg.solve(h + self._light_prior, g[..., None])[..., 0]
