@@ -48,3 +48,31 @@ def test_fields_are_deterministic_per_seed_and_families_differ(model):
 def test_config_rejects_unknown_family():
     with pytest.raises(ValueError, match="fields"):
         SyntheticConfig(fields="eigen_typo")
+
+
+def _reflectance(fm, family, seeds):
+    rt = variation.ReflectanceFieldTables.from_model(fm)
+    base = fm.mean_reflectance
+    return torch.stack([variation.field_reflectance(rt, stream(s, "reflectance_fields"), family, 1.0, base)
+                        for s in seeds]) - base
+
+
+def test_regional_reflectance_leaves_the_base_span_and_is_regional(model):
+    seeds = range(EVAL_SEED_START, EVAL_SEED_START + 24)
+    region = torch.as_tensor(face_region(model))
+    off = _reflectance(model, "regional", seeds)
+    rms, _ = variation.out_of_space_rms(off, model.reflectance_basis, region)
+    assert rms > 0.02  # RGB units: a visible part the base reflectance cannot express
+    rt = variation.ReflectanceFieldTables.from_model(model)
+    brows, far = rt.brows > 0.9, (rt.brows < 0.01) & (rt.lips < 0.01) & (rt.cheeks < 0.05)
+    # Brows are blended towards hair colours: they change much more than the skin outside the regions.
+    assert off[:, brows].norm(dim=-1).mean() > 2 * off[:, far].norm(dim=-1).mean()
+
+
+def test_regional_reflectance_is_deterministic_and_none_is_identity(model):
+    a = _reflectance(model, "regional", [3, 4])
+    assert torch.equal(a, _reflectance(model, "regional", [3, 4]))
+    assert not torch.allclose(a[0], a[1])
+    assert _reflectance(model, "none", [3]).abs().max() == 0
+    with pytest.raises(ValueError, match="reflectance_fields"):
+        SyntheticConfig(reflectance_fields="freckly")

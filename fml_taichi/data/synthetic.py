@@ -63,7 +63,8 @@ EVAL_SEED_START = 10_000_000
 # Independent random streams per image (see module docstring).
 # Backgrounds are drawn at 1/BACKGROUND_DOWNSAMPLE of the image size and upsampled in compositing.
 BACKGROUND_DOWNSAMPLE = 2
-_STREAMS = {"params": 0, "variation": 1, "background": 2, "landmarks": 3, "sensor": 4, "fields": 5}
+_STREAMS = {"params": 0, "variation": 1, "background": 2, "landmarks": 3, "sensor": 4, "fields": 5,
+            "reflectance_fields": 6}
 # Clamped-cosine SH convolution factors per band (Ramamoorthi & Hanrahan): irradiance of a
 # directional light of unit intensity is sum_l A_l Y_lm(d) Y_lm(n).
 _BAND_FACTOR = torch.tensor([math.pi] + [2 * math.pi / 3] * 3 + [math.pi / 4] * 5)
@@ -87,6 +88,9 @@ class SyntheticConfig:
     ~1.2 mm RMS beyond the base span), "exaggerate" (region-wise exaggerated modes), "none" = bumps only,
     the default, as the documented default run was trained), scaled
     by ``variation``.
+    reflectance_fields: regional reflectance beyond the base (:data:`variation.REFLECTANCE_FIELD_FAMILIES`:
+    "regional" = per-region skin tone, cheek flush, brow colour, lip colour, freckles; "none", the
+    default, as the documented default run was trained), scaled by ``variation``.
     """
     image_size: int = 240
     yaw_deg: float = 30.0
@@ -107,14 +111,18 @@ class SyntheticConfig:
     blur_px: float = 0.6
     hair_probability: float = 0.7
     fields: str = "none"
+    reflectance_fields: str = "none"
 
     def __post_init__(self):
         if not isinstance(self.image_size, int) or self.image_size < 16:
             raise ValueError(f"image_size: expected an int >= 16, got {self.image_size!r}")
         if self.fields not in variation.FIELD_FAMILIES:
             raise ValueError(f"fields: expected one of {variation.FIELD_FAMILIES}, got {self.fields!r}")
+        if self.reflectance_fields not in variation.REFLECTANCE_FIELD_FAMILIES:
+            raise ValueError(f"reflectance_fields: expected one of {variation.REFLECTANCE_FIELD_FAMILIES}, "
+                             f"got {self.reflectance_fields!r}")
         for f in fields(self):
-            if f.name == "fields":
+            if f.name in ("fields", "reflectance_fields"):
                 continue
             v = getattr(self, f.name)
             vals = v if isinstance(v, tuple) else (v,)
@@ -193,6 +201,7 @@ class _Tables:
     width_mm: float  # x extent of the mean face's landmarks
     mean_albedo: torch.Tensor  # [3]
     fields: variation.FieldTables
+    reflectance_fields: variation.ReflectanceFieldTables
 
 
 class SyntheticRenderer:
@@ -217,6 +226,7 @@ class SyntheticRenderer:
             width_mm=float(lm[:, 0].max() - lm[:, 0].min()),
             mean_albedo=face_model.mean_reflectance.mean(0),
             fields=variation.FieldTables.from_model(face_model),
+            reflectance_fields=variation.ReflectanceFieldTables.from_model(face_model),
         )
 
     # ---- per-image draws --------------------------------------------------------------------------
@@ -265,6 +275,7 @@ class SyntheticRenderer:
             base_g, base_r = fm.base(params.shape, params.expression, params.reflectance)
             geo_off = variation.geometry_offsets(self.tables.variation, draws) + self._field_offsets(seeds, params)
             refl_off = variation.reflectance_offsets(self.tables.variation, base_r, draws, self.tables.mean_albedo)
+            refl_off = self._reflectance_fields(seeds, base_r + refl_off) - base_r
             vertices = (base_g + geo_off).contiguous()
             reflectance = base_r + refl_off
         with _timed(timings, "render"):
@@ -305,6 +316,17 @@ class SyntheticRenderer:
         identity = torch.einsum("njm,bm->bnj", fm.shape_basis, params.shape)
         return torch.stack([variation.field_geometry_offsets(self.tables.fields, stream(s, "fields"),
                                                              self.config.fields, self.config.variation, identity[i])
+                            for i, s in enumerate(seeds)])
+
+    def _reflectance_fields(self, seeds: list[int], reflectance: torch.Tensor) -> torch.Tensor:
+        """Reflectance [B, N, 3] with the regional variation (config ``reflectance_fields``) applied,
+        one "reflectance_fields" stream per image."""
+        family = self.config.reflectance_fields
+        if family == "none":
+            return reflectance
+        return torch.stack([variation.field_reflectance(self.tables.reflectance_fields,
+                                                        stream(s, "reflectance_fields"), family,
+                                                        self.config.variation, reflectance[i])
                             for i, s in enumerate(seeds)])
 
     def _background(self, seed: int, landmarks_uv: torch.Tensor) -> torch.Tensor:

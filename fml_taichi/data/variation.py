@@ -342,3 +342,100 @@ def out_of_space_rms(offsets: torch.Tensor, basis: torch.Tensor, region: torch.T
     if region is not None:
         norm = norm[:, region]
     return float(norm.pow(2).mean().sqrt()), float(norm.max())
+
+
+# ---- Regional reflectance: skin colour, flush, brows, lips and freckles beyond the base ------------------
+# The patches above are occasional (a beard, lipstick, eye shadow on some faces). Real faces vary
+# everywhere in ways a global albedo PCA does not span: forehead, nose, cheeks and jaw differ in tone
+# (melanin and blood by region), cheeks flush, brows differ in darkness and colour, the lips' own
+# colour varies, and freckles speckle the nose and cheeks. "regional" draws all of these per face from
+# its own random stream; magnitudes in docs/training.md.
+REFLECTANCE_FIELD_FAMILIES = ("none", "regional")
+# (name, anchor landmarks averaged into one point, window width mm)
+TONE_REGIONS = (
+    ("forehead", [19, 24, 27], 28.0), ("nose", [28, 30, 33], 14.0), ("cheek_right", [1, 31, 36, 48], 20.0),
+    ("cheek_left", [15, 35, 45, 54], 20.0), ("jaw", [5, 8, 11, 57], 24.0), ("eyes", [36, 39, 42, 45], 18.0),
+)
+TONE_BRIGHTNESS_SD = 0.10  # log-brightness SD per region
+TONE_CHROMA_SD = 0.06  # log per-channel SD per region
+FLUSH_COLOUR = torch.tensor([0.78, 0.30, 0.30])
+FLUSH_RANGE = (0.10, 0.40)
+BROW_RANGE = (0.35, 0.85)
+LIP_RED_RANGE = (0.85, 1.20)
+LIP_GB_RANGE = (0.65, 1.05)
+FRECKLE_COLOUR = torch.tensor([0.36, 0.20, 0.12])
+FRECKLE_DENSITY = 0.18
+FRECKLE_RANGE = (0.25, 0.6)
+BROW_RIGHT = [17, 18, 19, 20, 21]
+BROW_LEFT = [22, 23, 24, 25, 26]
+
+
+@dataclass
+class ReflectanceFieldTables:
+    """Per-model soft windows [N] of the regional reflectance (float32): ``tone`` [R, N] (one per
+    :data:`TONE_REGIONS`), ``cheeks``, ``brows``, ``lips``, ``freckles`` (nose and cheeks), and the CSR
+    1-ring (``offsets``, ``indices``) that smooths the freckle speckle into spots."""
+
+    tone: torch.Tensor
+    cheeks: torch.Tensor
+    brows: torch.Tensor
+    lips: torch.Tensor
+    freckles: torch.Tensor
+    offsets: np.ndarray
+    indices: np.ndarray
+
+    @classmethod
+    def from_model(cls, face_model) -> "ReflectanceFieldTables":
+        v = face_model.mean_geometry.detach().double().cpu().numpy()
+        lms = face_model.landmarks.long().cpu().numpy()
+        windows = []
+        for _, idx, width in TONE_REGIONS:
+            c = v[lms[idx]].mean(axis=0)
+            windows.append(np.exp(-((v - c) ** 2).sum(1) / (2 * width ** 2)))
+        tone = np.stack(windows)
+        param = regions.face_parametrisation(v, v[lms[30]])
+        lp = param[lms]
+        brows = np.maximum(_soft_polygon(param, lp, BROW_RIGHT, 0.8, grow=2.0),
+                           _soft_polygon(param, lp, BROW_LEFT, 0.8, grow=2.0))
+        lips = _soft_polygon(param, lp, LIPS, 1.0, grow=0.5)
+        cheeks = np.maximum(tone[2], tone[3]) * (1.0 - lips)
+        freckles = np.clip(np.maximum(tone[1], cheeks) * 1.3, 0.0, 1.0) * (1.0 - brows) * (1.0 - lips)
+        t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+        return cls(tone=t(tone), cheeks=t(cheeks), brows=t(brows), lips=t(lips), freckles=t(freckles),
+                   offsets=face_model.neighbour_offsets.long().cpu().numpy(),
+                   indices=face_model.neighbour_indices.long().cpu().numpy())
+
+
+def _uniform_in(gen: torch.Generator, lo_hi: tuple) -> float:
+    lo, hi = lo_hi
+    return float(lo + (hi - lo) * torch.rand(1, generator=gen))
+
+
+def field_reflectance(tables: ReflectanceFieldTables, gen: torch.Generator, family: str, strength: float,
+                      reflectance: torch.Tensor) -> torch.Tensor:
+    """One face's reflectance [N, 3] with the regional variation of ``family`` applied (fixed draw
+    order from ``gen``; "none" or ``strength`` 0 returns the input unchanged)."""
+    if family not in REFLECTANCE_FIELD_FAMILIES:
+        raise ValueError(f"reflectance_fields: expected one of {REFLECTANCE_FIELD_FAMILIES}, got {family!r}")
+    if family == "none" or strength == 0:
+        return reflectance
+    r_count = len(TONE_REGIONS)
+    log_gain = (torch.randn(r_count, 1, generator=gen) * TONE_BRIGHTNESS_SD
+                + torch.randn(r_count, 3, generator=gen) * TONE_CHROMA_SD) * strength
+    r = reflectance * torch.exp(tables.tone.T @ log_gain)  # [N, 3]: regions blend smoothly
+    flush = _uniform_in(gen, FLUSH_RANGE) * strength
+    r = _blend(r, tables.cheeks * flush, FLUSH_COLOUR)
+    brow_colour = _pick(gen, HAIR)
+    r = _blend(r, tables.brows * min(1.0, _uniform_in(gen, BROW_RANGE) * strength), brow_colour)
+    lip_gain = torch.tensor([_uniform_in(gen, LIP_RED_RANGE), _uniform_in(gen, LIP_GB_RANGE),
+                             _uniform_in(gen, LIP_GB_RANGE)])
+    r = r * (1.0 + tables.lips[:, None] * (lip_gain - 1.0) * strength)
+    freckled = bool(torch.rand(1, generator=gen) < 0.35)
+    amount = _uniform_in(gen, FRECKLE_RANGE) * strength
+    seed = int(torch.randint(2 ** 31 - 1, (1,), generator=gen))
+    if freckled:
+        g = torch.Generator().manual_seed(seed)
+        spots = (torch.rand(len(r), generator=g) < FRECKLE_DENSITY).double().numpy()
+        spots = torch.as_tensor(_smooth(spots, tables.offsets, tables.indices, 1), dtype=r.dtype)
+        r = _blend(r, (spots * 2.0).clamp(0, 1) * tables.freckles * amount, FRECKLE_COLOUR)
+    return r.clamp(0.0, 1.0)
