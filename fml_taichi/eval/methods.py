@@ -262,7 +262,7 @@ class CheckpointMethod:
 
     def __call__(self, images, landmarks=None, landmark_conf=None, intrinsics=None) -> Reconstruction:
         _check_images(images)
-        params, out = self.reconstructor(images)
+        params, out = self.reconstructor.reconstruct(images, landmarks, intrinsics)
         to_cpu = lambda t: t.detach().cpu()  # noqa: E731
         out = ModelOutput(**{k: to_cpu(v) for k, v in vars(out).items()})
         return Reconstruction(params.detach().to("cpu"), out)

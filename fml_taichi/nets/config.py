@@ -31,6 +31,9 @@ class ModelConfig:
 
     geometry_smooth: 0 (the paper: a free linear Theta_g [3N, C]) or K > 0: Theta_g = E W confined to
     the K smoothest mesh functions (:mod:`fml_taichi.model.smooth_corrective`; linear kind only).
+    reflectance_coefficients: "predicted" (the paper: the encoder's reflectance head gives delta_r) or
+    "fitted" (ridge least squares of the base level's residuals in Theta_r, per image:
+    :mod:`fml_taichi.recon.corrective_fit`; linear kind only); reflectance_fit_prior: its ridge weight.
     """
 
     source: str = "default"
@@ -39,6 +42,8 @@ class ModelConfig:
     n_correctives_reflectance: int = 500
     kind: str = "linear"
     geometry_smooth: int = 0
+    reflectance_coefficients: str = "predicted"
+    reflectance_fit_prior: float = 0.01
 
 
 @dataclass
@@ -153,6 +158,7 @@ class TrainConfig:
 
 PARTS = ("base", "geometry", "reflectance")
 OPTIMIZERS = ("adadelta", "adam", "sgd")
+REFLECTANCE_COEFFICIENTS = ("predicted", "fitted")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,6 +245,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _positive("model.geometry_smooth", m.geometry_smooth, allow_zero=True)
     if m.geometry_smooth and m.kind != "linear":
         raise ConfigError("model.geometry_smooth: a smooth geometry corrective needs model.kind 'linear'")
+    if m.reflectance_coefficients not in REFLECTANCE_COEFFICIENTS:
+        raise ConfigError(f"model.reflectance_coefficients: expected one of {REFLECTANCE_COEFFICIENTS}, "
+                          f"got {m.reflectance_coefficients!r}")
+    if m.reflectance_coefficients == "fitted" and m.kind != "linear":
+        raise ConfigError("model.reflectance_coefficients: 'fitted' needs model.kind 'linear' (a basis to fit in)")
+    if not (isinstance(m.reflectance_fit_prior, (int, float)) and math.isfinite(m.reflectance_fit_prior)
+            and m.reflectance_fit_prior > 0):
+        raise ConfigError(f"model.reflectance_fit_prior: expected a positive number, got {m.reflectance_fit_prior!r}")
     _positive("model.n_correctives_geometry", m.n_correctives_geometry)
     _positive("model.n_correctives_reflectance", m.n_correctives_reflectance)
     _in_range("encoder.input_size", cfg.encoder.input_size, *INPUT_SIZE_RANGE)
@@ -248,8 +262,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"encoder.pool: expected 'avg' or 'flatten', got {cfg.encoder.pool!r}")
     if cfg.encoder.input not in ("image", "image+start"):
         raise ConfigError(f"encoder.input: expected 'image' or 'image+start', got {cfg.encoder.input!r}")
-    if cfg.data.align and cfg.stage2.warm_start:
-        raise ConfigError("stage2.warm_start: the reflectance warm start reads plain crops; it needs data.align: false")
+    if cfg.model.reflectance_coefficients == "fitted" and cfg.stage2.steps and not cfg.stage2.warm_start:
+        raise ConfigError("model.reflectance_coefficients: 'fitted' needs stage2.warm_start > 0 (Theta_r starts "
+                          "at the principal components of the base level's residuals)")
     if cfg.encoder.input == "image+start" and not cfg.data.align:
         raise ConfigError("encoder.input: 'image+start' needs data.align: true (the start is fitted and "
                           "the encoder run on aligned crops, as at inference)")

@@ -6,6 +6,9 @@ Used by evaluation, the reconstruction command and the viewer::
     params, out = rec(images)          # images [B, H, W, 3] float in [0, 1]
     out.final_geometry                 # [B, N, 3] mm, model space; rec.face_model.triangles
     rec.intrinsics                     # [fx, fy, cx, cy] of the training crop size
+    params, out = rec.reconstruct(images, landmarks, intrinsics)   # as trained: aligned crops, the
+                                       # landmark start and fitted reflectance coefficients where the
+                                       # checkpoint's config uses them
 
 Images of any square size work: the encoder resizes internally, and the predicted pose is in
 millimetres and radians, so it projects correctly with ``default_intrinsics(size)`` for that size
@@ -23,6 +26,8 @@ from ..model import FaceParams, ModelOutput
 from ..nets.checkpoint import CheckpointError, load_checkpoint
 from ..nets.config import from_dict
 from ..nets.models import FaceAutoencoder, build_networks, face_model_from_spec
+from .anchored import EncoderInputPreparer, rotate_camera
+from .corrective_fit import reflectance_prior_of, with_fitted_reflectance
 
 
 class Reconstructor:
@@ -42,6 +47,15 @@ class Reconstructor:
         self.image_size = int(image_size)
         self.intrinsics = default_intrinsics(self.image_size)
         self.config = config
+        self.reflectance_prior = reflectance_prior_of(config)
+        align = bool(getattr(getattr(config, "data", None), "align", False))
+        self.preparer = EncoderInputPreparer.for_encoder(self.face_model, self.encoder, align, self.image_size)
+
+    @property
+    def needs_landmarks(self) -> bool:
+        """True when :meth:`reconstruct` needs landmarks and a camera (aligned crops, the start, or
+        fitted reflectance coefficients); a plain image-only checkpoint runs on crops alone."""
+        return self.preparer is not None or self.reflectance_prior is not None
 
     @classmethod
     def from_checkpoint(cls, path, device: str = "cpu") -> "Reconstructor":
@@ -81,6 +95,43 @@ class Reconstructor:
             raise ValueError(f"images: expected values in [0, 1], got [{lo:.3g}, {hi:.3g}] (uint8? divide by 255)")
         dev = next(self.model.parameters()).device
         return self.model(images.to(device=dev, dtype=torch.float32))
+
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, landmarks=None, intrinsics=None) -> tuple[FaceParams, ModelOutput]:
+        """The checkpoint's own inference path for images [B, H, W, 3] seen by ``intrinsics`` [4] / [B, 4]
+        with detected ``landmarks`` [B, 68, 2]: aligned crops and the landmark start when it was
+        trained so, then the fitted reflectance coefficients when it was trained so; the pose in the
+        images' camera. Without those needs (:attr:`needs_landmarks`) the same as calling it."""
+        if not self.needs_landmarks:
+            return self(images)
+        if landmarks is None or intrinsics is None:
+            raise ValueError("landmarks and intrinsics: this checkpoint reconstructs from aligned crops / the "
+                             "landmark start / fitted reflectance; pass the detected landmarks and the camera")
+        return reconstruct_as_trained(self.model, images, landmarks, intrinsics, self.preparer, self.reflectance_prior)
+
+
+@torch.no_grad()
+def reconstruct_as_trained(model: FaceAutoencoder, images, landmarks, intrinsics, preparer=None,
+                           reflectance_prior: float | None = None) -> tuple[FaceParams, ModelOutput]:
+    """Encoder + multi-level model the way it was trained: on the ``preparer``'s aligned crops and start
+    (:class:`~fml_taichi.recon.anchored.EncoderInputPreparer`, or None: the images as given), with the
+    reflectance coefficients fitted (``reflectance_prior``) or predicted (None); pose and light moved
+    back to the images' camera."""
+    angle = None
+    if preparer is not None:
+        inputs = preparer(images, landmarks, intrinsics)
+        images, intrinsics, angle = inputs.images.contiguous(), inputs.intrinsics, inputs.angle
+        params, out = model(images, inputs.start_z)
+    else:
+        params, out = model(images)
+    if reflectance_prior is not None:
+        if intrinsics is None:
+            raise ValueError("intrinsics: fitted reflectance coefficients need the images' camera")
+        params, out = with_fitted_reflectance(model.multilevel, params, out, images, intrinsics, reflectance_prior)
+    if angle is not None and bool((angle != 0).any()):
+        params = rotate_camera(params, -angle)
+    return params, out
 
 
 @torch.no_grad()

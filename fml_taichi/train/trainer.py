@@ -34,6 +34,7 @@ from ..losses import LossWeights, default_weights
 from ..nets.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from ..nets.config import ConfigError, TrainConfig, from_dict
 from ..recon.anchored import EncoderInputPreparer
+from ..recon.corrective_fit import reflectance_prior_of, with_fitted_reflectance
 from ..nets.models import (
     FaceAutoencoder,
     build_networks,
@@ -124,6 +125,7 @@ class Trainer:
         self.val_batches = None
         # Aligned crops and the landmark start, as at inference (None: the paper's plain crops).
         self.preparer = EncoderInputPreparer.for_encoder(self.face_model, encoder, cfg.data.align, cfg.data.image_size)
+        self.reflectance_prior = reflectance_prior_of(cfg)
         self.optimizer = None
         self.opt_stage = 0
         self.ddp = None
@@ -263,8 +265,7 @@ class Trainer:
     def _warm_start(self, n: int) -> None:
         """Data-driven start of Theta_r and the reflectance head (fml_taichi.train.warm_start)."""
         t0 = time.perf_counter()
-        report = warm_start_reflectance(self.model, self.face_model, self.source, n, self.intrinsics,
-                                        self.cfg.losses.impl)
+        report = warm_start_reflectance(self.model, self.face_model, self.source, n, self.intrinsics)
         # Every rank computed the same thing from the same items; make it bitwise identical anyway.
         for p in self.model.parameters():
             D.broadcast_tensor(p.data, self.dist)
@@ -307,6 +308,10 @@ class Trainer:
         params, out = self.ddp(batch["image"], batch.get("start"))
         # Aligned crops carry their own exact cameras; plain crops share the training camera.
         intrinsics = batch.get("intrinsics", self.intrinsics)
+        if stage == 2 and self.reflectance_prior is not None:
+            # delta_r fitted to the image (recon.corrective_fit); Theta_r still learns through E_photo.
+            params, out = with_fitted_reflectance(self.model.multilevel, params, out, batch["image"], intrinsics,
+                                                  self.reflectance_prior)
         losses = stage_loss(stage, out, params, self.face_model, batch, intrinsics, self.weights,
                             self.cfg.losses.impl, self.cfg.losses.final_landmarks)
         total = losses["total"]
@@ -330,7 +335,8 @@ class Trainer:
         D.broadcast_buffers(self.model, self.dist)  # rank 0 validates; keep every rank's BN statistics equal
         if self.dist.is_main:
             t0 = time.perf_counter()
-            metrics = validate(self.model, self.face_model, self.val_batches, self.intrinsics, self.preparer)
+            metrics = validate(self.model, self.face_model, self.val_batches, self.intrinsics, self.preparer,
+                               self.reflectance_prior)
             self.timings["validation_s"] = self.timings.get("validation_s", 0.0) + time.perf_counter() - t0
             self.history.val.append({"step": self.state.step, "stage": stage, **metrics})
         D.barrier(self.dist)
@@ -358,7 +364,8 @@ class Trainer:
     def final_evaluation(self) -> dict:
         """The evaluation issue's metrics on ``eval.n`` held-out synthetic faces (disjoint seeds)."""
         return final_evaluation(self.model, self.cfg.eval.n, self._synthetic_config(), progress=self.progress,
-                                preparer=self.preparer)
+                                preparer=self.preparer, weights=self.weights,
+                                reflectance_prior=self.reflectance_prior)
 
 
 def _clean(d):

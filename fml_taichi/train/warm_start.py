@@ -22,27 +22,19 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import terms
-from ..reference.image_formation import sh_basis
-
-MIN_SHADING = 0.05
-MAX_RESIDUAL = 0.5
+from ..recon.corrective_fit import reflectance_residuals as _level_residuals
 
 
 @torch.no_grad()
-def reflectance_residuals(model, face_model, images: torch.Tensor, intrinsics, impl: str = "taichi"):
-    """Per-vertex reflectance residuals [B, N, 3] of the base level and the encoder features [B, F]."""
+def reflectance_residuals(model, face_model, images: torch.Tensor, intrinsics, start=None):
+    """Per-vertex reflectance residuals [B, N, 3] of the base level and what the heads read [B, F]
+    (the encoder features, and the start's z beside them; ``start``: the start's z for an ``image+start`` encoder)."""
     enc = model.encoder
     feats = enc.backbone(enc.preprocess(images.permute(0, 3, 1, 2)))
-    params, out = model(images)
-    form = terms.ops(impl).image_formation
-    res = form(out.base_geometry.contiguous(), out.base_reflectance.contiguous(), face_model.triangles,
-               params.rotation.contiguous(), params.translation.contiguous(), intrinsics, params.light.contiguous(),
-               images.contiguous())
-    shading = torch.bmm(sh_basis(res.normals), params.light)  # [B, N, 3]
-    ok = (res.visible > 0) & (shading > MIN_SHADING).all(-1)
-    r_star = res.sampled / shading.clamp_min(MIN_SHADING)
-    resid = (r_star - out.base_reflectance).clamp(-MAX_RESIDUAL, MAX_RESIDUAL) * ok.unsqueeze(-1)
+    if enc.takes_start:  # the heads read the start's z beside the image features
+        feats = torch.cat([feats, start.to(feats.dtype)], 1)
+    params, out = model(images, start)
+    resid, _ = _level_residuals(face_model, out.base_geometry, out.base_reflectance, params, images, intrinsics)
     return resid, feats
 
 
@@ -88,11 +80,11 @@ def ridge_gcv(features: torch.Tensor, targets: torch.Tensor, lambdas=None) -> tu
 
 
 @torch.no_grad()
-def warm_start_reflectance(model, face_model, source, n: int, intrinsics, impl: str = "taichi",
-                           batch_size: int = 16) -> dict:
+def warm_start_reflectance(model, face_model, source, n: int, intrinsics, batch_size: int = 16) -> dict:
     """Set Theta_r and the reflectance head from ``n`` items of ``source`` (see the module docstring).
 
-    ``source``: an :class:`~fml_taichi.train.batches.ImagePool` / ``DatasetSource`` (first ``n`` items).
+    ``source``: an :class:`~fml_taichi.train.batches.ImagePool` / ``DatasetSource`` (first ``n`` items;
+    aligned items bring their cameras and starts).
     Returns a small report (explained fraction, chosen lambda) for the logs.
     """
     corr = model.multilevel.reflectance_corrective
@@ -105,7 +97,8 @@ def warm_start_reflectance(model, face_model, source, n: int, intrinsics, impl: 
         resid, feats = [], []
         for start in range(0, n, batch_size):
             batch = source.batch(torch.arange(start, min(start + batch_size, n)))
-            r, f = reflectance_residuals(model, face_model, batch["image"], intrinsics, impl)
+            k = batch.get("intrinsics", intrinsics)  # aligned crops carry their own cameras
+            r, f = reflectance_residuals(model, face_model, batch["image"], k, batch.get("start"))
             resid.append(r.reshape(r.shape[0], -1))
             feats.append(f)
         x, feats = torch.cat(resid), torch.cat(feats)

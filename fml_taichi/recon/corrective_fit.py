@@ -1,0 +1,99 @@
+"""Reflectance corrective coefficients fitted to the image by linear least squares.
+
+The paper's encoder *predicts* the corrective coefficients ``delta_r`` from the image. Measured on the
+CPU default, a network trained for minutes predicts them poorly (the final level's photometric error
+stays at the base level's), although the image determines them almost linearly: by the image formation
+model (Eq. 5) a visible vertex ``i`` of colour ``I(u_i)`` under SH shading ``s_i`` asks for the
+reflectance ``r*_i = I(u_i) / s_i``; what the base level leaves, ``rho_i = r*_i - r^b_i``, should be
+``(Theta_r delta_r)_i``. So ``delta_r`` is the ridge solution of
+
+    min_delta  sum_i sum_c s_ic^2 ((Theta_r delta)_ic - rho_ic)^2  +  lambda |delta|^2
+
+over the visible, lit vertices (weights ``s^2``: the residual measured in the image, not in
+reflectance, so dark vertices count less). ``Theta_r`` itself is learned in training as before (the
+photometric term of the final level), with these coefficients as the per-image input; its start is the
+principal components of the same residuals over the training images (:mod:`fml_taichi.train.warm_start`).
+``model.reflectance_coefficients: predicted`` keeps the paper's encoder head; ``fitted`` uses this module.
+
+Everything is read from the image and the model's own base level: no ground truth.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..ops.image_formation import image_formation
+from ..reference.image_formation import sh_basis
+
+__all__ = ["MIN_SHADING", "MAX_RESIDUAL", "DEFAULT_PRIOR", "reflectance_residuals", "fit_reflectance_coefficients",
+           "fitted_reflectance_coefficients",
+           "with_fitted_reflectance", "reflectance_prior_of"]
+
+#: Vertices shaded below this (any channel) are left out: their ``I / s`` is mostly noise.
+MIN_SHADING = 0.05
+#: Residuals are clipped to this (hair, background and occluders at the silhouette).
+MAX_RESIDUAL = 0.5
+#: Ridge weight lambda (same units as the s^2-weighted squared residual sum; measured: 0.01 on the CPU
+#: default's 4k-vertex model keeps the coefficients within a few units of their training spread).
+DEFAULT_PRIOR = 0.01
+
+
+@torch.no_grad()
+def reflectance_residuals(face_model, geometry, reflectance, params, images, intrinsics):
+    """Per-vertex reflectance residuals ``rho`` [B, N, 3] of one level and their weights ``s^2`` [B, N, 3]
+    (0 for invisible or badly lit vertices). ``geometry``/``reflectance`` [B, N, 3] in model space,
+    ``params`` the pose and light, ``images`` [B, H, W, 3] in [0, 1] seen by ``intrinsics`` [4] / [B, 4]."""
+    res = image_formation(geometry.detach().float().contiguous(), reflectance.detach().float().contiguous(),
+                          face_model.triangles, params.rotation.detach().float().contiguous(),
+                          params.translation.detach().float().contiguous(), intrinsics,
+                          params.light.detach().float().contiguous(), images.float().contiguous())
+    shading = torch.bmm(sh_basis(res.normals), params.light.detach().float())  # [B, N, 3]
+    ok = (res.visible > 0) & (shading > MIN_SHADING).all(-1)
+    rho = (res.sampled / shading.clamp_min(MIN_SHADING) - reflectance.detach().float())
+    rho = rho.clamp(-MAX_RESIDUAL, MAX_RESIDUAL) * ok.unsqueeze(-1)
+    return rho, shading.square() * ok.unsqueeze(-1)
+
+
+@torch.no_grad()
+def fit_reflectance_coefficients(theta: torch.Tensor, rho: torch.Tensor, weight: torch.Tensor,
+                                 prior: float = DEFAULT_PRIOR) -> torch.Tensor:
+    """The ridge solution ``delta`` [B, C] (module docstring) for a basis ``theta`` [3N, C] (x0 y0 z0 x1
+    ... rows, :attr:`~fml_taichi.model.LinearCorrective.theta`), residuals and weights [B, N, 3]."""
+    if prior <= 0:
+        raise ValueError(f"prior: expected a positive ridge weight, got {prior!r}")
+    b = rho.shape[0]
+    basis = theta.detach().float()
+    w, r = weight.reshape(b, -1), rho.reshape(b, -1)
+    normal = torch.einsum("bk,kc,kd->bcd", w, basis, basis)  # [B, C, C]
+    normal = normal + prior * torch.eye(basis.shape[1], dtype=normal.dtype)
+    rhs = (w * r) @ basis  # [B, C]
+    return torch.linalg.solve(normal, rhs.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def fitted_reflectance_coefficients(multilevel, params, output, images, intrinsics,
+                                    prior: float = DEFAULT_PRIOR) -> torch.Tensor:
+    """``delta_r`` [B, C] for a reconstruction (``params``, ``output`` of ``multilevel``) of ``images``:
+    residuals of the base reflectance on the *final* geometry (the geometry corrective is kept), fitted
+    in ``multilevel``'s linear reflectance basis."""
+    corr = multilevel.reflectance_corrective
+    if not hasattr(corr, "theta"):
+        raise ValueError("fitted reflectance coefficients need a linear reflectance corrective (model.kind 'linear')")
+    rho, w = reflectance_residuals(multilevel.face_model, output.final_geometry, output.base_reflectance, params,
+                                   images, intrinsics)
+    return fit_reflectance_coefficients(corr.theta, rho, w, prior).to(params.delta_reflectance.dtype)
+
+
+def with_fitted_reflectance(multilevel, params, output, images, intrinsics, prior: float = DEFAULT_PRIOR):
+    """``(params, output)`` with ``delta_r`` replaced by the fitted coefficients and the model output
+    recomputed by ``multilevel`` (differentiable w.r.t. Theta_r when gradients are on: training)."""
+    delta = fitted_reflectance_coefficients(multilevel, params, output, images, intrinsics, prior)
+    params = params.replace(delta_reflectance=delta)
+    return params, multilevel(params)
+
+
+def reflectance_prior_of(config) -> float | None:
+    """The ridge weight when a training config fits the reflectance coefficients, else None."""
+    m = getattr(config, "model", None)
+    if m is None or getattr(m, "reflectance_coefficients", "predicted") != "fitted":
+        return None
+    return float(m.reflectance_fit_prior)
