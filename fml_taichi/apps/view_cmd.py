@@ -126,18 +126,25 @@ def regress_synthetic(reconstructor, n: int, batch: int = 16):
     """FaceParams [n] the trained encoder regresses from ``n`` held-out synthetic faces.
 
     The faces are ``fml_taichi.data.synthetic``'s evaluation seeds (never used in training), so the
-    spread of their corrective coefficients is what the regressor does on unseen faces.
+    spread of their corrective coefficients is what the regressor does on unseen faces. They are drawn
+    as the checkpoint was trained (its ``data.synthetic``) and reconstructed its way
+    (:meth:`~fml_taichi.recon.reconstructor.Reconstructor.reconstruct`).
     """
     import torch
 
     from ..data.synthetic import EVAL_SEED_START, SyntheticRenderer
     from ..model import FaceParams
 
-    renderer = SyntheticRenderer(reconstructor.face_model)
+    from ..nets.config import synthetic_config
+
+    cfg = reconstructor.config
+    known = cfg is not None and cfg.data.kind == "synthetic"
+    renderer = SyntheticRenderer(reconstructor.face_model, synthetic_config(cfg) if known else None)
     parts = []
     for start in range(0, n, batch):
         seeds = range(EVAL_SEED_START + start, EVAL_SEED_START + min(n, start + batch))
-        params, _ = reconstructor(renderer.render(list(seeds))["image"])
+        b = renderer.render(list(seeds))
+        params, _ = reconstructor.reconstruct(b["image"], b["landmarks"], b["intrinsics"][0])
         parts.append(params)
     return FaceParams(**{k: torch.cat([getattr(p, k) for p in parts]) for k in FaceParams.names()})
 

@@ -375,3 +375,16 @@ def _resolve(p: str, config_path: str) -> str:
     # configs/ sits next to the repository root: "configs/losses.yaml" from configs/x.yaml.
     up = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(config_path))), p)
     return up if os.path.exists(up) else p
+
+
+def synthetic_config(cfg):
+    """The :class:`~fml_taichi.data.SyntheticConfig` of a training config's synthetic data
+    (``data.synthetic`` with the crop size ``data.image_size``); ValueError naming a bad key."""
+    from ..data.synthetic import SyntheticConfig
+
+    scfg = dict(cfg.data.synthetic)
+    scfg.setdefault("image_size", cfg.data.image_size)
+    try:
+        return SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in scfg.items()})
+    except TypeError as e:
+        raise ValueError(f"data.synthetic: {e}") from e

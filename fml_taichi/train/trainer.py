@@ -29,10 +29,10 @@ from ..common import runtime
 from ..common.atomic import write_text
 from ..common.camera import default_intrinsics
 from ..data.cached_dataset import CachedCropDataset
-from ..data.synthetic import SyntheticConfig, SyntheticFaces
+from ..data.synthetic import SyntheticFaces
 from ..losses import LossWeights, default_weights
 from ..nets.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from ..nets.config import ConfigError, TrainConfig, from_dict
+from ..nets.config import ConfigError, TrainConfig, from_dict, synthetic_config
 from ..recon.anchored import EncoderInputPreparer
 from ..recon.corrective_fit import reflectance_prior_of, with_fitted_reflectance
 from ..nets.models import (
@@ -140,12 +140,7 @@ class Trainer:
             raise ValueError(f"losses.overrides: {e}") from e
 
     def _synthetic_config(self):
-        scfg = dict(self.cfg.data.synthetic)
-        scfg.setdefault("image_size", self.cfg.data.image_size)
-        try:
-            return SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in scfg.items()})
-        except TypeError as e:
-            raise ValueError(f"data.synthetic: {e}") from e
+        return synthetic_config(self.cfg)
 
     def _synthetic(self, length: int, split: str):
         return SyntheticFaces(length, split=split, face_model=self.face_model, config=self._synthetic_config())
