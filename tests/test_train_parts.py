@@ -105,3 +105,23 @@ def test_final_landmarks_add_the_final_level_sparse_term(small_model):
     torch.testing.assert_close(extra["total"], plain["total"] + 2.0 * extra["sparse_final"])
     one = stage_loss(1, out, params, fm, batch, k, w, impl="torch")
     assert set(one) >= {"photo_base", "sparse", "std", "total"} and "photo_final" not in one
+
+
+def test_shading_span_is_orthonormal_and_holds_sh_shading(small_model):
+    from fml_taichi.model import mesh as mesh_utils
+    from fml_taichi.reference.image_formation import sh_basis
+    from fml_taichi.train.warm_start import shading_span
+
+    fm = small_model
+    q = shading_span(fm)
+    assert q.shape == (3 * fm.n_vertices, 27)
+    torch.testing.assert_close(q.T @ q, torch.eye(27, dtype=q.dtype), atol=1e-8, rtol=0)
+    v = fm.mean_geometry.double().numpy()
+    normals = torch.as_tensor(mesh_utils.vertex_normals(v, fm.triangles.long().numpy()))
+    light = torch.randn(9, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    shading = (sh_basis(normals.unsqueeze(0))[0].double() @ light).reshape(-1)  # a tinted SH shading field
+    assert float((shading - q @ (q.T @ shading)).norm()) < 1e-8 * float(shading.norm())
+    colour = torch.zeros(fm.n_vertices, 3, dtype=torch.float64)
+    colour[: fm.n_vertices // 4, 0] = 1.0  # a red patch: mostly outside the span
+    c = colour.reshape(-1)
+    assert float((c - q @ (q.T @ c)).norm()) > 0.5 * float(c.norm())

@@ -9,7 +9,9 @@ base level's). The warm start replaces the noise with directions the training im
    image formation model (Eq. 5) says ``I(u_i) = r_i * s_i`` (reflectance times SH shading), so the
    reflectance the image asks for is ``r*_i = I(u_i) / s_i``, and ``r*_i - r^b_i`` is what the base
    level could not explain. Invisible or badly lit vertices (shading < 0.05) contribute 0.
-2. The principal components (uncentred SVD) of these per-image residual fields [n, 3N] become
+2. The residuals are projected off the span of SH shading on the mean face (:func:`shading_span`:
+   shading is the light's job, not the reflectance's). The principal components (uncentred SVD) of
+   these per-image residual fields [n, 3N] become
    Theta_r's C columns, scaled so that their coefficients have unit variance over the images.
 3. The reflectance corrective head starts at the ridge-regression map from the encoder's features
    to those coefficients (regularisation chosen by generalised cross-validation on the same images).
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import torch
 
+from ..model import mesh as mesh_utils
 from ..recon.corrective_fit import reflectance_residuals as _level_residuals
+from ..reference.image_formation import sh_basis
 
 
 @torch.no_grad()
@@ -79,6 +83,25 @@ def ridge_gcv(features: torch.Tensor, targets: torch.Tensor, lambdas=None) -> tu
     return w.float(), b.float(), float(lam)
 
 
+def shading_span(face_model) -> torch.Tensor:
+    """An orthonormal basis [3N, 27] of the fields SH shading paints on the mean face: the 9 SH basis
+    functions of its vertex normals, in each colour channel.
+
+    A residual ``I / s - r^b`` holds shading wherever the light or the geometry is off; principal
+    components taken as they come would bake it into Theta_r (a "reflectance" mode darkening the nose
+    side and brightening the forehead, which the light should explain). Residuals are projected off
+    this span first, so the reflectance corrective holds colour, not light."""
+    v = face_model.mean_geometry.detach().double().cpu().numpy()
+    normals = torch.as_tensor(mesh_utils.vertex_normals(v, face_model.triangles.long().cpu().numpy()))
+    y = sh_basis(normals.unsqueeze(0))[0].double()  # [N, 9]
+    n = y.shape[0]
+    fields = torch.zeros(n, 3, 9, 3, dtype=torch.float64)
+    for c in range(3):
+        fields[:, c, :, c] = y
+    q, _ = torch.linalg.qr(fields.reshape(3 * n, 27))
+    return q
+
+
 @torch.no_grad()
 def warm_start_reflectance(model, face_model, source, n: int, intrinsics, batch_size: int = 16) -> dict:
     """Set Theta_r and the reflectance head from ``n`` items of ``source`` (see the module docstring).
@@ -102,6 +125,8 @@ def warm_start_reflectance(model, face_model, source, n: int, intrinsics, batch_
             resid.append(r.reshape(r.shape[0], -1))
             feats.append(f)
         x, feats = torch.cat(resid), torch.cat(feats)
+        q = shading_span(face_model).to(x.dtype)
+        x = x - (x @ q) @ q.T
         c = corr.n_components
         basis, coef = principal_basis(x, c)
         w, b, lam = ridge_gcv(feats, coef)
