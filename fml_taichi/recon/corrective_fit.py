@@ -62,10 +62,16 @@ def fit_reflectance_coefficients(theta: torch.Tensor, rho: torch.Tensor, weight:
         raise ValueError(f"prior: expected a positive ridge weight, got {prior!r}")
     b = rho.shape[0]
     basis = theta.detach().float()
-    w, r = weight.reshape(b, -1), rho.reshape(b, -1)
-    normal = torch.einsum("bk,kc,kd->bcd", w, basis, basis)  # [B, C, C]
-    normal = normal + prior * torch.eye(basis.shape[1], dtype=normal.dtype)
-    rhs = (w * r) @ basis  # [B, C]
+    w, r = weight.reshape(b, -1).float(), rho.reshape(b, -1).float()
+    eye = prior * torch.eye(basis.shape[1], dtype=basis.dtype)
+    normal, rhs = [], []
+    for i in range(b):  # only the rows that carry weight: about half the vertices face the camera
+        rows = w[i] > 0
+        a = basis[rows]
+        wa = a * w[i, rows, None]
+        normal.append(wa.T @ a + eye)
+        rhs.append(wa.T @ r[i, rows])
+    normal, rhs = torch.stack(normal), torch.stack(rhs)
     return torch.linalg.solve(normal, rhs.unsqueeze(-1)).squeeze(-1)
 
 
