@@ -58,7 +58,7 @@ def test_load_config_reports_file_problems(tmp_path):
 
 def test_shipped_configs_load():
     root = os.path.join(os.path.dirname(__file__), "..", "configs")
-    for name in ("default.yaml", "gpu_long.yaml", "images_folder.yaml"):
+    for name in ("default.yaml", "paper_cpu.yaml", "gpu_long.yaml", "images_folder.yaml"):
         cfg = C.load_config(os.path.join(root, name))
         assert cfg.total_steps > 0, name
         assert cfg.losses.weights is None or os.path.isfile(cfg.losses.weights), name
