@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +29,8 @@ from ..data.detect import Detection, DlibDetector, PtsFileDetector
 from ..losses.terms import landmark_vertices
 from ..model import FaceParams, ModelOutput
 from ..reference.image_formation import euler_to_matrix, project
+from .align import align_face, warp_aligned
+from .anchored import rotate_camera, start_z
 from .reconstructor import Reconstructor
 from .runners import make_runner
 
@@ -160,7 +162,8 @@ class FacePipeline:
             faces at or above it are kept when confident *or* plausible (:data:`PLAUSIBLE_FIT_ERROR`).
         upsample: dlib's HOG upsampling (None: dlib detector's default); with the landmark start an
             image without faces is searched once more at one level finer (small faces).
-        correctives: with the landmark start, add the encoder's corrective coefficients.
+        correctives: with the landmark start and an ``image`` encoder, add the encoder's corrective
+            coefficients (an ``image+start`` encoder always gives its residuals and correctives).
         focal_px: the photo's focal length in pixels when known (EXIF, calibration); the landmark
             start then fits in that camera (:meth:`crop_cameras`). None: the training crop camera.
     """
@@ -198,7 +201,13 @@ class FacePipeline:
             from .start import LandmarkStart
 
             self.start = LandmarkStart(self.face_model, crop_size=self.size)
-        self.runner = make_runner(reconstructor.encoder, reconstructor.multilevel, runner, self.size, threads)
+        #: The checkpoint's encoder reads the landmark start (``encoder.input: image+start``).
+        self.encoder_takes_start = bool(reconstructor.encoder.takes_start)
+        if self.encoder_takes_start and init == "encoder":
+            raise ValueError("init 'encoder': this checkpoint's encoder reads the landmark start "
+                             "(encoder.input 'image+start'); use init 'landmarks'")
+        graphs = ("features",) if init == "landmarks" else ("model",)
+        self.runner = make_runner(reconstructor.encoder, reconstructor.multilevel, runner, self.size, threads, graphs)
         self.min_confidence = float(min_confidence)
         self.max_faces = max_faces
 
@@ -336,45 +345,110 @@ class FacePipeline:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fml-encoder")
         return self._pool
 
-    def _encode_aligned(self, image, detections, boxes, k_crop) -> tuple[FaceParams, float]:
-        """The encoder on the aligned crops (roll and scale removed); (its parameters, seconds)."""
-        t0 = time.perf_counter()
-        k_img = np.stack([b.image_intrinsics(k, self.size) for b, k in zip(boxes, k_crop)])
-        aligned, _ = self.start.aligned_crops(image, np.stack([d.landmarks for d in detections]), k_img)
-        enc, _, _ = self.runner(torch.from_numpy(aligned))
-        return enc, time.perf_counter() - t0
+    def _align(self, detections, boxes, k_crop) -> list:
+        """The :class:`~fml_taichi.recon.align.AlignedCrop` of each face (similarity and camera only:
+        the warp itself runs with the encoder)."""
+        return [align_face(d.landmarks, b.image_intrinsics(k, self.size), self.start.template, self.size)
+                for d, b, k in zip(detections, boxes, k_crop)]
+
+    def _encoder_job(self, image, aligned) -> "_EncoderJob":
+        """Warp the aligned crops and run the backbone on them: on the worker thread while this one
+        fits the start (``overlap_encoder``; ONNX Runtime, torch and OpenCV release the GIL), else here."""
+        job = _EncoderJob(image, aligned, self.runner.features)
+        if self.overlap_encoder:
+            job.done = self._encoder_pool().submit(job.run)
+        else:
+            job.run()
+        return job
 
     def reconstruct_landmarks(self, image, detections, boxes, crops, crop_intrinsics=None) -> tuple[FaceParams, ModelOutput]:
-        """The landmark start (:mod:`fml_taichi.recon.start`) for crops [F, S, S, 3], with the encoder's
-        correctives from the aligned crops (when ``correctives``); the timings go to ``last_timings``
-        (``encoder``: the encoder's own time, on the worker thread; ``encoder_wait``: what this thread
-        waited for it after the start)."""
+        """The landmark start (:mod:`fml_taichi.recon.start`) for crops [F, S, S, 3] and the encoder on
+        the aligned crops (module :mod:`fml_taichi.recon.align`).
 
+        * an ``image`` encoder (the paper's) adds its correctives (when ``correctives``) to the start
+          fitted on the crops;
+        * an ``image+start`` encoder reads the start fitted on the *aligned* crops in their camera
+          (exactly as :class:`~fml_taichi.recon.anchored.EncoderInputPreparer` prepares it in
+          training), predicts residuals on it and the correctives; the result moves back to the crop
+          camera (:func:`~fml_taichi.recon.anchored.rotate_camera` by ``-angle``). ``last_start``
+          then holds the start in the aligned camera.
+
+        The backbone runs on a worker thread while the start is fitted; the linear heads and the
+        multi-level model after it. ``last_timings`` (seconds): ``landmark_fit``, ``colour_fit``,
+        ``crop_wait`` (the colour fit waiting for the aligned warp), ``align``, ``encoder`` (warp +
+        backbone, on the worker), ``encoder_wait`` (this thread waiting for it after the start),
+        ``heads``, ``model``."""
         det_crop = np.stack([b.to_crop(d.landmarks, self.size) for d, b in zip(detections, boxes)])
         ml = self.multilevel
         k_crop = self.crop_cameras(boxes, image.shape) if crop_intrinsics is None else crop_intrinsics
-        # The encoder sees only the aligned crop, so it runs on a second core while this thread fits
-        # the start (ONNX Runtime and torch release the GIL): measured ~30% less per call on 2 cores.
-        pending = None
-        if self.correctives and self.overlap_encoder:
-            pending = self._encoder_pool().submit(self._encode_aligned, image, detections, boxes, k_crop)
-        start = self.start(crops, det_crop, k_crop, ml.n_correctives_geometry,
-                           ml.n_correctives_reflectance)
-        params = start.params
+        takes_start = self.encoder_takes_start
         t0 = time.perf_counter()
-        encoder_seconds = 0.0
-        if self.correctives:
-            enc, encoder_seconds = pending.result() if pending else self._encode_aligned(image, detections, boxes, k_crop)
-            params = params.replace(delta_geometry=enc.delta_geometry.to(params.shape.dtype),
-                                    delta_reflectance=enc.delta_reflectance.to(params.shape.dtype))
+        job = None
+        if takes_start or self.correctives:
+            aligned = self._align(detections, boxes, k_crop)
+            job = self._encoder_job(image, aligned)
         t1 = time.perf_counter()
-        with torch.no_grad():  # the multi-level model, reusing the start's base geometry
-            base_g, base_r = start.base_geometry, self.face_model.reflectance(params.reflectance)
+        if takes_start:
+            lm_al = np.stack([al.to_crop(d.landmarks) for al, d in zip(aligned, detections)])
+            k_al = np.stack([al.intrinsics for al in aligned])
+            start = self.start(job.crops, lm_al, k_al, ml.n_correctives_geometry, ml.n_correctives_reflectance)
+        else:
+            start = self.start(crops, det_crop, k_crop, ml.n_correctives_geometry, ml.n_correctives_reflectance)
+        t2 = time.perf_counter()
+        features, encoder_seconds = job.features() if job is not None else (None, 0.0)
+        t3 = time.perf_counter()
+        params, base_g = start.params, start.base_geometry
+        heads = self.runner.heads
+        dt = params.shape.dtype
+        if takes_start:
+            enc = heads.params(features, start_z(heads.codec, params).numpy()).to(dt)
+            params = rotate_camera(enc, -torch.tensor([al.angle for al in aligned], dtype=dt))
+        elif self.correctives:
+            z_g, z_r = heads.correctives(features)
+            scale = heads.codec.scales.corrective_scale
+            params = params.replace(delta_geometry=torch.from_numpy(z_g * scale).to(dt),
+                                    delta_reflectance=torch.from_numpy(z_r * scale).to(dt))
+        t4 = time.perf_counter()
+        with torch.no_grad():  # the multi-level model; an image encoder's start already gave the base geometry
+            if takes_start:
+                base_g = self.face_model.geometry(params.shape, params.expression)
+            base_r = self.face_model.reflectance(params.reflectance)
             corr_g, corr_r = ml.geometry_corrective(params.delta_geometry), ml.reflectance_corrective(params.delta_reflectance)
             output = ModelOutput(base_geometry=base_g, final_geometry=base_g + corr_g, base_reflectance=base_r,
                                  final_reflectance=base_r + corr_r, geometry_corrective=corr_g,
                                  reflectance_corrective=corr_r)
-        self.last_timings = {**start.seconds, "encoder_wait": t1 - t0, "encoder": encoder_seconds,
-                             "model": time.perf_counter() - t1}
+        self.last_timings = {**start.seconds, "align": t1 - t0, "encoder_wait": t3 - t2, "encoder": encoder_seconds,
+                             "heads": t4 - t3, "model": time.perf_counter() - t4}
         self.last_start = start
         return params, output
+
+
+class _EncoderJob:
+    """The encoder's part of one call: aligned warps, then the backbone's features. ``crops()`` and
+    ``features()`` block until their part is done (re-raising its error)."""
+
+    def __init__(self, image, aligned, features_fn):
+        self.image, self.aligned, self.features_fn = image, aligned, features_fn
+        self._crops, self._features = Future(), Future()
+        self.done = None
+
+    def run(self):
+        t0 = time.perf_counter()
+        try:
+            crops = np.stack([warp_aligned(self.image, al) for al in self.aligned])
+        except BaseException as e:
+            self._crops.set_exception(e)
+            self._features.set_exception(e)
+            return
+        self._crops.set_result(crops)
+        try:
+            self._features.set_result((self.features_fn(crops), time.perf_counter() - t0))
+        except BaseException as e:
+            self._features.set_exception(e)
+
+    def crops(self) -> np.ndarray:
+        return self._crops.result()
+
+    def features(self) -> tuple[np.ndarray, float]:
+        """(features [F, n_features], seconds of warp + backbone)."""
+        return self._features.result()

@@ -32,7 +32,8 @@ __all__ = ["StartResult", "LandmarkStart"]
 @dataclass
 class StartResult:
     """params: FaceParams (batch F, crop camera). fit: the LandmarkFit; colour: the ColourFit;
-    seconds: {"landmark_fit", "colour_fit"} wall time of the batch; base_geometry [F, N, 3] the
+    seconds: {"landmark_fit", "colour_fit", "crop_wait"} wall time of the batch (``crop_wait``: waiting
+    for crops given as a callable, not counted in ``colour_fit``); base_geometry [F, N, 3] the
     base level of ``params`` (already evaluated for the colour fit)."""
 
     params: FaceParams
@@ -55,7 +56,9 @@ class LandmarkStart:
 
     def __call__(self, crops: np.ndarray, landmarks_crop: np.ndarray, intrinsics, n_geometry: int,
                  n_reflectance: int, weights=None) -> StartResult:
-        """crops [F, S, S, 3], landmarks_crop [F, 68, 2] (crop px), intrinsics [4] of the crop;
+        """crops [F, S, S, 3] (or a zero-argument callable returning them, called once the landmarks
+        are fitted: the colour fit is the first to read them, so a warp may finish on another thread
+        meanwhile), landmarks_crop [F, 68, 2] (crop px), intrinsics [4] or [F, 4] of the crops;
         ``n_geometry`` / ``n_reflectance``: corrective sizes of the model (zeros here)."""
         fm = self.face_model
         t0 = time.perf_counter()
@@ -63,6 +66,10 @@ class LandmarkStart:
         t1 = time.perf_counter()
         with torch.no_grad():
             geo = fm.geometry(torch.from_numpy(fit.shape).to(fm.dtype), torch.from_numpy(fit.expression).to(fm.dtype))
+        t_wait = time.perf_counter()
+        if callable(crops):
+            crops = crops()
+        wait = time.perf_counter() - t_wait
         colour = self.colour(crops, geo.double().numpy(), fit.matrix, fit.translation, intrinsics)
         t2 = time.perf_counter()
         f = len(crops)
@@ -73,7 +80,8 @@ class LandmarkStart:
             delta_geometry=torch.zeros(f, n_geometry, dtype=dt), delta_reflectance=torch.zeros(f, n_reflectance, dtype=dt),
             rotation=torch.from_numpy(fit.rotation).to(dt), translation=torch.from_numpy(fit.translation).to(dt),
             light=torch.from_numpy(np.ascontiguousarray(colour.light)).to(dt))
-        return StartResult(params, fit, colour, {"landmark_fit": t1 - t0, "colour_fit": t2 - t1}, geo)
+        return StartResult(params, fit, colour, {"landmark_fit": t1 - t0, "colour_fit": t2 - t1 - wait,
+                                                 "crop_wait": wait}, geo)
 
     def aligned_crops(self, image: np.ndarray, landmarks_image: np.ndarray, image_intrinsics) -> tuple[np.ndarray, list]:
         """Aligned crops [F, S, S, 3] of the faces (landmarks [F, 68, 2] in the image; intrinsics
