@@ -196,6 +196,10 @@ class FacePipeline:
         self.start = None
         #: Run the encoder on a worker thread while the start is fitted (landmark start only).
         self.overlap_encoder = True
+        #: Landmark start with an ``image`` encoder: run the backbone graph and only the corrective
+        #: heads (True), or the whole encoder + multi-level model graph on the aligned crop and keep
+        #: its correctives (False: the path before the split, the benchmark's baseline).
+        self.split_encoder = True
         self._pool = None
         if init == "landmarks":
             from .start import LandmarkStart
@@ -351,15 +355,40 @@ class FacePipeline:
         return [align_face(d.landmarks, b.image_intrinsics(k, self.size), self.start.template, self.size)
                 for d, b, k in zip(detections, boxes, k_crop)]
 
-    def _encoder_job(self, image, aligned) -> "_EncoderJob":
-        """Warp the aligned crops and run the backbone on them: on the worker thread while this one
-        fits the start (``overlap_encoder``; ONNX Runtime, torch and OpenCV release the GIL), else here."""
-        job = _EncoderJob(image, aligned, self.runner.features)
+    def _encoder_job(self, image, aligned, takes_start: bool) -> "_EncoderJob":
+        """Warp the aligned crops and run the encoder's image part on them: on the worker thread while
+        this one fits the start (``overlap_encoder``; ONNX Runtime, torch and OpenCV release the GIL),
+        else here. An ``image+start`` encoder's job ends with the backbone's features (its heads need
+        the start); an ``image`` encoder's goes on to the correctives' offsets, which do not."""
+        if takes_start:
+            work = self.runner.features
+        elif self.split_encoder:
+            work = self._image_correctives
+        else:
+            work = self._image_correctives_full_graph
+        job = _EncoderJob(image, aligned, work)
         if self.overlap_encoder:
             job.done = self._encoder_pool().submit(job.run)
         else:
             job.run()
         return job
+
+    def _image_correctives(self, crops) -> tuple:
+        """An ``image`` encoder's corrective coefficients and the multi-level model's offsets for them."""
+        z_g, z_r = self.runner.heads.correctives(self.runner.features(crops))
+        scale = self.runner.heads.codec.scales.corrective_scale
+        return self._corrective_offsets(torch.from_numpy(z_g * scale), torch.from_numpy(z_r * scale))
+
+    def _image_correctives_full_graph(self, crops) -> tuple:
+        enc, _, _ = self.runner(torch.from_numpy(crops))
+        return self._corrective_offsets(enc.delta_geometry, enc.delta_reflectance)
+
+    def _corrective_offsets(self, delta_g, delta_r) -> tuple:
+        dt = self.face_model.dtype
+        delta_g, delta_r = delta_g.to(dt), delta_r.to(dt)
+        with torch.no_grad():
+            return (delta_g, delta_r, self.multilevel.geometry_corrective(delta_g),
+                    self.multilevel.reflectance_corrective(delta_r))
 
     def reconstruct_landmarks(self, image, detections, boxes, crops, crop_intrinsics=None) -> tuple[FaceParams, ModelOutput]:
         """The landmark start (:mod:`fml_taichi.recon.start`) for crops [F, S, S, 3] and the encoder on
@@ -373,21 +402,21 @@ class FacePipeline:
           camera (:func:`~fml_taichi.recon.anchored.rotate_camera` by ``-angle``). ``last_start``
           then holds the start in the aligned camera.
 
-        The backbone runs on a worker thread while the start is fitted; the linear heads and the
-        multi-level model after it. ``last_timings`` (seconds): ``landmark_fit``, ``colour_fit``,
-        ``crop_wait`` (the colour fit waiting for the aligned warp), ``align``, ``encoder`` (warp +
-        backbone, on the worker), ``encoder_wait`` (this thread waiting for it after the start),
-        ``heads``, ``model``."""
+        The backbone runs on a worker thread while the start is fitted (for an ``image`` encoder the
+        corrective heads and offsets too); an ``image+start`` encoder's heads and the multi-level
+        model after it. ``last_timings`` (seconds): ``landmark_fit``, ``colour_fit``, ``crop_wait``
+        (the colour fit waiting for the aligned warp), ``align``, ``encoder`` (the worker's part),
+        ``encoder_wait`` (this thread waiting for it after the start), ``heads``, ``model``."""
         det_crop = np.stack([b.to_crop(d.landmarks, self.size) for d, b in zip(detections, boxes)])
         ml = self.multilevel
         k_crop = self.crop_cameras(boxes, image.shape) if crop_intrinsics is None else crop_intrinsics
         takes_start = self.encoder_takes_start
         t0 = time.perf_counter()
-        job = None
+        job, align_seconds = None, 0.0
         if takes_start or self.correctives:
             aligned = self._align(detections, boxes, k_crop)
-            job = self._encoder_job(image, aligned)
-        t1 = time.perf_counter()
+            align_seconds = time.perf_counter() - t0
+            job = self._encoder_job(image, aligned, takes_start)
         if takes_start:
             lm_al = np.stack([al.to_crop(d.landmarks) for al, d in zip(aligned, detections)])
             k_al = np.stack([al.intrinsics for al in aligned])
@@ -395,41 +424,42 @@ class FacePipeline:
         else:
             start = self.start(crops, det_crop, k_crop, ml.n_correctives_geometry, ml.n_correctives_reflectance)
         t2 = time.perf_counter()
-        features, encoder_seconds = job.features() if job is not None else (None, 0.0)
+        encoded, encoder_seconds = job.result() if job is not None else (None, 0.0)
         t3 = time.perf_counter()
         params, base_g = start.params, start.base_geometry
-        heads = self.runner.heads
-        dt = params.shape.dtype
+        corr = None
         if takes_start:
-            enc = heads.params(features, start_z(heads.codec, params).numpy()).to(dt)
+            heads = self.runner.heads
+            dt = params.shape.dtype
+            enc = heads.params(encoded, start_z(heads.codec, params).numpy()).to(dt)
             params = rotate_camera(enc, -torch.tensor([al.angle for al in aligned], dtype=dt))
         elif self.correctives:
-            z_g, z_r = heads.correctives(features)
-            scale = heads.codec.scales.corrective_scale
-            params = params.replace(delta_geometry=torch.from_numpy(z_g * scale).to(dt),
-                                    delta_reflectance=torch.from_numpy(z_r * scale).to(dt))
+            delta_g, delta_r, *corr = encoded
+            params = params.replace(delta_geometry=delta_g, delta_reflectance=delta_r)
         t4 = time.perf_counter()
         with torch.no_grad():  # the multi-level model; an image encoder's start already gave the base geometry
             if takes_start:
                 base_g = self.face_model.geometry(params.shape, params.expression)
             base_r = self.face_model.reflectance(params.reflectance)
-            corr_g, corr_r = ml.geometry_corrective(params.delta_geometry), ml.reflectance_corrective(params.delta_reflectance)
+            if corr is None:
+                corr = (ml.geometry_corrective(params.delta_geometry), ml.reflectance_corrective(params.delta_reflectance))
+            corr_g, corr_r = corr
             output = ModelOutput(base_geometry=base_g, final_geometry=base_g + corr_g, base_reflectance=base_r,
                                  final_reflectance=base_r + corr_r, geometry_corrective=corr_g,
                                  reflectance_corrective=corr_r)
-        self.last_timings = {**start.seconds, "align": t1 - t0, "encoder_wait": t3 - t2, "encoder": encoder_seconds,
+        self.last_timings = {**start.seconds, "align": align_seconds, "encoder_wait": t3 - t2, "encoder": encoder_seconds,
                              "heads": t4 - t3, "model": time.perf_counter() - t4}
         self.last_start = start
         return params, output
 
 
 class _EncoderJob:
-    """The encoder's part of one call: aligned warps, then the backbone's features. ``crops()`` and
-    ``features()`` block until their part is done (re-raising its error)."""
+    """The encoder's part of one call: aligned warps, then ``work(crops)``. ``crops()`` and
+    ``result()`` block until their part is done (re-raising its error)."""
 
-    def __init__(self, image, aligned, features_fn):
-        self.image, self.aligned, self.features_fn = image, aligned, features_fn
-        self._crops, self._features = Future(), Future()
+    def __init__(self, image, aligned, work):
+        self.image, self.aligned, self.work = image, aligned, work
+        self._crops, self._result = Future(), Future()
         self.done = None
 
     def run(self):
@@ -438,17 +468,17 @@ class _EncoderJob:
             crops = np.stack([warp_aligned(self.image, al) for al in self.aligned])
         except BaseException as e:
             self._crops.set_exception(e)
-            self._features.set_exception(e)
+            self._result.set_exception(e)
             return
         self._crops.set_result(crops)
         try:
-            self._features.set_result((self.features_fn(crops), time.perf_counter() - t0))
+            self._result.set_result((self.work(crops), time.perf_counter() - t0))
         except BaseException as e:
-            self._features.set_exception(e)
+            self._result.set_exception(e)
 
     def crops(self) -> np.ndarray:
         return self._crops.result()
 
-    def features(self) -> tuple[np.ndarray, float]:
-        """(features [F, n_features], seconds of warp + backbone)."""
-        return self._features.result()
+    def result(self) -> tuple:
+        """(what ``work`` returned, seconds of warp + work)."""
+        return self._result.result()
