@@ -166,3 +166,29 @@ def test_image_encoder_correctives_on_the_start_match_the_full_graph(image_check
     np.testing.assert_allclose(r.params.delta_geometry.numpy(), enc.delta_geometry.numpy(), atol=1e-5)
     np.testing.assert_allclose(r.params.delta_reflectance.numpy(), enc.delta_reflectance.numpy(), atol=1e-5)
     assert float(enc.delta_geometry.abs().max()) > 1e-3
+
+
+def test_numpy_codec_and_camera_roll_match_torch(start_checkpoint):
+    """The inference path's numpy twins: start_z (pack_base), unpack, rotate_camera."""
+    from fml_taichi.model import FaceParams
+    from fml_taichi.recon.anchored import rotate_camera, rotate_camera_np, start_z
+    from fml_taichi.recon.reconstructor import Reconstructor
+    from fml_taichi.recon.runners import EncoderHeads
+
+    enc = Reconstructor.from_checkpoint(start_checkpoint).encoder
+    heads, lay = EncoderHeads(enc), enc.codec.layout
+    g = torch.Generator().manual_seed(5)
+    p = enc.codec.unpack(torch.randn(3, lay.total, generator=g))
+    np.testing.assert_allclose(heads.start_z(p), start_z(enc.codec, p).numpy(), atol=1e-6, rtol=1e-6)
+    z = torch.randn(3, lay.total, generator=g)
+    ref, got = enc.codec.unpack(z), heads.unpack(z.numpy())
+    assert set(got) == set(FaceParams.names())
+    for name in FaceParams.names():
+        np.testing.assert_allclose(got[name], getattr(ref, name).numpy(), atol=1e-6, rtol=1e-6, err_msg=name)
+    angle = torch.tensor([0.4, -1.1, 2.5])
+    turned = rotate_camera(ref, angle)
+    rot, trans, light = rotate_camera_np(got["rotation"], got["translation"], got["light"], angle.numpy())
+    np.testing.assert_allclose(rot, turned.rotation.numpy(), atol=1e-5)
+    np.testing.assert_allclose(trans, turned.translation.numpy(), atol=1e-4)
+    np.testing.assert_allclose(light, turned.light.numpy(), atol=1e-5)
+    assert np.abs(light - got["light"]).max() > 0.01  # the roll changes the light

@@ -26,7 +26,7 @@ import torch
 from ..model import FaceParams, ModelOutput
 from .align import aligned_crop
 
-__all__ = ["rotate_light_z", "rotate_camera", "align_faces", "start_z", "EncoderInputs", "EncoderInputPreparer",
+__all__ = ["rotate_light_z", "rotate_camera", "rotate_camera_np", "align_faces", "start_z", "EncoderInputs", "EncoderInputPreparer",
            "reconstruct_prepared"]
 
 # SH coefficient pairs (x-like, y-like, angle multiple) that a rotation about z mixes (docs/conventions.md order).
@@ -70,6 +70,26 @@ def start_z(codec, start: FaceParams) -> torch.Tensor:
     """The start's base parameters in the codec's z-space [B, n_base] float32: what an
     ``image+start`` encoder reads (computed from the float32 parameters, as in training)."""
     return codec.pack_base(start.to(torch.float32)).float()
+
+
+def rotate_camera_np(rotation: np.ndarray, translation: np.ndarray, light: np.ndarray, angle) -> tuple:
+    """:func:`rotate_camera` on numpy arrays (rotation [B, 3], translation [B, 3], light [B, 9, 3];
+    ``angle`` [B]): ``(rotation, translation, light)`` new arrays, same dtype. For the inference
+    path, where a handful of torch calls would cost more than the arithmetic."""
+    dt = rotation.dtype
+    a = np.asarray(angle, dt).reshape(-1)
+    c, s = np.cos(a), np.sin(a)
+    t = translation
+    trans = np.stack([c * t[:, 0] - s * t[:, 1], s * t[:, 0] + c * t[:, 1], t[:, 2]], 1)
+    rot = rotation.copy()
+    rot[:, 2] += a
+    out = light.copy()
+    for ix, iy, k in _SH_PAIRS:
+        ck, sk = np.cos(k * a)[:, None], np.sin(k * a)[:, None]
+        gx, gy = light[:, ix], light[:, iy]
+        out[:, ix] = ck * gx - sk * gy
+        out[:, iy] = sk * gx + ck * gy
+    return rot, trans, out
 
 
 @dataclass

@@ -30,7 +30,7 @@ from ..losses.terms import landmark_vertices
 from ..model import FaceParams, ModelOutput
 from ..reference.image_formation import euler_to_matrix, project
 from .align import align_face, warp_aligned
-from .anchored import rotate_camera, start_z
+from .anchored import rotate_camera_np
 from .reconstructor import Reconstructor
 from .runners import make_runner
 
@@ -429,10 +429,7 @@ class FacePipeline:
         params, base_g = start.params, start.base_geometry
         corr = None
         if takes_start:
-            heads = self.runner.heads
-            dt = params.shape.dtype
-            enc = heads.params(encoded, start_z(heads.codec, params).numpy()).to(dt)
-            params = rotate_camera(enc, -torch.tensor([al.angle for al in aligned], dtype=dt))
+            params = self._start_encoder_params(encoded, params, aligned)
         elif self.correctives:
             delta_g, delta_r, *corr = encoded
             params = params.replace(delta_geometry=delta_g, delta_reflectance=delta_r)
@@ -451,6 +448,18 @@ class FacePipeline:
                              "heads": t4 - t3, "model": time.perf_counter() - t4}
         self.last_start = start
         return params, output
+
+
+    def _start_encoder_params(self, features, start: FaceParams, aligned) -> FaceParams:
+        """An ``image+start`` encoder's heads on the backbone's features and the start's z, moved
+        from the aligned crop's camera back to the crop's (numpy: ``anchored.start_z``,
+        ``codec.unpack`` and ``anchored.rotate_camera`` give the same numbers, at a few torch calls' cost each)."""
+        heads = self.runner.heads
+        p = heads.unpack(heads.flat(features, heads.start_z(start)))
+        angle = -np.array([al.angle for al in aligned], np.float32)
+        p["rotation"], p["translation"], p["light"] = rotate_camera_np(p["rotation"], p["translation"], p["light"], angle)
+        dt = start.shape.dtype
+        return FaceParams(**{k: torch.from_numpy(np.ascontiguousarray(v)).to(dt) for k, v in p.items()})
 
 
 class _EncoderJob:

@@ -94,6 +94,24 @@ class EncoderHeads:
                     head.bias.detach().cpu().float().numpy().copy())
         self.base, self.geometry, self.reflectance = (numpy_of(h) for h in (encoder.head_base, encoder.head_geometry,
                                                                             encoder.head_reflectance))
+        # The codec's maps as per-part (offset, scale) vectors, float32 like its buffers: ``p = offset +
+        # z * scale`` (torch's float32 ops and numpy's give the same numbers).
+        codec, sc = encoder.codec, encoder.codec.scales
+
+        def f32(x, n=None):
+            a = x.detach().cpu().float().numpy().reshape(-1) if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+            return np.broadcast_to(a, (n,)).astype(np.float32) if n is not None else a.astype(np.float32)
+        zero = np.float32(0.0)
+        self._maps = {
+            "shape": (zero, f32(codec.shape_sigma)), "expression": (zero, f32(codec.expression_sigma)),
+            "reflectance": (zero, f32(codec.reflectance_sigma)),
+            "delta_geometry": (zero, np.float32(sc.corrective_scale)), "delta_reflectance": (zero, np.float32(sc.corrective_scale)),
+            "rotation": (zero, np.float32(sc.rotation_scale)),
+            "translation": (f32(codec.translation_mean), f32(codec.translation_scale)),
+            "light": (f32(codec.light_mean), np.float32(sc.light_scale)),
+        }
+        self._slices = lay.slices()
+        self._base_parts = ("shape", "expression", "reflectance", "rotation", "translation", "light")
 
     def _inputs(self, features: np.ndarray, start_z: np.ndarray | None) -> np.ndarray:
         f = np.asarray(features, np.float32)
@@ -129,6 +147,26 @@ class EncoderHeads:
     def params(self, features: np.ndarray, start_z: np.ndarray | None = None) -> FaceParams:
         """:meth:`flat` unpacked to float32 :class:`FaceParams`."""
         return self.codec.unpack(torch.from_numpy(self.flat(features, start_z)))
+
+    def start_z(self, params: FaceParams) -> np.ndarray:
+        """The start's base z [B, n_base] float32 in numpy: the codec's ``pack_base`` of the float32
+        parameters (:func:`fml_taichi.recon.anchored.start_z`, what training feeds), without its
+        per-call torch overhead."""
+        b = params.batch_size
+        out = []
+        for name in self._base_parts:
+            offset, scale = self._maps[name]
+            v = getattr(params, name).detach().numpy().astype(np.float32, copy=False).reshape(b, -1)
+            out.append((v - offset) / scale)
+        return np.concatenate(out, 1)
+
+    def unpack(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """The codec's ``unpack`` in numpy: flat ``z [B, total]`` -> {FaceParams field: float32 array}."""
+        b = len(z)
+        out = {name: offset + z[:, sl] * scale if name != "light" else
+               offset.reshape(-1, 3) + z[:, sl].reshape(b, -1, 3) * scale
+               for name, sl in self._slices.items() for offset, scale in (self._maps[name],)}
+        return out
 
 
 def onnx_available() -> bool:
