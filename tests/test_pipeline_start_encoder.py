@@ -192,3 +192,25 @@ def test_numpy_codec_and_camera_roll_match_torch(start_checkpoint):
     np.testing.assert_allclose(trans, turned.translation.numpy(), atol=1e-4)
     np.testing.assert_allclose(light, turned.light.numpy(), atol=1e-5)
     assert np.abs(light - got["light"]).max() > 0.01  # the roll changes the light
+
+
+@pytest.mark.parametrize("which", ["image", "image+start"])
+def test_caller_takes_the_encoder_job_the_worker_never_started(which, start_checkpoint, image_checkpoint, photo):
+    """A busy machine may not schedule the worker thread in time: the caller then runs the encoder's part
+    itself, with the same result as the worker's."""
+    frame, pts = photo
+    pipe = _pipe(start_checkpoint if which == "image+start" else image_checkpoint, pts, "torch")
+    ref = pipe(frame)[0]
+    assert pipe.last_encoder_thread in ("worker", "caller")
+
+    class Stalled:  # a pool whose worker never gets to the job
+        def submit(self, fn, *a):
+            self.fn = fn
+
+    stalled = Stalled()
+    pipe._pool = stalled
+    r = pipe(frame)[0]
+    assert pipe.last_encoder_thread == "caller"
+    stalled.fn()  # the worker arriving late finds the job taken
+    for name in ("shape", "rotation", "translation", "light", "delta_geometry", "delta_reflectance"):
+        np.testing.assert_allclose(getattr(r.params, name).numpy(), getattr(ref.params, name).numpy(), atol=1e-6)

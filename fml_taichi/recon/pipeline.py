@@ -17,6 +17,7 @@ projects the same camera-space mesh straight into the input image.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -368,9 +369,9 @@ class FacePipeline:
             work = self._image_correctives_full_graph
         job = _EncoderJob(image, aligned, work)
         if self.overlap_encoder:
-            job.done = self._encoder_pool().submit(job.run)
+            self._encoder_pool().submit(job.run)
         else:
-            job.run()
+            job.run("caller")
         return job
 
     def _image_correctives(self, crops) -> tuple:
@@ -447,6 +448,8 @@ class FacePipeline:
         self.last_timings = {**start.seconds, "align": align_seconds, "encoder_wait": t3 - t2, "encoder": encoder_seconds,
                              "heads": t4 - t3, "model": time.perf_counter() - t4}
         self.last_start = start
+        #: Which thread ran the encoder's part of the last call: "worker", "caller" or None (no encoder).
+        self.last_encoder_thread = job.ran_on if job is not None else None
         return params, output
 
 
@@ -463,15 +466,23 @@ class FacePipeline:
 
 
 class _EncoderJob:
-    """The encoder's part of one call: aligned warps, then ``work(crops)``. ``crops()`` and
-    ``result()`` block until their part is done (re-raising its error)."""
+    """The encoder's part of one call: aligned warps, then ``work(crops)``, run by whichever thread
+    claims it first: the worker (:meth:`run`, submitted to the pool) or the caller, when it needs a
+    result the worker has not started on (a busy machine may not schedule the worker in time; the
+    call then costs what the serial path costs instead of waiting). ``crops()`` and ``result()``
+    block until their part is done (re-raising its error)."""
 
     def __init__(self, image, aligned, work):
         self.image, self.aligned, self.work = image, aligned, work
         self._crops, self._result = Future(), Future()
-        self.done = None
+        self._claim = threading.Lock()
+        #: Who ran the job: "worker" or "caller" (None: not started).
+        self.ran_on = None
 
-    def run(self):
+    def run(self, who: str = "worker"):
+        if not self._claim.acquire(blocking=False):
+            return  # the other thread has it
+        self.ran_on = who
         t0 = time.perf_counter()
         try:
             crops = np.stack([warp_aligned(self.image, al) for al in self.aligned])
@@ -485,9 +496,36 @@ class _EncoderJob:
         except BaseException as e:
             self._result.set_exception(e)
 
+    def _run_here_if_unstarted(self):
+        if not self._crops.done() and not self._claim.locked():
+            self.run("caller")
+
     def crops(self) -> np.ndarray:
+        if not self._crops.done() and not self._claim.locked():
+            # Unstarted: warp here (the worker, scheduled later, finds the job claimed and returns).
+            self._warp_only()
         return self._crops.result()
+
+    def _warp_only(self):
+        """The caller needs the crops before the worker started: it takes the whole job (warp now,
+        ``work`` at :meth:`result`)."""
+        if not self._claim.acquire(blocking=False):
+            return
+        self.ran_on = "caller"
+        try:
+            self._crops.set_result(np.stack([warp_aligned(self.image, al) for al in self.aligned]))
+        except BaseException as e:
+            self._crops.set_exception(e)
+            self._result.set_exception(e)
 
     def result(self) -> tuple:
         """(what ``work`` returned, seconds of warp + work)."""
+        if self.ran_on == "caller" and not self._result.done():  # claimed by this thread at crops()
+            t0 = time.perf_counter()
+            try:
+                self._result.set_result((self.work(self._crops.result()), time.perf_counter() - t0))
+            except BaseException as e:
+                self._result.set_exception(e)
+        else:
+            self._run_here_if_unstarted()
         return self._result.result()
