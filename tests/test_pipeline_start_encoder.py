@@ -214,3 +214,22 @@ def test_caller_takes_the_encoder_job_the_worker_never_started(which, start_chec
     stalled.fn()  # the worker arriving late finds the job taken
     for name in ("shape", "rotation", "translation", "light", "delta_geometry", "delta_reflectance"):
         np.testing.assert_allclose(getattr(r.params, name).numpy(), getattr(ref.params, name).numpy(), atol=1e-6)
+
+
+def test_overlap_chooser_keeps_the_faster_way_and_keeps_checking():
+    from fml_taichi.recon.pipeline import OverlapChooser
+
+    ch = OverlapChooser(window=5, explore=10, min_samples=2)
+    cost = {True: 0.010, False: 0.004}  # a busy machine: the worker thread makes calls slower
+    picks = []
+    for _ in range(60):
+        way = ch.choose()
+        picks.append(way)
+        ch.record(way, cost[way])
+    assert picks[:4] == [True, True, False, False]  # both ways measured first
+    assert picks[4:].count(False) >= 50 and True in picks[4:]  # serial kept, overlap re-tried now and then
+    cost = {True: 0.002, False: 0.004}  # the machine frees up
+    for _ in range(40):
+        way = ch.choose()
+        ch.record(way, cost[way])
+    assert ch.preferred() is True

@@ -36,7 +36,7 @@ from .reconstructor import Reconstructor
 from .runners import make_runner
 
 __all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_MIN_CONFIDENCE", "default_checkpoint", "FaceResult", "FacePipeline", "NoFaceFound",
-           "landmarks_in_image"]
+           "OverlapChooser", "landmarks_in_image"]
 
 #: Where the shipped checkpoint lives inside the installed package (package data).
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
@@ -195,8 +195,12 @@ class FacePipeline:
         self.detector = _make_detector(detector, self.landmarks_3d, landmark_model,
                                        **(dlib_options if detector in (None, "dlib") else {}))
         self.start = None
-        #: Run the encoder on a worker thread while the start is fitted (landmark start only).
-        self.overlap_encoder = True
+        #: Run the encoder on a worker thread while the start is fitted (landmark start only): True,
+        #: False, or "auto": both, timed, keeping the faster (:class:`OverlapChooser`; on a machine
+        #: whose cores are taken by other work the worker thread waits for a core and the GIL, and the
+        #: serial path is faster).
+        self.overlap_encoder = "auto"
+        self.overlap_chooser = OverlapChooser()
         #: Landmark start with an ``image`` encoder: run the backbone graph and only the corrective
         #: heads (True), or the whole encoder + multi-level model graph on the aligned crop and keep
         #: its correctives (False: the path before the split, the benchmark's baseline).
@@ -368,7 +372,9 @@ class FacePipeline:
         else:
             work = self._image_correctives_full_graph
         job = _EncoderJob(image, aligned, work)
-        if self.overlap_encoder:
+        overlap = self.overlap_encoder
+        job.overlapped = self.overlap_chooser.choose() if overlap == "auto" else bool(overlap)
+        if job.overlapped:
             self._encoder_pool().submit(job.run)
         else:
             job.run("caller")
@@ -450,6 +456,8 @@ class FacePipeline:
         self.last_start = start
         #: Which thread ran the encoder's part of the last call: "worker", "caller" or None (no encoder).
         self.last_encoder_thread = job.ran_on if job is not None else None
+        if job is not None and self.overlap_encoder == "auto":
+            self.overlap_chooser.record(job.overlapped, time.perf_counter() - t0)
         return params, output
 
 
@@ -465,6 +473,37 @@ class FacePipeline:
         return FaceParams(**{k: torch.from_numpy(np.ascontiguousarray(v)).to(dt) for k, v in p.items()})
 
 
+class OverlapChooser:
+    """Picks serial or overlapped encoder runs by their recent wall times (``overlap_encoder="auto"``).
+
+    Each way keeps its last ``window`` call times; the faster median wins, and every ``explore``-th
+    call tries the other way so that a change of the machine's load is noticed. Results do not
+    depend on the choice, only the time does."""
+
+    def __init__(self, window: int = 15, explore: int = 25, min_samples: int = 3):
+        from collections import deque
+
+        self.window, self.explore, self.min_samples = int(window), int(explore), int(min_samples)
+        self.times = {False: deque(maxlen=self.window), True: deque(maxlen=self.window)}
+        self.calls = 0
+
+    def preferred(self) -> bool:
+        """The way with the lower median so far (overlapped while neither has data)."""
+        med = {k: float(np.median(v)) if v else float("inf") for k, v in self.times.items()}
+        return med[True] <= med[False]
+
+    def choose(self) -> bool:
+        self.calls += 1
+        for way in (True, False):
+            if len(self.times[way]) < self.min_samples:
+                return way
+        best = self.preferred()
+        return (not best) if self.calls % self.explore == 0 else best
+
+    def record(self, overlapped: bool, seconds: float) -> None:
+        self.times[bool(overlapped)].append(float(seconds))
+
+
 class _EncoderJob:
     """The encoder's part of one call: aligned warps, then ``work(crops)``, run by whichever thread
     claims it first: the worker (:meth:`run`, submitted to the pool) or the caller, when it needs a
@@ -476,8 +515,8 @@ class _EncoderJob:
         self.image, self.aligned, self.work = image, aligned, work
         self._crops, self._result = Future(), Future()
         self._claim = threading.Lock()
-        #: Who ran the job: "worker" or "caller" (None: not started).
-        self.ran_on = None
+        #: Who ran the job: "worker" or "caller" (None: not started); whether it was submitted to the worker.
+        self.ran_on, self.overlapped = None, False
 
     def run(self, who: str = "worker"):
         if not self._claim.acquire(blocking=False):
