@@ -15,12 +15,16 @@ Thread counts: each runner is timed with 1 thread and with all cores. At batch 1
 gains little from a second thread and, on a machine shared with other work, loses a lot (a parallel
 call waits for its slowest thread), so one thread is the default of the ONNX Runtime runner.
 
-With a checkpoint, the default reconstruction (``init="landmarks"``) is timed too, detection
-excluded: landmark fit + colour fit on the crop (the start), the aligned crop, encoder correctives
-and the multi-level model, with the start's share of the call (JSON key ``landmark_start``).
+With a checkpoint, the default reconstruction (``init="landmarks"``, ``FacePipeline.reconstruct_landmarks``)
+is timed too, detection excluded: the aligned warp, landmark fit + colour fit (the start), the
+encoder and the multi-level model, with the start's share of the call (JSON key ``landmark_start``,
+its ``variants``): the path before the encoder split (whole encoder + model graph on the worker
+thread) as the baseline, the split encoder serial and overlapped, and an ``image+start`` encoder of
+the same backbone (the retrained architecture; zero heads) serial and overlapped. The variants take
+turns in blocks of calls, so a shared machine's changing load falls on all alike.
 
-``--sweep`` also times untrained encoders of other input sizes / widths (timing does not depend on
-the weights) to show what would reach a target rate. ``--json`` writes ``{"device", "ms_batch1",
+``--sweep`` also times the landmark path's backbone graph for untrained encoders of input size
+96 / 112 / 128 px and width 0.75 / 1.0 (timing does not depend on the weights; JSON key ``sweep``). ``--json`` writes ``{"device", "ms_batch1",
 "hz_batch1", "hz_batch64", "runner"}`` for the fastest runner (by batch-1 median; its batch-64 rate at
 its best thread count), plus the table.
 """
@@ -136,22 +140,29 @@ def bench_detection(repeats: int):
     return {"detect_landmarks_ms": det_ms, "crop_ms": crop_ms}, None
 
 
-def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, solver: str = "joint",
-                         overlap: bool = True):
-    """Batch-1 reconstruction with the landmark start (the default ``init``), detection excluded: the
-    landmark fit + colour fit on the crop, the aligned crop, encoder correctives + multi-level model.
-    Returns per-part medians (ms) and the whole call's (median, best)."""
-    from fml_taichi.recon.pipeline import FacePipeline
+def start_encoder_reconstructor(rec):
+    """A Reconstructor like ``rec`` whose encoder reads the landmark start (``encoder.input:
+    image+start``, the retrained architecture): ``rec``'s backbone, zero heads (timing does not
+    depend on the heads' weights; zero heads return the start)."""
+    import copy
+
+    from fml_taichi.nets.encoder import EncoderConfig, FaceEncoder
+    from fml_taichi.nets.models import FaceAutoencoder
+    from fml_taichi.recon.reconstructor import Reconstructor
+
+    enc = rec.encoder
+    bb = enc.backbone
+    cfg = EncoderConfig(input_size=enc.input_size, width=1.0, n_features=bb.n_features, pool=bb.pool, input="image+start")
+    new = FaceEncoder(copy.deepcopy(enc.codec), cfg.input_size, 1.0, cfg.n_features, cfg.pool, cfg.input)
+    new.backbone = copy.deepcopy(bb)
+    return Reconstructor(FaceAutoencoder(new.eval(), rec.multilevel), rec.image_size, rec.config)
+
+
+def landmark_scene(pipe):
+    """One synthetic face (yaw 40, roll 20) in a 640 x 480 frame: (frame, detection, box, crops [1, S, S, 3])."""
     from fml_taichi.data.detect import PtsFileDetector
     from fml_taichi.data.synthetic import SyntheticConfig, SyntheticRenderer
 
-    import dataclasses
-
-    pipe = FacePipeline.from_checkpoint(checkpoint, detector="pts", threads=threads)
-    fitter = pipe.start.landmarks
-    if solver != fitter.config.solver:  # the alternation of eos, at its own defaults before the joint solver
-        fitter.config = dataclasses.replace(fitter.config, solver=solver, iterations=4, pose_steps=2)
-    pipe.overlap_encoder = overlap
     r = SyntheticRenderer(pipe.face_model, SyntheticConfig(yaw_deg=40, roll_deg=20))
     b = r.render([EVAL_SEED])
     frame = np.full((480, 640, 3), 0.35, np.float32)
@@ -159,24 +170,105 @@ def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, solver
     lm = b["landmarks"][0].numpy() + np.array([200.0, 120.0], np.float32)
     det = PtsFileDetector(pipe.landmarks_3d)._scorer.detection(np.r_[lm.min(0), lm.max(0)], lm, float("inf"), "bench")
     box, crop = pipe.crop(frame, det)
-    crops = crop[None]
+    return frame, det, box, crop[None]
 
-    def call():
-        pipe.reconstruct_landmarks(frame, [det], [box], crops)
 
-    parts = {}
-    for _ in range(5):
-        call()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - t0) * 1e3)
-        for k, v in pipe.last_timings.items():
-            parts.setdefault(k, []).append(v * 1e3)
-    med = {k: statistics.median(v) for k, v in parts.items()}
-    return {"ms_batch1": statistics.median(samples), "best_ms_batch1": min(samples), "parts_ms": med,
-            "runner": pipe.runner_name, "solver": solver, "overlap_encoder": overlap}
+#: The landmark-start variants timed (name, encoder input, split encoder, overlap); the first is the
+#: baseline of the ratios: the path before the encoder split (the whole encoder + multi-level model
+#: graph on the aligned crop, on the worker thread).
+START_VARIANTS = (
+    ("before the split: full graph on the worker (baseline)", "image", False, True),
+    ("split encoder, serial", "image", True, False),
+    ("split encoder, overlapped", "image", True, True),
+    ("split encoder, auto (default)", "image", True, "auto"),
+    ("image+start encoder, serial", "image+start", True, False),
+    ("image+start encoder, overlapped", "image+start", True, True),
+    ("image+start encoder, auto (default)", "image+start", True, "auto"),
+)
+#: Also timed: the same default paths through ``reconstruct_detections`` (FaceResult packaging:
+#: landmarks projected into the photo, per-face outputs).
+DETECTION_VARIANTS = (
+    ("split encoder, auto, + FaceResults", "image", True, "auto"),
+    ("image+start encoder, auto, + FaceResults", "image+start", True, "auto"),
+)
+
+
+def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, rounds: int = 20) -> list[dict]:
+    """Batch-1 reconstruction with the landmark start (``FacePipeline.reconstruct_landmarks``, the
+    default ``init``), detection excluded: aligned warp, landmark fit + colour fit, encoder, heads
+    and the multi-level model, for each of :data:`START_VARIANTS`. The variants take turns in
+    ``rounds`` blocks of calls, so that the machine's changing load falls on all of them alike.
+    Returns per variant the call's median / best ms and the per-part medians (``last_timings``)."""
+    from fml_taichi.recon.pipeline import FacePipeline
+    from fml_taichi.recon.reconstructor import Reconstructor
+
+    rec = Reconstructor.from_checkpoint(checkpoint)
+    recs = {"image": rec, "image+start": start_encoder_reconstructor(rec)}
+    pipes, scene = {}, None
+    for name, kind, split, overlap in START_VARIANTS:
+        if kind not in pipes:
+            pipes[kind] = FacePipeline(recs[kind], detector="pts", threads=threads)
+        scene = scene or landmark_scene(pipes[kind])
+    frame, det, box, crops = scene
+    variants = START_VARIANTS + DETECTION_VARIANTS
+    samples = {v[0]: [] for v in variants}
+    cpu = {v[0]: [] for v in variants}
+    parts = {v[0]: {} for v in variants}
+    per_round = max(1, repeats // rounds)
+    for r in range(rounds + 1):
+        for name, kind, split, overlap in variants:
+            pipe = pipes[kind]
+            pipe.split_encoder, pipe.overlap_encoder = split, overlap
+            call = (pipe.reconstruct_detections if (name, kind, split, overlap) in DETECTION_VARIANTS
+                    else pipe.reconstruct_landmarks)
+            for i in range(per_round):
+                t0, c0 = time.perf_counter(), time.thread_time()
+                call(frame, [det], [box], crops)
+                dt, dc = (time.perf_counter() - t0) * 1e3, (time.thread_time() - c0) * 1e3
+                if r == 0:
+                    continue  # the first round warms up (graphs loaded, caches filled)
+                samples[name].append(dt)
+                cpu[name].append(dc)
+                for k, v in pipe.last_timings.items():
+                    parts[name].setdefault(k, []).append(v * 1e3)
+    out = []
+    for name, kind, split, overlap in variants:
+        med = {k: statistics.median(v) for k, v in parts[name].items()}
+        out.append({"variant": name, "encoder_input": kind, "split_encoder": split, "overlap_encoder": overlap,
+                    "call": "reconstruct_detections" if (name, kind, split, overlap) in DETECTION_VARIANTS
+                    else "reconstruct_landmarks",
+                    "ms_batch1": statistics.median(samples[name]), "best_ms_batch1": min(samples[name]),
+                    "p90_ms_batch1": float(np.percentile(samples[name], 90)), "parts_ms": med,
+                    "caller_cpu_ms": statistics.median(cpu[name]), "best_caller_cpu_ms": min(cpu[name]),
+                    "runner": pipes[kind].runner_name, "calls": len(samples[name])})
+    return out
+
+
+def bench_backbone_sweep(repeats: int, threads: int, size: int = 240) -> list[dict]:
+    """The landmark path's network (the backbone graph, 240 px crop in, features out; ONNX Runtime
+    when installed) for untrained encoders of other input sizes and widths (timing does not depend
+    on the weights), in turns as in :func:`bench_landmark_start`."""
+    from fml_taichi.recon.runners import OnnxRunner, TorchRunner, onnx_available
+
+    nets = {}
+    for input_size in (96, 112, 128):
+        for width in (0.75, 1.0):
+            enc, ml, _ = load_networks(None, input_size, width)
+            run = (OnnxRunner(enc, ml, size=size, threads=threads, cache=False, graphs=("features",))
+                   if onnx_available() else TorchRunner(enc, ml))
+            nets[(input_size, width)] = run
+    crops = np.random.default_rng(0).random((1, size, size, 3), dtype=np.float32)
+    times = {k: [] for k in nets}
+    rounds = 10
+    for r in range(rounds + 1):
+        for k, run in nets.items():
+            for _ in range(max(1, repeats // rounds)):
+                t0 = time.perf_counter()
+                run.features(crops)
+                if r:
+                    times[k].append((time.perf_counter() - t0) * 1e3)
+    return [{"input_size": k[0], "width": k[1], "runner": nets[k].name, "ms_batch1": statistics.median(v),
+             "best_ms_batch1": min(v)} for k, v in times.items()]
 
 
 def load_average() -> float | None:
@@ -239,39 +331,34 @@ def main() -> int:
     print(f"\nfastest: {best['runner']} ({best['threads']} thread(s)), {best['hz_batch1']:.0f} Hz at batch 1 "
           f"(median; best call {1e3 / best['best_ms_batch1']:.0f} Hz): {verdict} the {TARGET_HZ:.0f} Hz target")
 
-    start = bench_landmark_start(ckpt, args.repeats, threads=thread_counts[0]) if ckpt else None
-    variants = []
-    if start is not None:
-        # The same call in this process, without the encoder overlap and with eos's alternating solver:
-        # the baseline of the start's speed-up.
-        for solver, overlap in (("alternating", False), ("joint", False), ("joint", True)):
-            v = start if (solver, overlap) == ("joint", True) else bench_landmark_start(
-                ckpt, args.repeats, threads=thread_counts[0], solver=solver, overlap=overlap)
-            variants.append(v)
+    torch.set_num_threads(thread_counts[0])
+    variants = bench_landmark_start(ckpt, args.repeats, threads=thread_counts[0]) if ckpt else []
+    start = None
+    if variants:
         base_ms = variants[0]["ms_batch1"]
-        print("\nlandmark start variants (batch 1, median / best ms, x the alternating serial path):")
+        print(f"\nlandmark start, batch 1, detection excluded ({variants[0]['runner']}, {thread_counts[0]} thread(s); "
+              f"load average {load_average()}): median / best / p90 ms, x the first (baseline)")
         for v in variants:
             v["x_baseline"] = base_ms / v["ms_batch1"]
-            print(f"  solver {v['solver']:11s} encoder overlap {str(v['overlap_encoder']):5s}: {v['ms_batch1']:.2f} / "
-                  f"{v['best_ms_batch1']:.2f} ms, {1e3 / v['ms_batch1']:.0f} Hz, x {v['x_baseline']:.2f}; "
-                  + ", ".join(f"{k} {t:.2f}" for k, t in v["parts_ms"].items()))
-        start["variants"] = [{k: v[k] for k in ("solver", "overlap_encoder", "ms_batch1", "best_ms_batch1",
-                                                "parts_ms", "x_baseline")} for v in variants]
-        torch.set_num_threads(thread_counts[0])
-        p = start["parts_ms"]
-        fit_ms = p["landmark_fit"] + p["colour_fit"]
-        start["start_ms"] = fit_ms
-        # With the encoder overlapped the start is on the critical path: its share of the call.
-        start["start_share"] = fit_ms / start["ms_batch1"]
-        start["hz_batch1"] = 1e3 / start["ms_batch1"]
+            v["hz_batch1"] = 1e3 / v["ms_batch1"]
+            p = v["parts_ms"]
+            v["start_ms"] = p["landmark_fit"] + p["colour_fit"]
+            # With the encoder overlapped the start is on the critical path: its share of the call.
+            v["start_share"] = v["start_ms"] / v["ms_batch1"]
+            print(f"  {v['variant']:<52s} {v['ms_batch1']:6.2f} / {v['best_ms_batch1']:5.2f} / {v['p90_ms_batch1']:5.2f} ms "
+                  f"{v['hz_batch1']:5.0f} Hz (best {1e3 / v['best_ms_batch1']:4.0f})  x {v['x_baseline']:.2f}; "
+                  f"start {100 * v['start_share']:.0f}%; caller CPU {v['caller_cpu_ms']:.2f} (best {v['best_caller_cpu_ms']:.2f}); "
+                  + ", ".join(f"{k} {t:.2f}" for k, t in p.items()))
+        start = dict(next(v for v in variants if v["encoder_input"] == "image" and v["overlap_encoder"] == "auto"))
+        start_enc = next(v for v in variants if v["encoder_input"] == "image+start" and v["overlap_encoder"] == "auto")
+        start["variants"] = variants
         verdict = "meets" if start["hz_batch1"] >= TARGET_HZ else "misses"
-        print(f"\nlandmark start (init=landmarks, {start['runner']}, {thread_counts[0]} thread(s)), batch 1, detection "
-              f"excluded: {start['ms_batch1']:.2f} ms median ({start['best_ms_batch1']:.2f} best) = "
+        print(f"\ndefault path: {start['ms_batch1']:.2f} ms median ({start['best_ms_batch1']:.2f} best) = "
               f"{start['hz_batch1']:.0f} Hz ({1e3 / start['best_ms_batch1']:.0f} Hz best): {verdict} the "
-              f"{TARGET_HZ:.0f} Hz target")
-        print("  parts (median ms): " + ", ".join(f"{k} {v:.3f}" for k, v in p.items())
-              + f"; the start's fit (landmark + colour) {fit_ms:.2f} ms = {100 * start['start_share']:.0f}% of the call; "
-              f"x encoder-only batch 1: {start['ms_batch1'] / best['ms_batch1']:.2f}")
+              f"{TARGET_HZ:.0f} Hz target; the start's fit {start['start_ms']:.2f} ms = "
+              f"{100 * start['start_share']:.0f}% of the call")
+        print(f"image+start encoder: {start_enc['ms_batch1']:.2f} ms median ({start_enc['best_ms_batch1']:.2f} best) = "
+              f"{start_enc['hz_batch1']:.0f} Hz; the start's fit {100 * start_enc['start_share']:.0f}% of the call")
 
     detection = None
     if not args.no_detection:
@@ -285,18 +372,12 @@ def main() -> int:
 
     sweep = []
     if args.sweep:
-        print("\nsweep (untrained encoders, ONNX Runtime if installed, batch 1, median / best ms):")
-        for input_size in (96, 112, 128, 160):
-            for width in (0.75, 1.0):
-                enc, ml, _ = load_networks(None, input_size, width)
-                torch.set_num_threads(thread_counts[0])
-                run = runners(enc, ml, size, thread_counts[0])
-                name, r = list(run.items())[-1]
-                med, bst = bench_runner(r, size, 1, args.repeats)
-                sweep.append({"input_size": input_size, "width": width, "runner": name, "ms_batch1": med,
-                              "best_ms_batch1": bst})
-                print(f"  input {input_size:>3} px, width {width:<4}: {med:6.3f} / {bst:6.3f} ms "
-                      f"({1e3 / med:5.0f} / {1e3 / bst:5.0f} Hz)")
+        print("\nsweep: the landmark path's backbone graph (240 px crop -> features), untrained, batch 1, "
+              "median / best ms:")
+        sweep = bench_backbone_sweep(args.repeats, thread_counts[0])
+        for r in sweep:
+            print(f"  input {r['input_size']:>3} px, width {r['width']:<4}: {r['ms_batch1']:6.3f} / "
+                  f"{r['best_ms_batch1']:6.3f} ms ({1e3 / r['ms_batch1']:5.0f} / {1e3 / r['best_ms_batch1']:5.0f} Hz)")
 
     if args.json:
         from fml_taichi.common.atomic import write_text

@@ -32,27 +32,32 @@ def onnx_ready() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
-def tiny_config() -> dict:
-    """A small but complete training config (the checkpoint's architecture)."""
-    return {"seed": 0, "model": {"source": "default", "n_vertices": N_VERTICES, "n_correctives_geometry": 8,
-                                 "n_correctives_reflectance": 8},
-            "encoder": {"input_size": 64, "width": 0.5, "n_features": 64}}
+def tiny_config(encoder_input: str = "image") -> dict:
+    """A small but complete training config (the checkpoint's architecture); ``encoder_input``
+    ``"image+start"`` for an encoder that reads the landmark start (trained on aligned crops)."""
+    cfg = {"seed": 0, "model": {"source": "default", "n_vertices": N_VERTICES, "n_correctives_geometry": 8,
+                                "n_correctives_reflectance": 8},
+           "encoder": {"input_size": 64, "width": 0.5, "n_features": 64}}
+    if encoder_input != "image":
+        cfg["encoder"]["input"] = encoder_input
+        cfg["data"] = {"align": True}
+    return cfg
 
 
-def write_tiny_checkpoint(path) -> str:
+def write_tiny_checkpoint(path, encoder_input: str = "image", head_std: float = 0.01) -> str:
     """An untrained checkpoint whose heads are small random weights (outputs depend on the input, stay
-    near the mean face, frontal, 0.5 m away)."""
+    near the mean face, frontal, 0.5 m away); ``head_std=0``: zero heads, as a fresh encoder has them."""
     from fml_taichi.nets.checkpoint import save_checkpoint
     from fml_taichi.nets.config import from_dict
     from fml_taichi.nets.models import build_networks, face_model_from_spec, face_model_spec
 
-    cfg = from_dict(tiny_config())
+    cfg = from_dict(tiny_config(encoder_input))
     spec = face_model_spec(cfg.model)
     multilevel, encoder = build_networks(cfg, face_model_from_spec(spec))
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for head in (encoder.head_base, encoder.head_geometry, encoder.head_reflectance):
-            head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01)
+            head.weight.copy_(torch.randn(head.weight.shape, generator=g) * head_std)
     # Untrained BatchNorm statistics (mean 0, var 1) let activations vanish in eval mode: estimate
     # them from a few random images, as a short training run would.
     for m in encoder.modules():
@@ -61,7 +66,7 @@ def write_tiny_checkpoint(path) -> str:
     encoder.train()
     with torch.no_grad():
         for _ in range(4):
-            encoder(torch.rand(8, 3, 240, 240, generator=g))
+            encoder.backbone(encoder.preprocess(torch.rand(8, 3, 240, 240, generator=g)))
     encoder.eval()
     save_checkpoint(path, config=cfg.to_dict(), face_model_spec=spec, encoder=encoder.state_dict(),
                     multilevel=multilevel.state_dict(), step=0,

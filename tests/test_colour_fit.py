@@ -68,3 +68,19 @@ def test_skin_modes_span_dark_to_light_and_grey():
     assert np.abs(coords).max() < 3.0  # every measured point within 3 sigma
     grey = modes.mean + modes.modes[2] / 0.5  # two sigma along the grey mode: a grey of equal luminance
     assert np.ptp(grey) < 1e-9
+
+
+def test_the_fit_reads_only_its_vertices(faces):
+    """Given just ColourFitter.vertices (what the landmark start evaluates), the fit is the full mesh's;
+    a geometry of another size is refused."""
+    p = faces["gt_params"]
+    fitter = ColourFitter(face_model())
+    geo = faces["gt_vertices"].double().numpy()
+    args = (euler_to_matrix_np(p.rotation.double().numpy()), p.translation.double().numpy(), faces["intrinsics"][0].numpy())
+    full = fitter(faces["image"].numpy(), geo, *args)
+    assert len(fitter.vertices) < geo.shape[1] / 2
+    part = fitter(faces["image"].numpy(), np.ascontiguousarray(geo[:, fitter.vertices]), *args)
+    np.testing.assert_array_equal(part.light, full.light)
+    np.testing.assert_array_equal(part.reflectance, full.reflectance)
+    with pytest.raises(ValueError, match="vertices"):
+        fitter(faces["image"].numpy(), geo[:, :-1], *args)

@@ -76,7 +76,9 @@ def test_shipped_checkpoint_reconstructs_with_the_landmark_start():
     from fml_taichi.losses.metrics import landmark_nme
 
     assert landmark_nme(r.landmarks_2d, pts)[0] < 0.04
-    assert set(pipe.last_timings) == {"landmark_fit", "colour_fit", "encoder", "encoder_wait", "model"}
+    assert set(pipe.last_timings) == {"landmark_fit", "colour_fit", "crop_wait", "align", "encoder", "encoder_wait",
+                                      "heads", "model"}
+    assert all(v >= 0 for v in pipe.last_timings.values())
 
 
 def test_refine_does_not_move_away_from_the_landmarks(checkpoint):

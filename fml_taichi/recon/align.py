@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 __all__ = ["AlignedCrop", "alignment_points", "canonical_template", "similarity_2d", "align_face",
-           "aligned_crop", "align_training_sample"]
+           "warp_aligned", "aligned_crop", "align_training_sample"]
 
 LEFT_EYE = np.arange(36, 42)
 RIGHT_EYE = np.arange(42, 48)
@@ -125,13 +125,18 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
         # small pixel q covers original k q + (k - 1) / 2: compose that into the matrix
         m = np.concatenate([matrix[:, :2] * k, (matrix[:, 2] + matrix[:, :2] @ np.full(2, (k - 1) / 2))[:, None]], 1)
     out = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+    return np.clip(out, 0.0, 1.0, out=out)  # warpAffine's result is a fresh contiguous float32 array
+
+
+def warp_aligned(image, aligned: AlignedCrop) -> np.ndarray:
+    """The crop [size, size, 3] float32 of an :class:`AlignedCrop` (the warp of :func:`aligned_crop`)."""
+    return _warp(image, aligned.matrix, aligned.size)
 
 
 def aligned_crop(image, landmarks, intrinsics, template, size: int = 240) -> tuple[np.ndarray, AlignedCrop]:
     """``(crop [size, size, 3], AlignedCrop)`` of one face (see :func:`align_face`)."""
     al = align_face(landmarks, intrinsics, template, size)
-    return _warp(image, al.matrix, size), al
+    return warp_aligned(image, al), al
 
 
 def align_training_sample(image, landmarks, intrinsics, rotation_matrix, translation, template,

@@ -26,7 +26,8 @@ import torch
 from ..model import FaceParams, ModelOutput
 from .align import aligned_crop
 
-__all__ = ["rotate_light_z", "rotate_camera", "EncoderInputs", "EncoderInputPreparer", "reconstruct_prepared"]
+__all__ = ["rotate_light_z", "rotate_camera", "rotate_camera_np", "align_faces", "start_z", "EncoderInputs", "EncoderInputPreparer",
+           "reconstruct_prepared"]
 
 # SH coefficient pairs (x-like, y-like, angle multiple) that a rotation about z mixes (docs/conventions.md order).
 _SH_PAIRS = ((3, 1, 1), (7, 5, 1), (8, 4, 2))
@@ -55,6 +56,40 @@ def rotate_camera(params: FaceParams, angle) -> FaceParams:
     trans = torch.stack([c * t[:, 0] - s * t[:, 1], s * t[:, 0] + c * t[:, 1], t[:, 2]], 1)
     rot = params.rotation + torch.stack([torch.zeros_like(a), torch.zeros_like(a), a], 1)
     return params.replace(rotation=rot, translation=trans, light=rotate_light_z(params.light, a))
+
+
+def align_faces(images, landmarks: np.ndarray, intrinsics: np.ndarray, template, size: int):
+    """Aligned crops of faces (one image per face; the same image may repeat):
+    ``(crops [B, S, S, 3] float32, landmarks [B, 68, 2] in them, intrinsics [B, 4] K', angle [B])``."""
+    out = [aligned_crop(im, lm, kk, template, size) for im, lm, kk in zip(images, landmarks, intrinsics)]
+    return (np.stack([c for c, _ in out]), np.stack([al.to_crop(lm) for (_, al), lm in zip(out, landmarks)]),
+            np.stack([al.intrinsics for _, al in out]), np.array([al.angle for _, al in out]))
+
+
+def start_z(codec, start: FaceParams) -> torch.Tensor:
+    """The start's base parameters in the codec's z-space [B, n_base] float32: what an
+    ``image+start`` encoder reads (computed from the float32 parameters, as in training)."""
+    return codec.pack_base(start.to(torch.float32)).float()
+
+
+def rotate_camera_np(rotation: np.ndarray, translation: np.ndarray, light: np.ndarray, angle) -> tuple:
+    """:func:`rotate_camera` on numpy arrays (rotation [B, 3], translation [B, 3], light [B, 9, 3];
+    ``angle`` [B]): ``(rotation, translation, light)`` new arrays, same dtype. For the inference
+    path, where a handful of torch calls would cost more than the arithmetic."""
+    dt = rotation.dtype
+    a = np.asarray(angle, dt).reshape(-1)
+    c, s = np.cos(a), np.sin(a)
+    t = translation
+    trans = np.stack([c * t[:, 0] - s * t[:, 1], s * t[:, 0] + c * t[:, 1], t[:, 2]], 1)
+    rot = rotation.copy()
+    rot[:, 2] += a
+    out = light.copy()
+    for ix, iy, k in _SH_PAIRS:
+        ck, sk = np.cos(k * a)[:, None], np.sin(k * a)[:, None]
+        gx, gy = light[:, ix], light[:, iy]
+        out[:, ix] = ck * gx - sk * gy
+        out[:, iy] = sk * gx + ck * gy
+    return rot, trans, out
 
 
 @dataclass
@@ -109,11 +144,7 @@ class EncoderInputPreparer:
         k = torch.as_tensor(intrinsics, dtype=torch.float64).numpy().reshape(-1, 4)
         k = np.repeat(k, b, 0) if len(k) == 1 else k
         if self.align:
-            out = [aligned_crop(im, lm, kk, self.start.template, self.crop_size) for im, lm, kk in zip(img, lms, k)]
-            img = np.stack([c for c, _ in out])
-            lms = np.stack([al.to_crop(lm) for (_, al), lm in zip(out, lms)])
-            k = np.stack([al.intrinsics for _, al in out])
-            angle = np.array([al.angle for _, al in out])
+            img, lms, k, angle = align_faces(img, lms, k, self.start.template, self.crop_size)
         else:
             angle = np.zeros(b)
         res = EncoderInputs(torch.from_numpy(img), torch.from_numpy(lms).float(), torch.from_numpy(k).float(),
@@ -122,7 +153,7 @@ class EncoderInputPreparer:
             lay = self.codec.layout
             st = self.start(img, lms, k, lay.n_delta_geometry, lay.n_delta_reflectance).params.to(torch.float32)
             res.start = st
-            res.start_z = self.codec.pack_base(st).float()
+            res.start_z = start_z(self.codec, st)
         return res
 
 

@@ -103,8 +103,8 @@ def _incident_triangles(tri: np.ndarray, vertices: np.ndarray) -> np.ndarray:
 class ColourFitter:
     """Light and reflectance for one face model (module docstring).
 
-    ``fitter(images [B, H, W, 3], geometry [B, N, 3] (or the sample vertices [B, S, 3] via
-    ``sample_geometry``), rotation matrices [B, 3, 3], translation [B, 3], intrinsics [4] / [B, 4])``.
+    ``fitter(images [B, H, W, 3], geometry [B, N, 3] (or only the :attr:`vertices` it reads,
+    [B, len(vertices), 3]), rotation matrices [B, 3, 3], translation [B, 3], intrinsics [4] / [B, 4])``.
     """
 
     def __init__(self, face_model, config: ColourFitConfig | None = None):
@@ -119,6 +119,12 @@ class ColourFitter:
         # 3 x [D, S]: ring slot first, so the sum over a vertex's triangles adds whole [S, 3] slabs
         # (a reduction over a middle axis of [B, S, D, 3] cost 15x more).
         self._corners = tuple(np.ascontiguousarray(ring[..., c].T) for c in range(3))
+        #: The vertices the fit reads (samples and their rings): a geometry of just these, in this
+        #: order, may replace the full one (a caller then evaluates a quarter of the model).
+        self.vertices = np.unique(np.concatenate([self.samples, *(c.ravel() for c in self._corners)]))
+        self.n_vertices = int(face_model.n_vertices)
+        self._local = (np.searchsorted(self.vertices, self.samples),
+                       tuple(np.searchsorted(self.vertices, c) for c in self._corners))
         n_all = face_model.reflectance_basis.shape[-1]
         self.n_local = n_all if cfg.n_local_modes is None else max(0, min(int(cfg.n_local_modes), n_all))
         self._mean = face_model.mean_reflectance.detach().double().cpu().numpy()[self.samples]  # [S, 3]
@@ -151,9 +157,21 @@ class ColourFitter:
         self._scales = np.exp(np.linspace(-1.2, 1.2, 49))[None]
 
     # -- pieces ------------------------------------------------------------------------------------
+    def _indices(self, geometry: np.ndarray) -> tuple:
+        """(sample indices, ring corner indices) into ``geometry``: the full mesh [B, N, 3] or
+        :attr:`vertices` only [B, len(vertices), 3]."""
+        n = geometry.shape[1]
+        if n == self.n_vertices:
+            return self.samples, self._corners
+        if n == len(self.vertices):
+            return self._local
+        raise ValueError(f"geometry: expected {self.n_vertices} vertices (the mesh) or {len(self.vertices)} "
+                         f"(ColourFitter.vertices), got {n}")
+
     def normals(self, geometry: np.ndarray) -> np.ndarray:
-        """Model-space unit normals [B, S, 3] of the sample vertices from the full geometry [B, N, 3]."""
-        c0, c1, c2 = (np.take(geometry, c, axis=1) for c in self._corners)  # [B, D, S, 3] each
+        """Model-space unit normals [B, S, 3] of the sample vertices from the geometry [B, N, 3]
+        (or [B, len(vertices), 3])."""
+        c0, c1, c2 = (np.take(geometry, c, axis=1) for c in self._indices(geometry)[1])  # [B, D, S, 3] each
         fn = _cross(c1 - c0, c2 - c0).sum(1)
         return fn / np.maximum(np.sqrt((fn * fn).sum(-1, keepdims=True)), 1e-20)
 
@@ -161,7 +179,7 @@ class ColourFitter:
         """(colours [B, S, 3], SH basis [B, S, 9], weights [B, S] in {0, 1}) of the sample vertices."""
         _, h, w, _ = images.shape
         rt = rot.transpose(0, 2, 1)
-        cam = geometry[:, self.samples] @ rt + t[:, None]
+        cam = geometry[:, self._indices(geometry)[0]] @ rt + t[:, None]
         n_cam = self.normals(geometry) @ rt
         z = np.maximum(cam[..., 2], 1e-6)
         uv = np.stack([k[:, 0:1] * cam[..., 0] / z + k[:, 2:3], k[:, 1:2] * cam[..., 1] / z + k[:, 3:4]], -1)

@@ -17,8 +17,9 @@ projects the same camera-space mesh straight into the input image.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,11 +30,13 @@ from ..data.detect import Detection, DlibDetector, PtsFileDetector
 from ..losses.terms import landmark_vertices
 from ..model import FaceParams, ModelOutput
 from ..reference.image_formation import euler_to_matrix, project
+from .align import align_face, warp_aligned
+from .anchored import rotate_camera_np
 from .reconstructor import Reconstructor
 from .runners import make_runner
 
 __all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_MIN_CONFIDENCE", "default_checkpoint", "FaceResult", "FacePipeline", "NoFaceFound",
-           "landmarks_in_image"]
+           "OverlapChooser", "landmarks_in_image"]
 
 #: Where the shipped checkpoint lives inside the installed package (package data).
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
@@ -160,7 +163,8 @@ class FacePipeline:
             faces at or above it are kept when confident *or* plausible (:data:`PLAUSIBLE_FIT_ERROR`).
         upsample: dlib's HOG upsampling (None: dlib detector's default); with the landmark start an
             image without faces is searched once more at one level finer (small faces).
-        correctives: with the landmark start, add the encoder's corrective coefficients.
+        correctives: with the landmark start and an ``image`` encoder, add the encoder's corrective
+            coefficients (an ``image+start`` encoder always gives its residuals and correctives).
         focal_px: the photo's focal length in pixels when known (EXIF, calibration); the landmark
             start then fits in that camera (:meth:`crop_cameras`). None: the training crop camera.
     """
@@ -191,14 +195,28 @@ class FacePipeline:
         self.detector = _make_detector(detector, self.landmarks_3d, landmark_model,
                                        **(dlib_options if detector in (None, "dlib") else {}))
         self.start = None
-        #: Run the encoder on a worker thread while the start is fitted (landmark start only).
-        self.overlap_encoder = True
+        #: Run the encoder on a worker thread while the start is fitted (landmark start only): True,
+        #: False, or "auto": both, timed, keeping the faster (:class:`OverlapChooser`; on a machine
+        #: whose cores are taken by other work the worker thread waits for a core and the GIL, and the
+        #: serial path is faster).
+        self.overlap_encoder = "auto"
+        self.overlap_chooser = OverlapChooser()
+        #: Landmark start with an ``image`` encoder: run the backbone graph and only the corrective
+        #: heads (True), or the whole encoder + multi-level model graph on the aligned crop and keep
+        #: its correctives (False: the path before the split, the benchmark's baseline).
+        self.split_encoder = True
         self._pool = None
         if init == "landmarks":
             from .start import LandmarkStart
 
             self.start = LandmarkStart(self.face_model, crop_size=self.size)
-        self.runner = make_runner(reconstructor.encoder, reconstructor.multilevel, runner, self.size, threads)
+        #: The checkpoint's encoder reads the landmark start (``encoder.input: image+start``).
+        self.encoder_takes_start = bool(reconstructor.encoder.takes_start)
+        if self.encoder_takes_start and init == "encoder":
+            raise ValueError("init 'encoder': this checkpoint's encoder reads the landmark start "
+                             "(encoder.input 'image+start'); use init 'landmarks'")
+        graphs = ("features",) if init == "landmarks" else ("model",)
+        self.runner = make_runner(reconstructor.encoder, reconstructor.multilevel, runner, self.size, threads, graphs)
         self.min_confidence = float(min_confidence)
         self.max_faces = max_faces
 
@@ -336,45 +354,217 @@ class FacePipeline:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fml-encoder")
         return self._pool
 
-    def _encode_aligned(self, image, detections, boxes, k_crop) -> tuple[FaceParams, float]:
-        """The encoder on the aligned crops (roll and scale removed); (its parameters, seconds)."""
-        t0 = time.perf_counter()
-        k_img = np.stack([b.image_intrinsics(k, self.size) for b, k in zip(boxes, k_crop)])
-        aligned, _ = self.start.aligned_crops(image, np.stack([d.landmarks for d in detections]), k_img)
-        enc, _, _ = self.runner(torch.from_numpy(aligned))
-        return enc, time.perf_counter() - t0
+    def _align(self, detections, boxes, k_crop) -> list:
+        """The :class:`~fml_taichi.recon.align.AlignedCrop` of each face (similarity and camera only:
+        the warp itself runs with the encoder)."""
+        return [align_face(d.landmarks, b.image_intrinsics(k, self.size), self.start.template, self.size)
+                for d, b, k in zip(detections, boxes, k_crop)]
+
+    def _encoder_job(self, image, aligned, takes_start: bool) -> "_EncoderJob":
+        """Warp the aligned crops and run the encoder's image part on them: on the worker thread while
+        this one fits the start (``overlap_encoder``; ONNX Runtime, torch and OpenCV release the GIL),
+        else here. An ``image+start`` encoder's job ends with the backbone's features (its heads need
+        the start); an ``image`` encoder's goes on to the correctives' offsets, which do not."""
+        if takes_start:
+            work = self.runner.features
+        elif self.split_encoder:
+            work = self._image_correctives
+        else:
+            work = self._image_correctives_full_graph
+        job = _EncoderJob(image, aligned, work)
+        overlap = self.overlap_encoder
+        job.overlapped = self.overlap_chooser.choose() if overlap == "auto" else bool(overlap)
+        if job.overlapped:
+            self._encoder_pool().submit(job.run)
+        else:
+            job.run("caller")
+        return job
+
+    def _image_correctives(self, crops) -> tuple:
+        """An ``image`` encoder's corrective coefficients and the multi-level model's offsets for them."""
+        z_g, z_r = self.runner.heads.correctives(self.runner.features(crops))
+        scale = self.runner.heads.codec.scales.corrective_scale
+        return self._corrective_offsets(torch.from_numpy(z_g * scale), torch.from_numpy(z_r * scale))
+
+    def _image_correctives_full_graph(self, crops) -> tuple:
+        enc, _, _ = self.runner(torch.from_numpy(crops))
+        return self._corrective_offsets(enc.delta_geometry, enc.delta_reflectance)
+
+    def _corrective_offsets(self, delta_g, delta_r) -> tuple:
+        dt = self.face_model.dtype
+        delta_g, delta_r = delta_g.to(dt), delta_r.to(dt)
+        with torch.no_grad():
+            return (delta_g, delta_r, self.multilevel.geometry_corrective(delta_g),
+                    self.multilevel.reflectance_corrective(delta_r))
 
     def reconstruct_landmarks(self, image, detections, boxes, crops, crop_intrinsics=None) -> tuple[FaceParams, ModelOutput]:
-        """The landmark start (:mod:`fml_taichi.recon.start`) for crops [F, S, S, 3], with the encoder's
-        correctives from the aligned crops (when ``correctives``); the timings go to ``last_timings``
-        (``encoder``: the encoder's own time, on the worker thread; ``encoder_wait``: what this thread
-        waited for it after the start)."""
+        """The landmark start (:mod:`fml_taichi.recon.start`) for crops [F, S, S, 3] and the encoder on
+        the aligned crops (module :mod:`fml_taichi.recon.align`).
 
+        * an ``image`` encoder (the paper's) adds its correctives (when ``correctives``) to the start
+          fitted on the crops;
+        * an ``image+start`` encoder reads the start fitted on the *aligned* crops in their camera
+          (exactly as :class:`~fml_taichi.recon.anchored.EncoderInputPreparer` prepares it in
+          training), predicts residuals on it and the correctives; the result moves back to the crop
+          camera (:func:`~fml_taichi.recon.anchored.rotate_camera` by ``-angle``). ``last_start``
+          then holds the start in the aligned camera.
+
+        The backbone runs on a worker thread while the start is fitted (for an ``image`` encoder the
+        corrective heads and offsets too); an ``image+start`` encoder's heads and the multi-level
+        model after it. ``last_timings`` (seconds): ``landmark_fit``, ``colour_fit``, ``crop_wait``
+        (the colour fit waiting for the aligned warp), ``align``, ``encoder`` (the worker's part),
+        ``encoder_wait`` (this thread waiting for it after the start), ``heads``, ``model``."""
         det_crop = np.stack([b.to_crop(d.landmarks, self.size) for d, b in zip(detections, boxes)])
         ml = self.multilevel
         k_crop = self.crop_cameras(boxes, image.shape) if crop_intrinsics is None else crop_intrinsics
-        # The encoder sees only the aligned crop, so it runs on a second core while this thread fits
-        # the start (ONNX Runtime and torch release the GIL): measured ~30% less per call on 2 cores.
-        pending = None
-        if self.correctives and self.overlap_encoder:
-            pending = self._encoder_pool().submit(self._encode_aligned, image, detections, boxes, k_crop)
-        start = self.start(crops, det_crop, k_crop, ml.n_correctives_geometry,
-                           ml.n_correctives_reflectance)
-        params = start.params
+        takes_start = self.encoder_takes_start
         t0 = time.perf_counter()
-        encoder_seconds = 0.0
-        if self.correctives:
-            enc, encoder_seconds = pending.result() if pending else self._encode_aligned(image, detections, boxes, k_crop)
-            params = params.replace(delta_geometry=enc.delta_geometry.to(params.shape.dtype),
-                                    delta_reflectance=enc.delta_reflectance.to(params.shape.dtype))
-        t1 = time.perf_counter()
-        with torch.no_grad():  # the multi-level model, reusing the start's base geometry
-            base_g, base_r = start.base_geometry, self.face_model.reflectance(params.reflectance)
-            corr_g, corr_r = ml.geometry_corrective(params.delta_geometry), ml.reflectance_corrective(params.delta_reflectance)
+        job, align_seconds = None, 0.0
+        if takes_start or self.correctives:
+            aligned = self._align(detections, boxes, k_crop)
+            align_seconds = time.perf_counter() - t0
+            job = self._encoder_job(image, aligned, takes_start)
+        if takes_start:
+            lm_al = np.stack([al.to_crop(d.landmarks) for al, d in zip(aligned, detections)])
+            k_al = np.stack([al.intrinsics for al in aligned])
+            start = self.start(job.crops, lm_al, k_al, ml.n_correctives_geometry, ml.n_correctives_reflectance)
+        else:
+            start = self.start(crops, det_crop, k_crop, ml.n_correctives_geometry, ml.n_correctives_reflectance)
+        t2 = time.perf_counter()
+        encoded, encoder_seconds = job.result() if job is not None else (None, 0.0)
+        t3 = time.perf_counter()
+        params, base_g = start.params, start.base_geometry
+        corr = None
+        if takes_start:
+            params = self._start_encoder_params(encoded, params, aligned)
+        elif self.correctives:
+            delta_g, delta_r, *corr = encoded
+            params = params.replace(delta_geometry=delta_g, delta_reflectance=delta_r)
+        t4 = time.perf_counter()
+        with torch.no_grad():  # the multi-level model; an image encoder's start already gave the base geometry
+            if takes_start:
+                base_g = self.face_model.geometry(params.shape, params.expression)
+            base_r = self.face_model.reflectance(params.reflectance)
+            if corr is None:
+                corr = (ml.geometry_corrective(params.delta_geometry), ml.reflectance_corrective(params.delta_reflectance))
+            corr_g, corr_r = corr
             output = ModelOutput(base_geometry=base_g, final_geometry=base_g + corr_g, base_reflectance=base_r,
                                  final_reflectance=base_r + corr_r, geometry_corrective=corr_g,
                                  reflectance_corrective=corr_r)
-        self.last_timings = {**start.seconds, "encoder_wait": t1 - t0, "encoder": encoder_seconds,
-                             "model": time.perf_counter() - t1}
+        self.last_timings = {**start.seconds, "align": align_seconds, "encoder_wait": t3 - t2, "encoder": encoder_seconds,
+                             "heads": t4 - t3, "model": time.perf_counter() - t4}
         self.last_start = start
+        #: Which thread ran the encoder's part of the last call: "worker", "caller" or None (no encoder).
+        self.last_encoder_thread = job.ran_on if job is not None else None
+        if job is not None and self.overlap_encoder == "auto":
+            self.overlap_chooser.record(job.overlapped, time.perf_counter() - t0)
         return params, output
+
+
+    def _start_encoder_params(self, features, start: FaceParams, aligned) -> FaceParams:
+        """An ``image+start`` encoder's heads on the backbone's features and the start's z, moved
+        from the aligned crop's camera back to the crop's (numpy: ``anchored.start_z``,
+        ``codec.unpack`` and ``anchored.rotate_camera`` give the same numbers, at a few torch calls' cost each)."""
+        heads = self.runner.heads
+        p = heads.unpack(heads.flat(features, heads.start_z(start)))
+        angle = -np.array([al.angle for al in aligned], np.float32)
+        p["rotation"], p["translation"], p["light"] = rotate_camera_np(p["rotation"], p["translation"], p["light"], angle)
+        dt = start.shape.dtype
+        return FaceParams(**{k: torch.from_numpy(np.ascontiguousarray(v)).to(dt) for k, v in p.items()})
+
+
+class OverlapChooser:
+    """Picks serial or overlapped encoder runs by their recent wall times (``overlap_encoder="auto"``).
+
+    Each way keeps its last ``window`` call times; the faster median wins, and every ``explore``-th
+    call tries the other way so that a change of the machine's load is noticed. Results do not
+    depend on the choice, only the time does."""
+
+    def __init__(self, window: int = 15, explore: int = 25, min_samples: int = 3):
+        from collections import deque
+
+        self.window, self.explore, self.min_samples = int(window), int(explore), int(min_samples)
+        self.times = {False: deque(maxlen=self.window), True: deque(maxlen=self.window)}
+        self.calls = 0
+
+    def preferred(self) -> bool:
+        """The way with the lower median so far (overlapped while neither has data)."""
+        med = {k: float(np.median(v)) if v else float("inf") for k, v in self.times.items()}
+        return med[True] <= med[False]
+
+    def choose(self) -> bool:
+        self.calls += 1
+        for way in (True, False):
+            if len(self.times[way]) < self.min_samples:
+                return way
+        best = self.preferred()
+        return (not best) if self.calls % self.explore == 0 else best
+
+    def record(self, overlapped: bool, seconds: float) -> None:
+        self.times[bool(overlapped)].append(float(seconds))
+
+
+class _EncoderJob:
+    """The encoder's part of one call: aligned warps, then ``work(crops)``, run by whichever thread
+    claims it first: the worker (:meth:`run`, submitted to the pool) or the caller, when it needs a
+    result the worker has not started on (a busy machine may not schedule the worker in time; the
+    call then costs what the serial path costs instead of waiting). ``crops()`` and ``result()``
+    block until their part is done (re-raising its error)."""
+
+    def __init__(self, image, aligned, work):
+        self.image, self.aligned, self.work = image, aligned, work
+        self._crops, self._result = Future(), Future()
+        self._claim = threading.Lock()
+        #: Who ran the job: "worker" or "caller" (None: not started); whether it was submitted to the worker.
+        self.ran_on, self.overlapped = None, False
+
+    def run(self, who: str = "worker"):
+        if not self._claim.acquire(blocking=False):
+            return  # the other thread has it
+        self.ran_on = who
+        t0 = time.perf_counter()
+        try:
+            crops = np.stack([warp_aligned(self.image, al) for al in self.aligned])
+        except BaseException as e:
+            self._crops.set_exception(e)
+            self._result.set_exception(e)
+            return
+        self._crops.set_result(crops)
+        try:
+            self._result.set_result((self.work(crops), time.perf_counter() - t0))
+        except BaseException as e:
+            self._result.set_exception(e)
+
+    def _run_here_if_unstarted(self):
+        if not self._crops.done() and not self._claim.locked():
+            self.run("caller")
+
+    def crops(self) -> np.ndarray:
+        if not self._crops.done() and not self._claim.locked():
+            # Unstarted: warp here (the worker, scheduled later, finds the job claimed and returns).
+            self._warp_only()
+        return self._crops.result()
+
+    def _warp_only(self):
+        """The caller needs the crops before the worker started: it takes the whole job (warp now,
+        ``work`` at :meth:`result`)."""
+        if not self._claim.acquire(blocking=False):
+            return
+        self.ran_on = "caller"
+        try:
+            self._crops.set_result(np.stack([warp_aligned(self.image, al) for al in self.aligned]))
+        except BaseException as e:
+            self._crops.set_exception(e)
+            self._result.set_exception(e)
+
+    def result(self) -> tuple:
+        """(what ``work`` returned, seconds of warp + work)."""
+        if self.ran_on == "caller" and not self._result.done():  # claimed by this thread at crops()
+            t0 = time.perf_counter()
+            try:
+                self._result.set_result((self.work(self._crops.result()), time.perf_counter() - t0))
+            except BaseException as e:
+                self._result.set_exception(e)
+        else:
+            self._run_here_if_unstarted()
+        return self._result.result()

@@ -1,17 +1,26 @@
-"""The inference fast path: encoder + multi-level model as one ONNX graph run by ONNX Runtime.
+"""The inference fast path: the encoder (and the multi-level model) as ONNX graphs run by ONNX Runtime.
 
-One call maps face crops to the encoder's parameters *and* the final level's geometry and
-reflectance (the learned correctives included), so a frame costs one runtime call. ONNX Runtime is
-several times faster than eager torch for this small CNN on a CPU (``benchmarks/bench_inference.py``).
+Two graphs, both with a dynamic batch:
 
-* :func:`export_onnx` writes the graph (input ``images`` [B, 3, S, S] float32 in [0, 1], dynamic batch;
-  outputs ``z`` [B, P] the encoder's flat head, ``final_geometry`` / ``final_reflectance`` [B, N, 3]).
-  Exporting needs the ``onnx`` package (torch's exporter writes through it).
-* :func:`make_runner` returns a callable ``runner(crops [B, S, S, 3]) -> (FaceParams, final_geometry,
-  final_reflectance)``: ONNX Runtime when ``onnxruntime`` and ``onnx`` are installed (``pip install
-  onnxruntime onnx``), eager torch otherwise (or when asked). Exported graphs are cached under
-  ``$FML_TAICHI_CACHE/onnx/`` keyed by a hash of the weights and the crop size, so only the first run
-  of a checkpoint pays the export (a few seconds).
+* ``"model"`` (the paper's image-only regression, ``init="encoder"``): input ``images`` [B, 3, S, S]
+  float32 in [0, 1]; outputs ``z`` [B, P] the encoder's flat head and ``final_geometry`` /
+  ``final_reflectance`` [B, N, 3], so a frame costs one runtime call;
+* ``"features"`` (the landmark-anchored path): input ``crops`` [B, S, S, 3] channels-last as the
+  crops come (the transpose is inside the graph); output ``features`` [B, F], the backbone's last
+  hidden layer. The encoder's three linear heads then run in numpy (:class:`EncoderHeads`), after the
+  landmark start they may read (``image+start`` encoders) is known: the backbone can run on another
+  thread while the start is fitted, and the multi-level model, whose base the start already gives,
+  is not evaluated twice.
+
+ONNX Runtime is several times faster than eager torch for this small CNN on a CPU
+(``benchmarks/bench_inference.py``). :func:`export_onnx` writes a graph (needs the ``onnx`` package:
+torch's exporter writes through it). :func:`make_runner` returns ONNX Runtime's runner when
+``onnxruntime`` and ``onnx`` are installed (``pip install onnxruntime onnx``), eager torch otherwise
+(or when asked); both have the same calls: ``runner(crops [B, S, S, 3]) -> (FaceParams,
+final_geometry, final_reflectance)`` and ``runner.features(crops) -> [B, F]`` float32 numpy, plus
+``runner.heads``. Exported graphs are cached under ``$FML_TAICHI_CACHE/onnx/`` keyed by a hash of
+the graph's kind, the weights and the crop size, so only the first run of a checkpoint pays the
+export (a few seconds per graph).
 """
 from __future__ import annotations
 
@@ -20,6 +29,7 @@ import hashlib
 import importlib.util
 import io
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -31,11 +41,13 @@ from ..io.images import to_network
 from ..model import FaceParams
 from ..model.default import cache_root
 
-__all__ = ["EncoderModelGraph", "export_onnx", "onnx_available", "make_runner", "TorchRunner", "OnnxRunner",
-           "INSTALL_ONNX"]
+__all__ = ["EncoderModelGraph", "EncoderFeaturesGraph", "EncoderHeads", "GRAPHS", "export_onnx", "onnx_available",
+           "make_runner", "TorchRunner", "OnnxRunner", "INSTALL_ONNX"]
 
 INSTALL_ONNX = "pip install onnxruntime onnx"
 OUTPUTS = ("z", "final_geometry", "final_reflectance")
+#: The exportable graphs (module docstring): name -> (input name, output names).
+GRAPHS = {"model": ("images", OUTPUTS), "features": ("crops", ("features",))}
 
 
 class EncoderModelGraph(nn.Module):
@@ -52,42 +64,157 @@ class EncoderModelGraph(nn.Module):
         return z, out.final_geometry, out.final_reflectance
 
 
+class EncoderFeaturesGraph(nn.Module):
+    """crops [B, S, S, 3] channels-last in [0, 1] -> the backbone's features [B, F] (the encoder's
+    resize and centring included): everything of the encoder but its linear heads."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, crops: torch.Tensor):
+        return self.encoder.backbone(self.encoder.preprocess(crops.permute(0, 3, 1, 2)))
+
+
+class EncoderHeads:
+    """The encoder's three linear heads in numpy float32: backbone features (and, for an
+    ``image+start`` encoder, the start's z) -> the head outputs, exactly as
+    :meth:`~fml_taichi.nets.encoder.FaceEncoder.forward_flat` computes them (base residuals added to
+    the start). A [1, 1024] x [1024, ~300] product costs microseconds; a torch module call costs more."""
+
+    def __init__(self, encoder):
+        self.codec = encoder.codec
+        self.takes_start = bool(encoder.takes_start)
+        self.n_features = encoder.backbone.n_features
+        lay = encoder.codec.layout
+        self.n_identity = lay.n_shape + lay.n_expression + lay.n_reflectance
+
+        def numpy_of(head):
+            return (np.ascontiguousarray(head.weight.detach().cpu().float().numpy().T),
+                    head.bias.detach().cpu().float().numpy().copy())
+        self.base, self.geometry, self.reflectance = (numpy_of(h) for h in (encoder.head_base, encoder.head_geometry,
+                                                                            encoder.head_reflectance))
+        # The codec's maps as per-part (offset, scale) vectors, float32 like its buffers: ``p = offset +
+        # z * scale`` (torch's float32 ops and numpy's give the same numbers).
+        codec, sc = encoder.codec, encoder.codec.scales
+
+        def f32(x, n=None):
+            a = x.detach().cpu().float().numpy().reshape(-1) if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+            return np.broadcast_to(a, (n,)).astype(np.float32) if n is not None else a.astype(np.float32)
+        zero = np.float32(0.0)
+        self._maps = {
+            "shape": (zero, f32(codec.shape_sigma)), "expression": (zero, f32(codec.expression_sigma)),
+            "reflectance": (zero, f32(codec.reflectance_sigma)),
+            "delta_geometry": (zero, np.float32(sc.corrective_scale)), "delta_reflectance": (zero, np.float32(sc.corrective_scale)),
+            "rotation": (zero, np.float32(sc.rotation_scale)),
+            "translation": (f32(codec.translation_mean), f32(codec.translation_scale)),
+            "light": (f32(codec.light_mean), np.float32(sc.light_scale)),
+        }
+        self._slices = lay.slices()
+        self._base_parts = ("shape", "expression", "reflectance", "rotation", "translation", "light")
+
+    def _inputs(self, features: np.ndarray, start_z: np.ndarray | None) -> np.ndarray:
+        f = np.asarray(features, np.float32)
+        if f.ndim != 2 or f.shape[1] != self.n_features:
+            raise ValueError(f"features: expected shape (B, {self.n_features}), got {f.shape}")
+        if not self.takes_start:
+            if start_z is not None:
+                raise ValueError("start_z: this encoder reads the image only (input 'image'); pass no start")
+            return f
+        n_base = self.codec.layout.n_base
+        if start_z is None or np.shape(start_z) != (len(f), n_base):
+            got = None if start_z is None else np.shape(start_z)
+            raise ValueError(f"start_z: this encoder (input 'image+start') needs the start's z of shape "
+                             f"({len(f)}, {n_base}), got {got}")
+        return np.concatenate([f, np.asarray(start_z, np.float32)], 1)
+
+    def correctives(self, features: np.ndarray, start_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The corrective heads' z ``(delta_geometry [B, C_g], delta_reflectance [B, C_r])`` (before
+        the codec's ``corrective_scale``)."""
+        x = self._inputs(features, start_z)
+        return x @ self.geometry[0] + self.geometry[1], x @ self.reflectance[0] + self.reflectance[1]
+
+    def flat(self, features: np.ndarray, start_z: np.ndarray | None = None) -> np.ndarray:
+        """The encoder's flat head vector ``z [B, total]`` (the codec unpacks it to FaceParams)."""
+        x = self._inputs(features, start_z)
+        base = x @ self.base[0] + self.base[1]
+        if self.takes_start:
+            base += x[:, self.n_features:]  # residuals on the start
+        n_id = self.n_identity
+        return np.concatenate([base[:, :n_id], x @ self.geometry[0] + self.geometry[1],
+                               x @ self.reflectance[0] + self.reflectance[1], base[:, n_id:]], 1)
+
+    def params(self, features: np.ndarray, start_z: np.ndarray | None = None) -> FaceParams:
+        """:meth:`flat` unpacked to float32 :class:`FaceParams`."""
+        return self.codec.unpack(torch.from_numpy(self.flat(features, start_z)))
+
+    def start_z(self, params: FaceParams) -> np.ndarray:
+        """The start's base z [B, n_base] float32 in numpy: the codec's ``pack_base`` of the float32
+        parameters (:func:`fml_taichi.recon.anchored.start_z`, what training feeds), without its
+        per-call torch overhead."""
+        b = params.batch_size
+        out = []
+        for name in self._base_parts:
+            offset, scale = self._maps[name]
+            v = getattr(params, name).detach().numpy().astype(np.float32, copy=False).reshape(b, -1)
+            out.append((v - offset) / scale)
+        return np.concatenate(out, 1)
+
+    def unpack(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """The codec's ``unpack`` in numpy: flat ``z [B, total]`` -> {FaceParams field: float32 array}."""
+        b = len(z)
+        out = {name: offset + z[:, sl] * scale if name != "light" else
+               offset.reshape(-1, 3) + z[:, sl].reshape(b, -1, 3) * scale
+               for name, sl in self._slices.items() for offset, scale in (self._maps[name],)}
+        return out
+
+
 def onnx_available() -> bool:
     """Both ``onnxruntime`` (to run) and ``onnx`` (for torch's exporter) importable."""
 
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
-def export_onnx(encoder, multilevel, path: str | os.PathLike | None = None, size: int = 240) -> bytes:
-    """Export encoder + multi-level model as ONNX (module docstring); returns the model bytes and,
-    with ``path``, writes them there atomically.
+def export_onnx(encoder, multilevel, path: str | os.PathLike | None = None, size: int = 240,
+                graph: str = "model") -> bytes:
+    """Export one of :data:`GRAPHS` as ONNX (module docstring): ``"model"`` (encoder + multi-level
+    model) or ``"features"`` (the encoder's backbone; ``multilevel`` unused); returns the model bytes
+    and, with ``path``, writes them there atomically.
 
     Raises:
         RuntimeError: ``onnx`` is not installed (message names the pip command).
     """
+    if graph not in GRAPHS:
+        raise ValueError(f"graph: expected one of {tuple(GRAPHS)}, got {graph!r}")
     if importlib.util.find_spec("onnx") is None:
         raise RuntimeError(f"exporting to ONNX needs the onnx package: {INSTALL_ONNX}")
-    graph = EncoderModelGraph(encoder, multilevel).eval()
-    example = torch.rand(1, 3, size, size)
+    input_name, outputs = GRAPHS[graph]
+    if graph == "model":
+        module, example = EncoderModelGraph(encoder, multilevel).eval(), torch.rand(1, 3, size, size)
+    else:
+        module, example = EncoderFeaturesGraph(encoder).eval(), torch.rand(1, size, size, 3)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The model's argument checks turn tensors into Python bools while tracing: harmless here
         # (the checks hold for every input of this shape), but torch warns about each one.
         warnings.simplefilter("ignore")
         with contextlib.redirect_stdout(io.StringIO()):
-            torch.onnx.export(graph, (example,), buf, dynamo=False, input_names=["images"],
-                              output_names=list(OUTPUTS), opset_version=17,
-                              dynamic_axes={"images": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}})
+            torch.onnx.export(module, (example,), buf, dynamo=False, input_names=[input_name],
+                              output_names=list(outputs), opset_version=17,
+                              dynamic_axes={input_name: {0: "batch"}, **{o: {0: "batch"} for o in outputs}})
     data = buf.getvalue()
     if path is not None:
         write_bytes(path, data)
     return data
 
 
-def _weights_key(encoder, multilevel, size: int) -> str:
-    """A content hash of the weights (and what else shapes the graph): the ONNX cache key."""
-    h = hashlib.sha256(f"{torch.__version__}|{size}|{encoder.input_size}".encode())
-    for module in (encoder, multilevel):
+def _weights_key(encoder, multilevel, size: int, graph: str = "model") -> str:
+    """A content hash of the graph's kind and weights (and what else shapes it): the ONNX cache key."""
+    # The "model" key keeps its old form, so caches written before the features graph stay valid.
+    tag = f"{torch.__version__}|{size}|{encoder.input_size}" + ("" if graph == "model" else f"|{graph}")
+    h = hashlib.sha256(tag.encode())
+    modules = (encoder, multilevel) if graph == "model" else (encoder.backbone,)
+    for module in modules:
         for name, t in module.state_dict().items():
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -106,13 +233,22 @@ class TorchRunner:
     def __init__(self, encoder, multilevel):
         self.encoder = encoder.eval()
         self.multilevel = multilevel.eval()
+        self.heads = EncoderHeads(encoder)
+        self._features = EncoderFeaturesGraph(self.encoder)
 
     @torch.no_grad()
     def __call__(self, crops) -> tuple[FaceParams, torch.Tensor, torch.Tensor]:
+        if self.encoder.takes_start:
+            raise ValueError("this encoder reads the landmark start (input 'image+start'): use features() + heads")
         x = _network_input(crops)
         params = self.encoder(x)
         out = self.multilevel(params)
         return params, out.final_geometry, out.final_reflectance
+
+    @torch.no_grad()
+    def features(self, crops) -> np.ndarray:
+        """The backbone's features [B, F] float32 of crops [B, S, S, 3] (module docstring)."""
+        return self._features(_crops_input(crops)).numpy()
 
 
 class OnnxRunner:
@@ -125,39 +261,70 @@ class OnnxRunner:
     """
     name = "onnxruntime"
 
-    def __init__(self, encoder, multilevel, size: int = 240, threads: int | None = None, cache: bool = True):
+    def __init__(self, encoder, multilevel, size: int = 240, threads: int | None = None, cache: bool = True,
+                 graphs: tuple = ("model",)):
+        self.codec = encoder.codec
+        self.heads = EncoderHeads(encoder)
+        self._encoder, self._multilevel, self._size, self._threads, self._cache = encoder, multilevel, size, threads, cache
+        self._sessions, self._lock = {}, threading.Lock()
+        self.takes_start = bool(encoder.takes_start)
+        for g in graphs:
+            self.session_for(g)
+
+    def session_for(self, graph: str):
+        """The ONNX Runtime session of one of :data:`GRAPHS` (exported or read from the cache on first use)."""
+        with self._lock:
+            if graph not in self._sessions:
+                self._sessions[graph] = self._load(graph)
+            return self._sessions[graph]
+
+    def _load(self, graph: str):
         import onnxruntime as ort
 
-        self.codec = encoder.codec
+        if graph not in GRAPHS:
+            raise ValueError(f"graph: expected one of {tuple(GRAPHS)}, got {graph!r}")
+        enc, ml, size, cache = self._encoder, self._multilevel, self._size, self._cache
         data = None
-        path = os.path.join(_cache_dir(), _weights_key(encoder, multilevel, size) + ".onnx")
+        path = os.path.join(_cache_dir(), _weights_key(enc, ml, size, graph) + ".onnx")
         if cache and os.path.isfile(path):
             with open(path, "rb") as f:
                 data = f.read()
         if data is None:
-            data = export_onnx(encoder, multilevel, path if cache else None, size)
+            data = export_onnx(enc, ml, path if cache else None, size, graph)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or 1)
+        opts.intra_op_num_threads = int(self._threads or 1)
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception:  # a damaged cache file (ONNX Runtime raises its own types): re-export once
             if not cache:
                 raise
-            data = export_onnx(encoder, multilevel, path, size)
-            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+            data = export_onnx(enc, ml, path, size, graph)
+            return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+    @property
+    def session(self):
+        """The ``"model"`` graph's session."""
+        return self.session_for("model")
 
     def run_numpy(self, x: np.ndarray) -> list[np.ndarray]:
-        """Raw graph outputs for network-layout input ``x`` [B, 3, S, S] float32 (for benchmarks)."""
+        """Raw ``"model"`` graph outputs for network-layout input ``x`` [B, 3, S, S] float32 (for benchmarks)."""
         return self.session.run(list(OUTPUTS), {"images": x})
 
     def __call__(self, crops) -> tuple[FaceParams, torch.Tensor, torch.Tensor]:
+        if self.takes_start:
+            raise ValueError("this encoder reads the landmark start (input 'image+start'): use features() + heads")
         x = _network_input(crops).numpy()
         z, geo, refl = self.run_numpy(x)
         return self.codec.unpack(torch.from_numpy(z)), torch.from_numpy(geo), torch.from_numpy(refl)
+
+    def features(self, crops) -> np.ndarray:
+        """The backbone's features [B, F] float32 of crops [B, S, S, 3] (module docstring)."""
+        x = _crops_input(crops)
+        return self.session_for("features").run(None, {"crops": x.numpy()})[0]
 
 
 def _network_input(crops) -> torch.Tensor:
@@ -167,8 +334,18 @@ def _network_input(crops) -> torch.Tensor:
     return t
 
 
-def make_runner(encoder, multilevel, runner: str = "auto", size: int = 240, threads: int | None = None):
-    """The fastest available runner (``runner="auto"``), or ``"onnxruntime"`` / ``"torch"`` explicitly.
+def _crops_input(crops) -> torch.Tensor:
+    """Channels-last crops [B, S, S, 3] as a contiguous float32 tensor (no copy when they are one already)."""
+    t = crops if isinstance(crops, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(crops, np.float32))
+    if t.ndim != 4 or t.shape[-1] != 3 or t.shape[1] != t.shape[2]:
+        raise ValueError(f"crops: expected square channels-last crops (B, S, S, 3), got {tuple(t.shape)}")
+    return t.to(torch.float32).contiguous()
+
+
+def make_runner(encoder, multilevel, runner: str = "auto", size: int = 240, threads: int | None = None,
+                graphs: tuple = ("model",)):
+    """The fastest available runner (``runner="auto"``), or ``"onnxruntime"`` / ``"torch"`` explicitly;
+    ``graphs``: the ONNX graphs to load now (others load on first use).
 
     Raises:
         RuntimeError: ``"onnxruntime"`` requested but not installed (message names the pip command).
@@ -179,4 +356,4 @@ def make_runner(encoder, multilevel, runner: str = "auto", size: int = 240, thre
         return TorchRunner(encoder, multilevel)
     if not onnx_available():
         raise RuntimeError(f"the ONNX Runtime runner needs onnxruntime and onnx: {INSTALL_ONNX}")
-    return OnnxRunner(encoder, multilevel, size=size, threads=threads)
+    return OnnxRunner(encoder, multilevel, size=size, threads=threads, graphs=graphs)

@@ -16,7 +16,7 @@ exports and ``--refine`` take it unchanged.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,14 +32,23 @@ __all__ = ["StartResult", "LandmarkStart"]
 @dataclass
 class StartResult:
     """params: FaceParams (batch F, crop camera). fit: the LandmarkFit; colour: the ColourFit;
-    seconds: {"landmark_fit", "colour_fit"} wall time of the batch; base_geometry [F, N, 3] the
-    base level of ``params`` (already evaluated for the colour fit)."""
+    seconds: {"landmark_fit", "colour_fit", "crop_wait"} wall time of the batch (``crop_wait``: waiting
+    for crops given as a callable, not counted in ``colour_fit``); :attr:`base_geometry` [F, N, 3]
+    the base level of ``params`` (evaluated on first use: the colour fit reads a quarter of it)."""
 
     params: FaceParams
     fit: object
     colour: object
     seconds: dict
-    base_geometry: torch.Tensor
+    face_model: object = field(default=None, repr=False)
+    _base_geometry: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def base_geometry(self) -> torch.Tensor:
+        if self._base_geometry is None:
+            with torch.no_grad():
+                self._base_geometry = self.face_model.geometry(self.params.shape, self.params.expression)
+        return self._base_geometry
 
 
 class LandmarkStart:
@@ -52,28 +61,48 @@ class LandmarkStart:
         self.template = canonical_template(face_model.mean_geometry[face_model.landmarks.long()].double().numpy(),
                                            crop_size)
         self.crop_size = int(crop_size)
+        # The model's rows of the vertices the colour fit reads (float32, as FaceModel.geometry computes).
+        used = torch.from_numpy(self.colour.vertices)
+        n3 = 3 * len(used)
+        self._colour_mean = face_model.mean_geometry[used].reshape(1, n3).contiguous()
+        self._colour_bases = tuple(b[used].reshape(n3, -1).T.contiguous()
+                                   for b in (face_model.shape_basis, face_model.expression_basis))
+
+    def colour_geometry(self, shape: torch.Tensor, expression: torch.Tensor) -> np.ndarray:
+        """The geometry of the colour fit's vertices [F, len(ColourFitter.vertices), 3] float64."""
+        with torch.no_grad():
+            g = torch.addmm(self._colour_mean, shape, self._colour_bases[0])
+            g = torch.addmm(g, expression, self._colour_bases[1])
+        return g.view(len(shape), -1, 3).double().numpy()
 
     def __call__(self, crops: np.ndarray, landmarks_crop: np.ndarray, intrinsics, n_geometry: int,
                  n_reflectance: int, weights=None) -> StartResult:
-        """crops [F, S, S, 3], landmarks_crop [F, 68, 2] (crop px), intrinsics [4] of the crop;
+        """crops [F, S, S, 3] (or a zero-argument callable returning them, called once the landmarks
+        are fitted: the colour fit is the first to read them, so a warp may finish on another thread
+        meanwhile), landmarks_crop [F, 68, 2] (crop px), intrinsics [4] or [F, 4] of the crops;
         ``n_geometry`` / ``n_reflectance``: corrective sizes of the model (zeros here)."""
         fm = self.face_model
         t0 = time.perf_counter()
         fit = self.landmarks(landmarks_crop, intrinsics, weights)
         t1 = time.perf_counter()
-        with torch.no_grad():
-            geo = fm.geometry(torch.from_numpy(fit.shape).to(fm.dtype), torch.from_numpy(fit.expression).to(fm.dtype))
-        colour = self.colour(crops, geo.double().numpy(), fit.matrix, fit.translation, intrinsics)
+        shape, expression = torch.from_numpy(fit.shape).to(fm.dtype), torch.from_numpy(fit.expression).to(fm.dtype)
+        geo = self.colour_geometry(shape, expression)
+        t_wait = time.perf_counter()
+        if callable(crops):
+            crops = crops()
+        wait = time.perf_counter() - t_wait
+        colour = self.colour(crops, geo, fit.matrix, fit.translation, intrinsics)
         t2 = time.perf_counter()
         f = len(crops)
         dt = fm.dtype
         params = FaceParams(
-            shape=torch.from_numpy(fit.shape).to(dt), expression=torch.from_numpy(fit.expression).to(dt),
+            shape=shape, expression=expression,
             reflectance=torch.from_numpy(colour.reflectance).to(dt),
             delta_geometry=torch.zeros(f, n_geometry, dtype=dt), delta_reflectance=torch.zeros(f, n_reflectance, dtype=dt),
             rotation=torch.from_numpy(fit.rotation).to(dt), translation=torch.from_numpy(fit.translation).to(dt),
             light=torch.from_numpy(np.ascontiguousarray(colour.light)).to(dt))
-        return StartResult(params, fit, colour, {"landmark_fit": t1 - t0, "colour_fit": t2 - t1}, geo)
+        return StartResult(params, fit, colour, {"landmark_fit": t1 - t0, "colour_fit": t2 - t1 - wait,
+                                                 "crop_wait": wait}, fm)
 
     def aligned_crops(self, image: np.ndarray, landmarks_image: np.ndarray, image_intrinsics) -> tuple[np.ndarray, list]:
         """Aligned crops [F, S, S, 3] of the faces (landmarks [F, 68, 2] in the image; intrinsics
