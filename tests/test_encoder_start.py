@@ -52,3 +52,30 @@ def test_old_configs_load_as_image_and_start_needs_alignment():
     with pytest.raises(ConfigError, match="align"):
         from_dict({"encoder": {"input": "image+start"}})
     assert from_dict({"encoder": {"input": "image+start"}, "data": {"align": True}}).encoder.input == "image+start"
+
+
+def test_appearance_residuals_keep_the_start_geometry_and_pose(face_model):
+    from fml_taichi.recon.runners import EncoderHeads
+
+    enc = FaceEncoder.for_model(face_model, 4, 4, EncoderConfig(input_size=32, width=0.5, n_features=32,
+                                                                input="image+start", residuals="appearance")).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in (enc.head_base.weight, enc.head_base.bias):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    start = FaceParams.zeros(2, face_model.m_shape, face_model.m_expression, face_model.m_reflectance, 4, 4)
+    start = start.replace(translation=torch.tensor([[5.0, -3.0, 480.0], [0.0, 2.0, 520.0]]))
+    z = enc.codec.pack_base(start)
+    images = torch.rand(2, 3, 64, 64, generator=g)
+    out = enc(images, z)
+    for name in ("shape", "expression", "rotation", "translation"):
+        assert torch.allclose(getattr(out, name), getattr(start, name), atol=1e-4), name
+    assert (out.light - start.light).abs().max() > 1e-3 and (out.reflectance - start.reflectance).abs().max() > 1e-3
+    # The numpy heads of the pipeline hold the same outputs at the start.
+    with torch.no_grad():
+        feats = enc.backbone(enc.preprocess(images)).numpy()
+    flat = EncoderHeads(enc).flat(feats, z.numpy())
+    assert np.allclose(flat, enc.forward_flat(images, z).detach().numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="appearance"):
+        FaceEncoder.for_model(face_model, 4, 4, EncoderConfig(input_size=32, width=0.5, n_features=32,
+                                                              residuals="appearance"))

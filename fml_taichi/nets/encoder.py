@@ -60,6 +60,10 @@ SH_C0 = 0.28209479177387814
 N_SH = 9
 #: What the encoder reads (module docstring): the crop, or the crop and a start's base parameters.
 INPUTS = ("image", "image+start")
+#: What an ``image+start`` encoder's base head corrects: "all" base parameters, or only the
+#: "appearance" (base reflectance and light; pose, shape and expression stay the landmark start's).
+RESIDUALS = ("all", "appearance")
+APPEARANCE = ("reflectance", "light")
 
 
 @dataclass
@@ -311,7 +315,8 @@ class EncoderConfig:
     """Architecture choices (all in the training config's ``encoder:`` section).
 
     input_size: side (px) the crop is resized to before the backbone; width: channel multiplier;
-    n_features: size of the last hidden layer; scales: :class:`ParamScales` fields.
+    n_features: size of the last hidden layer; scales: :class:`ParamScales` fields; input: "image"
+    (the paper) or "image+start"; residuals (``image+start`` only): :data:`RESIDUALS`.
     """
 
     input_size: int = 120
@@ -320,6 +325,7 @@ class EncoderConfig:
     pool: str = "avg"
     scales: dict = field(default_factory=dict)
     input: str = "image"
+    residuals: str = "all"
 
 
 class FaceEncoder(nn.Module):
@@ -330,14 +336,19 @@ class FaceEncoder(nn.Module):
     """
 
     def __init__(self, codec: ParamCodec, input_size: int = 120, width: float = 1.0, n_features: int = 1024,
-                 pool: str = "avg", input: str = "image"):
+                 pool: str = "avg", input: str = "image", residuals: str = "all"):
         super().__init__()
         if not isinstance(input_size, int) or not (32 <= input_size <= 512):
             raise ValueError(f"encoder input_size must be an int in [32, 512], got {input_size!r}")
         if input not in INPUTS:
             raise ValueError(f"encoder input must be one of {INPUTS}, got {input!r}")
         self.input_size = input_size
+        if residuals not in RESIDUALS:
+            raise ValueError(f"encoder residuals must be one of {RESIDUALS}, got {residuals!r}")
+        if residuals != "all" and input != "image+start":
+            raise ValueError("encoder residuals: 'appearance' needs input 'image+start' (residuals on a start)")
         self.input = input
+        self.residuals = residuals
         self.codec = codec
         self.backbone = MobileNetV3Small(width, n_features, pool=pool, input_size=input_size)
         lay = codec.layout
@@ -348,6 +359,15 @@ class FaceEncoder(nn.Module):
         for head in (self.head_base, self.head_geometry, self.head_reflectance):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        # Which base-head outputs are used (1) or held at the start (0); derived from the config, so
+        # not saved: checkpoints of either setting share the state-dict keys.
+        self.register_buffer("base_mask", self._base_mask(), persistent=False)
+
+    def _base_mask(self) -> torch.Tensor:
+        s = self.codec.layout.sizes
+        names = ("shape", "expression", "reflectance", "rotation", "translation", "light")  # base head order
+        keep = names if self.residuals == "all" else APPEARANCE
+        return torch.cat([torch.full((s[n],), float(n in keep)) for n in names])
 
     @classmethod
     def for_model(cls, face_model, n_correctives_geometry: int, n_correctives_reflectance: int,
@@ -362,7 +382,7 @@ class FaceEncoder(nn.Module):
             raise ValueError(f"encoder.scales: {e}") from e
         codec = ParamCodec(layout, face_model.shape_sigma, face_model.expression_sigma,
                            face_model.reflectance_sigma, scales)
-        return cls(codec, cfg.input_size, cfg.width, cfg.n_features, cfg.pool, cfg.input)
+        return cls(codec, cfg.input_size, cfg.width, cfg.n_features, cfg.pool, cfg.input, cfg.residuals)
 
     @property
     def takes_start(self) -> bool:
@@ -398,7 +418,7 @@ class FaceEncoder(nn.Module):
             raise ValueError("start: this encoder reads the image only (input 'image'); pass no start")
         base = self.head_base(f)
         if self.takes_start:
-            base = base + start  # residuals on the start
+            base = base * self.base_mask + start  # residuals on the start
         n_id = lay.n_shape + lay.n_expression + lay.n_reflectance
         # Reassemble FaceParams order: [identity, delta_g, delta_r, rigid + light].
         return torch.cat([base[:, :n_id], self.head_geometry(f), self.head_reflectance(f), base[:, n_id:]], 1)

@@ -32,6 +32,7 @@ from ..model import FaceParams, ModelOutput
 from ..reference.image_formation import euler_to_matrix, project
 from .align import align_face, warp_aligned
 from .anchored import rotate_camera_np
+from .corrective_fit import fitted_reflectance_coefficients
 from .reconstructor import Reconstructor
 from .runners import make_runner
 
@@ -294,7 +295,24 @@ class FacePipeline:
         out = ModelOutput(base_geometry=base_g, final_geometry=final_g.contiguous(), base_reflectance=base_r,
                           final_reflectance=final_r.contiguous(), geometry_corrective=final_g - base_g,
                           reflectance_corrective=final_r - base_r)
-        return params, out
+        return self.fit_reflectance(params, out, crops, self.crop_intrinsics)
+
+    def fit_reflectance(self, params: FaceParams, output: ModelOutput, crops, intrinsics) -> tuple[FaceParams, ModelOutput]:
+        """For a checkpoint trained with fitted reflectance coefficients
+        (``model.reflectance_coefficients: fitted``), ``delta_r`` fitted to the crops [F, S, S, 3] seen
+        by ``intrinsics`` [4] / [F, 4] (:mod:`fml_taichi.recon.corrective_fit`); otherwise unchanged."""
+        prior = self.reconstructor.reflectance_prior
+        if prior is None:
+            return params, output
+        ml = self.multilevel
+        images = torch.from_numpy(np.ascontiguousarray(crops, np.float32))
+        k = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
+        with torch.no_grad():
+            delta = fitted_reflectance_coefficients(ml, params, output, images, k, prior)
+            corr_r = ml.reflectance_corrective(delta.to(ml.reflectance_corrective.theta.dtype))
+        output = ModelOutput(**{**vars(output), "final_reflectance": output.base_reflectance + corr_r,
+                                "reflectance_corrective": corr_r})
+        return params.replace(delta_reflectance=delta), output
 
     def results(self, detections, boxes, crops, params: FaceParams, output: ModelOutput,
                 crop_intrinsics=None) -> list[FaceResult]:
@@ -451,8 +469,11 @@ class FacePipeline:
             output = ModelOutput(base_geometry=base_g, final_geometry=base_g + corr_g, base_reflectance=base_r,
                                  final_reflectance=base_r + corr_r, geometry_corrective=corr_g,
                                  reflectance_corrective=corr_r)
+        t5 = time.perf_counter()
+        if self.correctives:
+            params, output = self.fit_reflectance(params, output, crops, k_crop)
         self.last_timings = {**start.seconds, "align": align_seconds, "encoder_wait": t3 - t2, "encoder": encoder_seconds,
-                             "heads": t4 - t3, "model": time.perf_counter() - t4}
+                             "heads": t4 - t3, "model": t5 - t4, "reflectance_fit": time.perf_counter() - t5}
         self.last_start = start
         #: Which thread ran the encoder's part of the last call: "worker", "caller" or None (no encoder).
         self.last_encoder_thread = job.ran_on if job is not None else None

@@ -94,6 +94,9 @@ class EncoderHeads:
                     head.bias.detach().cpu().float().numpy().copy())
         self.base, self.geometry, self.reflectance = (numpy_of(h) for h in (encoder.head_base, encoder.head_geometry,
                                                                             encoder.head_reflectance))
+        if self.takes_start:  # outputs held at the start (encoder.residuals): mask(xW + b) = x(W mask) + b mask
+            mask = encoder.base_mask.detach().cpu().float().numpy()
+            self.base = (np.ascontiguousarray(self.base[0] * mask), self.base[1] * mask)
         # The codec's maps as per-part (offset, scale) vectors, float32 like its buffers: ``p = offset +
         # z * scale`` (torch's float32 ops and numpy's give the same numbers).
         codec, sc = encoder.codec, encoder.codec.scales
