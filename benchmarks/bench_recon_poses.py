@@ -164,7 +164,7 @@ def run(args) -> dict:
     detector = GivenLandmarks(mean_landmarks_3d(fm))
     focal = float(default_intrinsics(RENDER)[0])  # the photos' camera (known here, as from EXIF)
     pipes = {"landmarks": FacePipeline(rec, detector=detector, init="landmarks", runner=args.runner, focal_px=focal),
-             "encoder": FacePipeline(rec, detector=detector, init="encoder", runner=args.runner),
+             "encoder": FacePipeline(paper_reconstructor(rec), detector=detector, init="encoder", runner=args.runner),
              "landmarks_unknown_focal": FacePipeline(rec, detector=detector, init="landmarks", runner=args.runner)}
     dlib = None
     if args.dlib:
@@ -239,6 +239,17 @@ def print_table(doc) -> None:
     print(f"targets (landmarks): rotation <= 3 deg in every bin up to yaw 60: {'met' if ok_rot else 'MISSED'}; "
           f"NME <= 0.03: {'met' if o['nme'] <= 0.03 else 'MISSED'}; geom <= 0.9 mm and below the mean face: "
           f"{'met' if o['geom_mm'] <= 0.9 and o['geom_mm'] < o['geom_mm_mean_face'] else 'MISSED'}")
+
+
+def paper_reconstructor(rec):
+    """``rec`` when its encoder reads the image alone, else the shipped image-only (paper) checkpoint:
+    the encoder path ("encoder" rows) is the paper's design."""
+    from fml_taichi.recon.pipeline import default_checkpoint
+    from fml_taichi.recon.reconstructor import Reconstructor
+
+    if not rec.encoder.takes_start:
+        return rec
+    return Reconstructor.from_checkpoint(default_checkpoint("encoder"))
 
 
 def main() -> int:

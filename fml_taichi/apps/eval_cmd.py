@@ -16,11 +16,24 @@ nme_final``; null where a metric cannot be measured, e.g. geometry on user image
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 
 HELP = "evaluate a reconstruction method on held-out synthetic faces or annotated images"
+
+
+def _synthetic_config(method, image_size: int):
+    """Held-out faces drawn as a checkpoint was trained (its ``data.synthetic``: the same variation
+    families, other seeds); the default generator for the other methods."""
+    from ..data.synthetic import SyntheticConfig
+    from ..nets.config import synthetic_config
+
+    cfg = getattr(getattr(method, "reconstructor", None), "config", None)
+    if cfg is None or cfg.data.kind != "synthetic":
+        return SyntheticConfig(image_size=image_size)
+    return dataclasses.replace(synthetic_config(cfg), image_size=image_size)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +87,7 @@ def _check_args(args) -> None:
 
 
 def run(args) -> int:
-    from ..data.synthetic import EVAL_SEED_START, SyntheticConfig
+    from ..data.synthetic import EVAL_SEED_START
     from ..eval import harness
     from ..common.atomic import write_text
 
@@ -89,7 +102,7 @@ def run(args) -> int:
         else:
             seed_start = EVAL_SEED_START if args.seed_start is None else args.seed_start
             result = harness.evaluate(method, n=args.n, seed_start=seed_start, batch_size=args.batch_size,
-                                      config=SyntheticConfig(image_size=args.image_size), n_examples=args.examples,
+                                      config=_synthetic_config(method, args.image_size), n_examples=args.examples,
                                       progress=not args.no_progress)
             source = f"{args.n} held-out synthetic faces (seeds {seed_start}..{seed_start + args.n - 1})"
     except (ValueError, FileNotFoundError) as e:

@@ -274,7 +274,7 @@ def run(args) -> int:
     pipe = _make_pipeline(args)
     if pipe is None:
         return 2
-    checkpoint = args.checkpoint or default_checkpoint()
+    checkpoint = args.checkpoint or default_checkpoint(args.init)
     records, failed, n_faces = [], 0, 0
     bar = tqdm(items, desc="reconstruct", unit="input", disable=args.quiet or len(items) < 2)
     for item in bar:

@@ -42,6 +42,9 @@ __all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_MIN_CONFIDENCE", "default_checkpoint",
 #: Where the shipped checkpoint lives inside the installed package (package data).
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
+#: The shipped checkpoint of the paper's image-only encoder (``init="encoder"``: every parameter from
+#: the image; configs/paper_cpu.yaml's design), beside the default landmark-anchored one.
+PAPER_CHECKPOINT = os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), "paper.pt")
 
 
 #: Default detection-confidence threshold of reconstruction (see :class:`FacePipeline`).
@@ -84,9 +87,11 @@ class NoFaceFound(ValueError):
     """An image in which the detector found no face (above the confidence threshold)."""
 
 
-def default_checkpoint() -> str | None:
-    """The packaged checkpoint's path, or None when this install has none."""
-    return DEFAULT_CHECKPOINT if os.path.isfile(DEFAULT_CHECKPOINT) else None
+def default_checkpoint(init: str = "landmarks") -> str | None:
+    """The packaged checkpoint's path for ``init`` (the paper's image-only one for "encoder"), or None
+    when this install has none."""
+    path = PAPER_CHECKPOINT if init == "encoder" else DEFAULT_CHECKPOINT
+    return path if os.path.isfile(path) else None
 
 
 @dataclass
@@ -228,9 +233,11 @@ class FacePipeline:
         Raises FileNotFoundError naming ``--checkpoint`` when there is no path and no packaged file.
         """
         if path is None:
-            path = default_checkpoint()
+            init = kwargs.get("init", "landmarks")
+            path = default_checkpoint(init)
             if path is None:
-                raise FileNotFoundError(f"no checkpoint: this install ships none at {DEFAULT_CHECKPOINT!r}; pass "
+                where = PAPER_CHECKPOINT if init == "encoder" else DEFAULT_CHECKPOINT
+                raise FileNotFoundError(f"no checkpoint: this install ships none at {where!r}; pass "
                                         "--checkpoint PATH (a training run's checkpoint.pt)")
         return cls(Reconstructor.from_checkpoint(path), **kwargs)
 

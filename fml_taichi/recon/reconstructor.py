@@ -136,13 +136,21 @@ def reconstruct_as_trained(model: FaceAutoencoder, images, landmarks, intrinsics
 
 @torch.no_grad()
 def compare_checkpoints(a, b, n: int = 8, seed: int = 0) -> dict:
-    """Run both checkpoints on the same ``n`` random crops: the largest differences of the final
-    geometry (mm) and reflectance, and of the regressed pose (rad)."""
+    """Run both checkpoints on the same ``n`` inputs: the largest differences of the final geometry
+    (mm) and reflectance, and of the regressed pose (rad). Inputs are random crops, or held-out
+    synthetic faces with their landmarks for checkpoints that need them (:attr:`Reconstructor.needs_landmarks`)."""
     ra, rb = Reconstructor.from_checkpoint(a), Reconstructor.from_checkpoint(b)
-    g = torch.Generator().manual_seed(seed)
-    images = torch.rand(n, ra.image_size, ra.image_size, 3, generator=g)
-    pa, oa = ra(images)
-    pb, ob = rb(images)
+    if ra.needs_landmarks or rb.needs_landmarks:
+        from ..data.synthetic import EVAL_SEED_START, SyntheticConfig, SyntheticRenderer
+
+        batch = SyntheticRenderer(ra.face_model, SyntheticConfig(image_size=ra.image_size)).render(
+            list(range(EVAL_SEED_START + seed, EVAL_SEED_START + seed + n)))
+        args = (batch["image"], batch["landmarks"], batch["intrinsics"][0])
+        (pa, oa), (pb, ob) = ra.reconstruct(*args), rb.reconstruct(*args)
+    else:
+        g = torch.Generator().manual_seed(seed)
+        images = torch.rand(n, ra.image_size, ra.image_size, 3, generator=g)
+        (pa, oa), (pb, ob) = ra(images), rb(images)
     return {"geometry_mm": float((oa.final_geometry - ob.final_geometry).abs().max()),
             "reflectance": float((oa.final_reflectance - ob.final_reflectance).abs().max()),
             "rotation_rad": float((pa.rotation - pb.rotation).abs().max())}
