@@ -32,26 +32,32 @@ def onnx_ready() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
-def tiny_config(encoder_input: str = "image") -> dict:
+def tiny_config(encoder_input: str = "image", reflectance: str = "predicted", residuals: str = "all") -> dict:
     """A small but complete training config (the checkpoint's architecture); ``encoder_input``
-    ``"image+start"`` for an encoder that reads the landmark start (trained on aligned crops)."""
+    ``"image+start"`` for an encoder that reads the landmark start (trained on aligned crops);
+    ``reflectance`` "fitted" for reflectance coefficients fitted to the image; ``residuals``: what an
+    image+start encoder corrects."""
     cfg = {"seed": 0, "model": {"source": "default", "n_vertices": N_VERTICES, "n_correctives_geometry": 8,
                                 "n_correctives_reflectance": 8},
            "encoder": {"input_size": 64, "width": 0.5, "n_features": 64}}
     if encoder_input != "image":
         cfg["encoder"]["input"] = encoder_input
+        cfg["encoder"]["residuals"] = residuals
         cfg["data"] = {"align": True}
+    if reflectance != "predicted":
+        cfg["model"]["reflectance_coefficients"] = reflectance
+        cfg["stage2"] = {"warm_start": 8}
     return cfg
 
 
-def write_tiny_checkpoint(path, encoder_input: str = "image", head_std: float = 0.01) -> str:
+def write_tiny_checkpoint(path, encoder_input: str = "image", head_std: float = 0.01, **config) -> str:
     """An untrained checkpoint whose heads are small random weights (outputs depend on the input, stay
     near the mean face, frontal, 0.5 m away); ``head_std=0``: zero heads, as a fresh encoder has them."""
     from fml_taichi.nets.checkpoint import save_checkpoint
     from fml_taichi.nets.config import from_dict
     from fml_taichi.nets.models import build_networks, face_model_from_spec, face_model_spec
 
-    cfg = from_dict(tiny_config(encoder_input))
+    cfg = from_dict(tiny_config(encoder_input, **config))
     spec = face_model_spec(cfg.model)
     multilevel, encoder = build_networks(cfg, face_model_from_spec(spec))
     g = torch.Generator().manual_seed(1)

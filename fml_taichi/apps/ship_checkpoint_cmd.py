@@ -28,7 +28,7 @@ def run(args) -> int:
         return 1
     mb = info["bytes_after"] / 2**20
     print(f"{args.src} ({info['bytes_before'] / 2**20:.1f} MB, step {info['step']}) -> {args.dst} ({mb:.1f} MB); "
-          f"largest change on random crops: geometry {diff['geometry_mm']:.4f} mm, "
+          f"largest change on 8 test inputs: geometry {diff['geometry_mm']:.4f} mm, "
           f"reflectance {diff['reflectance']:.2e}, rotation {diff['rotation_rad']:.2e} rad")
     if mb > SIZE_LIMIT_MB:
         print(f"ship-checkpoint: error: {mb:.1f} MB exceeds the {SIZE_LIMIT_MB:g} MB limit for the repository; "
