@@ -28,7 +28,8 @@ the clip's known camera) in this process:
 Scores (:func:`fml_taichi.eval.video_metrics.score_track`). The JSON's top level holds run 1 on the
 default clip (``fps_end_to_end``: frames / seconds of the stream pass, model loading excluded;
 ``rotation_error_deg_median``, ``jitter_deg``, ``jitter_raw_deg``, ``jitter_ratio``, ``lag_frames``
-(lag added by smoothing), ``roll_slope``, ...); ``clips.<appearance>.{dlib, dlib_per_frame_tracking,
+(lag added by smoothing), ``roll_slope``, ``pitch_slope``, ``yaw_slope``, the median error within and
+beyond 30 degrees of yaw, ...); ``clips.<appearance>.{dlib, dlib_per_frame_tracking,
 synthetic_landmarks}`` every run; ``baseline``; ``load_average`` before and after (the machine is shared:
 rates scale with the load). Pictures: ``--plot`` (pose against time on the default clip),
 ``<plot stem>_model.png`` (the model clip), ``<plot stem>_frames.png`` (frames of each clip with dlib's
@@ -54,9 +55,10 @@ FOCAL_PX = 800.0
 TARGETS = {"fps_end_to_end": (">=", 60.0), "rotation_error_deg_median": ("<=", 3.0),
            "roll_slope": ("in", (0.9, 1.1)), "jitter_ratio": (">=", 3.0), "lag_frames": ("<=", 1.0)}
 KEYS = ("fps_end_to_end", "fps_without_detection", "frames", "found", "rotation_error_deg_median",
-        "rotation_error_deg_median_raw", "rotation_error_deg_p90", "nme", "nme_raw_landmarks", "jitter_deg",
-        "jitter_raw_deg", "jitter_ratio", "lag_frames", "lag_frames_smoothed_vs_truth", "roll_slope", "face_ids",
-        "detections")
+        "rotation_error_deg_median_raw", "rotation_error_deg_p90", "rotation_error_deg_median_within_30",
+        "rotation_error_deg_median_beyond_30", "nme", "nme_raw_landmarks", "jitter_deg", "jitter_raw_deg",
+        "jitter_ratio", "lag_frames", "lag_frames_smoothed_vs_truth", "roll_slope", "pitch_slope", "yaw_slope",
+        "face_ids", "detections")
 RUNS = ("dlib", "dlib_per_frame_tracking", "synthetic_landmarks")
 
 
@@ -237,17 +239,18 @@ def main() -> int:
           f"{load_after[0]:.2f} ({os.cpu_count()} cores)")
     for appearance, runs in clips.items():
         print(f"\n{appearance} clip" + (" (default)" if appearance == appearances[0] else ""))
-        print(f"{'figure':30s} " + " ".join(f"{r:>24s}" for r in RUNS) + "  target (dlib)")
+        print(f"{'figure':36s} " + " ".join(f"{r:>24s}" for r in RUNS) + "  target (dlib)")
         for k in KEYS:
             vals = " ".join(f"{runs[r][k]:24.3f}" for r in RUNS)
             tgt = f"{TARGETS[k][0]} {TARGETS[k][1]}: {_verdict(k, runs['dlib'][k])}" if k in TARGETS else ""
-            print(f"{k:30s} {vals}  {tgt}")
+            print(f"{k:36s} {vals}  {tgt}")
     head = clips[appearances[0]]["dlib"]
     print(f"\nbaseline (--two-pass, {base['frames']} frames of the {base['clip']} clip): {base['fps_end_to_end']:.2f} "
           f"fps end to end; tracked path {head['fps_end_to_end'] / base['fps_end_to_end']:.1f}x faster")
     result = {k: head[k] for k in ("fps_end_to_end", "fps_without_detection", "frames", "found",
                                    "rotation_error_deg_median", "nme", "jitter_deg", "jitter_raw_deg", "jitter_ratio",
-                                   "lag_frames", "roll_slope")}
+                                   "lag_frames", "roll_slope", "pitch_slope", "yaw_slope",
+                                   "rotation_error_deg_median_within_30", "rotation_error_deg_median_beyond_30")}
     result.update(default_clip=appearances[0], clips=clips, baseline=base,
                   speedup_vs_baseline=head["fps_end_to_end"] / base["fps_end_to_end"],
                   targets={k: list(v) if isinstance(v, tuple) else v for k, v in TARGETS.items()},

@@ -14,13 +14,21 @@ most frames, and reports, over the frames where that face was found:
 * ``lag_frames`` / ``lag_raw_frames``: the shift ``L`` (sub-frame, parabola through the best integer
   shift) that minimises the RMS between estimate(t) and truth(t - L) over the three Euler angles; the
   lag smoothing adds is their difference (``lag_added_frames``);
-* ``roll_slope``: least-squares slope of estimated on true roll (1 = not under-estimated).
+* ``roll_slope``, ``pitch_slope``, ``yaw_slope``: least-squares slope of the estimated on the true
+  Euler angle (1 = followed in full; below 1, the estimate covers only that part of the true range);
+* ``rotation_error_deg_median_within_30`` / ``..._beyond_30``: the median rotation error over the
+  frames whose true yaw is within / beyond :data:`YAW_SPLIT_DEG` (30) degrees (NaN where none are).
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["geodesic_deg", "frame_rotations", "jitter_deg", "lag_frames", "landmark_nme", "score_track"]
+__all__ = ["YAW_SPLIT_DEG", "geodesic_deg", "frame_rotations", "jitter_deg", "lag_frames", "landmark_nme",
+           "angle_slopes", "score_track"]
+
+#: Yaw (degrees) splitting near-frontal from turned frames in :func:`score_track`: beyond ~30 degrees
+#: dlib's detector stops finding faces and its shape predictor's points degrade.
+YAW_SPLIT_DEG = 30.0
 
 
 def _matrices(euler: np.ndarray) -> np.ndarray:
@@ -88,6 +96,22 @@ def landmark_nme(points: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.linalg.norm(points - truth, axis=-1).mean(1) / np.maximum(iod, 1e-9)
 
 
+def angle_slopes(estimate: np.ndarray, truth: np.ndarray) -> dict:
+    """Slopes of estimated on true Euler angles [T, 3] (rx pitch, ry yaw, rz roll): ``{"pitch_slope",
+    "yaw_slope", "roll_slope"}`` (NaN for an angle whose truth does not vary)."""
+    e, t = np.asarray(estimate, np.float64), np.asarray(truth, np.float64)
+    out = {}
+    for i, name in ((0, "pitch"), (1, "yaw"), (2, "roll")):
+        spread = t[:, i] - t[:, i].mean()
+        denom = float((spread ** 2).sum())
+        out[f"{name}_slope"] = float((spread * (e[:, i] - e[:, i].mean())).sum() / denom) if denom > 0 else float("nan")
+    return out
+
+
+def _median_or_nan(x: np.ndarray) -> float:
+    return float(np.median(x)) if len(x) else float("nan")
+
+
 def score_track(arrays, truth) -> dict:
     """Scores of the most-seen face of ``arrays`` against ``truth`` (module docstring)."""
     ids, counts = np.unique(arrays["face_id"], return_counts=True)
@@ -104,18 +128,23 @@ def score_track(arrays, truth) -> dict:
     run = slice(breaks[k], breaks[k + 1])
     lag = lag_frames(est[run], true_rot[run])
     lag_raw = lag_frames(raw[run], true_rot[run])
+    err = geodesic_deg(est, true_rot)
+    turned = np.abs(np.degrees(true_rot[:, 1])) >= YAW_SPLIT_DEG
+    slopes = angle_slopes(est, true_rot)
     return {
         "found": int(len(np.unique(arrays["frame"]))),
         "face_ids": int(len(ids)),
-        "rotation_error_deg_median": float(np.median(geodesic_deg(est, true_rot))),
+        "rotation_error_deg_median": float(np.median(err)),
         "rotation_error_deg_median_raw": float(np.median(geodesic_deg(raw, true_rot))),
-        "rotation_error_deg_p90": float(np.percentile(geodesic_deg(est, true_rot), 90)),
+        "rotation_error_deg_p90": float(np.percentile(err, 90)),
+        "rotation_error_deg_median_within_30": _median_or_nan(err[~turned]),
+        "rotation_error_deg_median_beyond_30": _median_or_nan(err[turned]),
         "nme": float(np.median(landmark_nme(np.asarray(arrays["fit_landmarks"])[rows], truth.landmarks[frames]))),
         "nme_raw_landmarks": float(np.median(landmark_nme(np.asarray(arrays["landmarks"])[rows],
                                                           truth.landmarks[frames]))),
         "jitter_deg": jitter_deg(est, true_rot, consecutive),
         "jitter_raw_deg": jitter_deg(raw, true_rot, consecutive),
         "lag_frames": lag, "lag_raw_frames": lag_raw, "lag_added_frames": lag - lag_raw,
-        "roll_slope": float(np.polyfit(true_rot[:, 2], est[:, 2], 1)[0]),
-        "roll_slope_raw": float(np.polyfit(true_rot[:, 2], raw[:, 2], 1)[0]),
+        **slopes,
+        "roll_slope_raw": angle_slopes(raw, true_rot)["roll_slope"],
     }
