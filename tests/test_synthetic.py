@@ -260,3 +260,17 @@ def test_blur_and_noise_statistics_and_determinism():
     torch.testing.assert_close(blur_and_noise(x, 0.6, torch.tensor([0, 1]), torch.zeros(2)), ref, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="sigma"):
         blur_and_noise(x, 1.5, torch.tensor([0, 1]), torch.zeros(2))
+
+
+def test_grey_probability_makes_some_images_grey_and_leaves_the_others_unchanged():
+    from fml_taichi.data.synthetic import SyntheticConfig, SyntheticRenderer
+    from fml_taichi.model import default_face_model
+
+    fm = default_face_model(1000)
+    seeds = list(range(40))
+    colour = SyntheticRenderer(fm, SyntheticConfig(image_size=48)).render(seeds)["image"]
+    mixed = SyntheticRenderer(fm, SyntheticConfig(image_size=48, grey_probability=0.3)).render(seeds)["image"]
+    chroma = (mixed - mixed.mean(-1, keepdim=True)).abs().amax(dim=(1, 2, 3))
+    grey = chroma < 1e-6
+    assert 4 <= int(grey.sum()) <= 20
+    assert torch.equal(mixed[~grey], colour[~grey])

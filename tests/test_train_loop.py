@@ -12,7 +12,7 @@ from fml_taichi.data.cached_dataset import write_crop
 from fml_taichi.nets.checkpoint import CheckpointError, load_checkpoint
 from fml_taichi.nets.config import from_dict
 from fml_taichi.recon.reconstructor import Reconstructor
-from fml_taichi.train.validation import MEAN_FACE_KEYS, METRIC_KEYS
+from fml_taichi.train.validation import LOSS_TERM_KEYS, MEAN_FACE_KEYS, METRIC_KEYS
 
 TINY = {
     "seed": 0,
@@ -61,12 +61,16 @@ def test_run_writes_checkpoints_logs_curves_and_metrics(straight_run):
         assert os.path.isfile(os.path.join(out, name)), name
     with open(os.path.join(out, "metrics.json")) as f:
         saved = json.load(f)
-    assert set(saved) == set(METRIC_KEYS) | set(MEAN_FACE_KEYS) | {"heldout_alt"} and saved["n"] == 4
+    assert set(saved) == set(METRIC_KEYS) | set(MEAN_FACE_KEYS) | {"heldout_alt", "loss_terms"} and saved["n"] == 4
+    terms = saved.pop("loss_terms")  # E_total's terms on the held-out faces
+    assert set(terms) == set(LOSS_TERM_KEYS) and all(np.isfinite(v) and v >= 0 for v in terms.values())
+    assert terms["total"] > terms["sparse"] > 0
     assert all(np.isfinite(saved[k]) and saved[k] >= 0 for k in METRIC_KEYS + MEAN_FACE_KEYS)
     assert saved["geom_mm_mean_face"] > 0.1  # the landmark-placed mean face is not the truth
     assert set(saved["heldout_alt"]) >= {"geom_mm_base", "geom_mm_final", "photo_base", "photo_final"}
     alt = saved.pop("heldout_alt")
     assert alt == pytest.approx(metrics.pop("heldout_alt"))
+    metrics.pop("loss_terms")
     assert saved == pytest.approx(metrics)
     assert [r["step"] for r in tr.history.train] == [1, 2, 3, 4, 5, 6]
     assert [(r["step"], r["stage"]) for r in tr.history.val] == [(3, 1), (6, 2)]

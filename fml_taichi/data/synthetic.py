@@ -67,6 +67,8 @@ _STREAMS = {"params": 0, "variation": 1, "background": 2, "landmarks": 3, "senso
             "reflectance_fields": 6}
 # Clamped-cosine SH convolution factors per band (Ramamoorthi & Hanrahan): irradiance of a
 # directional light of unit intensity is sum_l A_l Y_lm(d) Y_lm(n).
+#: Rec. 709 luminance weights (greyscale images, ``grey_probability``).
+_LUMINANCE = torch.tensor([0.2126, 0.7152, 0.0722])
 _BAND_FACTOR = torch.tensor([math.pi] + [2 * math.pi / 3] * 3 + [math.pi / 4] * 5)
 
 
@@ -91,6 +93,8 @@ class SyntheticConfig:
     reflectance_fields: regional reflectance beyond the base (:data:`variation.REFLECTANCE_FIELD_FAMILIES`:
     "regional" = per-region skin tone, cheek flush, brow colour, lip colour, freckles; "none", the
     default, as the documented default run was trained), scaled by ``variation``.
+    grey_probability: chance that an image is a greyscale photo (its luminance in all three channels:
+    old photos, surveillance and IR cameras; the ground truth keeps the face's colours).
     """
     image_size: int = 240
     yaw_deg: float = 30.0
@@ -112,6 +116,7 @@ class SyntheticConfig:
     hair_probability: float = 0.7
     fields: str = "none"
     reflectance_fields: str = "none"
+    grey_probability: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.image_size, int) or self.image_size < 16:
@@ -134,6 +139,8 @@ class SyntheticConfig:
             raise ValueError(f"face_fraction: expected 0 < low <= high <= 1.5, got {self.face_fraction}")
         if self.blur_px > 1:
             raise ValueError(f"blur_px: expected at most 1 px (a 3 x 3 blur), got {self.blur_px}")
+        if self.grey_probability > 1:
+            raise ValueError(f"grey_probability: expected a probability in [0, 1], got {self.grey_probability}")
         if self.hair_probability > 1:
             raise ValueError(f"hair_probability: expected a probability in [0, 1], got {self.hair_probability}")
 
@@ -348,12 +355,18 @@ class SyntheticRenderer:
         Per image: the noise SD (uniform in [0, noise_sd]) and the noise pattern's key come from the
         image's "sensor" stream; the pattern itself is hashed per pixel in the kernel.
         """
-        sd, keys = [], []
+        sd, keys, grey = [], [], []
         for s in seeds:
             g = stream(s, "sensor")
             sd.append(float(torch.rand(1, generator=g)) * self.config.noise_sd)
             keys.append(int(torch.randint(2 ** 31 - 1, (1,), generator=g)))
-        return blur_and_noise(images, self.config.blur_px, torch.tensor(keys), torch.tensor(sd))
+            grey.append(bool(torch.rand(1, generator=g) < self.config.grey_probability))  # drawn last: the
+            # earlier draws, and so every colour image, stay as they were
+        out = blur_and_noise(images, self.config.blur_px, torch.tensor(keys), torch.tensor(sd))
+        if any(grey):
+            mono = (out @ _LUMINANCE.to(out)).unsqueeze(-1).expand_as(out)
+            out = torch.where(torch.tensor(grey).view(-1, 1, 1, 1), mono, out).contiguous()
+        return out
 
     def render_items(self, seeds) -> list[dict]:
         """Like :meth:`render` but split into unbatched items (``gt_params`` a dict of tensors)."""
