@@ -242,11 +242,11 @@ class FacePipeline:
         self.detector = _make_detector(detector, self.landmarks_3d, landmark_model,
                                        **(dlib_options if detector in (None, "dlib") else {}))
         self.start = None
-        #: Run the encoder on a worker thread while the start is fitted (landmark start only): True,
-        #: False, or "auto": both, timed, keeping the faster (:class:`OverlapChooser`; on a machine
-        #: whose cores are taken by other work the worker thread waits for a core and the GIL, and the
-        #: serial path is faster).
-        self.overlap_encoder = "auto"
+        #: Run the encoder on a worker thread while the start is fitted (landmark start only): True
+        #: (measured fastest, also on a busy 2-core machine), False, or "auto": both, timed, keeping
+        #: the faster (:class:`OverlapChooser`, for machines where the worker thread waits too long
+        #: for a core and the GIL).
+        self.overlap_encoder = True
         self.overlap_chooser = OverlapChooser()
         #: Landmark start with an ``image`` encoder: run the backbone graph and only the corrective
         #: heads (True), or the whole encoder + multi-level model graph on the aligned crop and keep
