@@ -480,7 +480,7 @@ class FacePipeline:
         t2 = time.perf_counter()
         encoded, encoder_seconds = job.result() if job is not None else (None, 0.0)
         t3 = time.perf_counter()
-        params, base_g = start.params, start.base_geometry
+        params = start.params
         corr = None
         if takes_start:
             params = self._start_encoder_params(encoded, params, aligned)
@@ -488,9 +488,9 @@ class FacePipeline:
             delta_g, delta_r, *corr = encoded
             params = params.replace(delta_geometry=delta_g, delta_reflectance=delta_r)
         t4 = time.perf_counter()
-        with torch.no_grad():  # the multi-level model; an image encoder's start already gave the base geometry
-            if takes_start:
-                base_g = self.face_model.geometry(params.shape, params.expression)
+        with torch.no_grad():  # the multi-level model (an image encoder's correctives came from the worker)
+            # An image encoder keeps the start's shape: the start's (lazily evaluated) base geometry.
+            base_g = self.face_model.geometry(params.shape, params.expression) if takes_start else start.base_geometry
             base_r = self.face_model.reflectance(params.reflectance)
             if corr is None:
                 corr = (ml.geometry_corrective(params.delta_geometry), ml.reflectance_corrective(params.delta_reflectance))
