@@ -233,3 +233,43 @@ def test_overlap_chooser_keeps_the_faster_way_and_keeps_checking():
         way = ch.choose()
         ch.record(way, cost[way])
     assert ch.preferred() is True
+
+
+def test_numpy_sliding_jaw_matches_the_loss_kernel(image_checkpoint, photo):
+    """landmarks_in_image's numpy contour choice = losses.terms.landmark_vertices (the Taichi kernel)
+    over many poses and detected points, and its projection = the reference projection."""
+    from fml_taichi.losses.terms import landmark_vertices
+    from fml_taichi.recon.pipeline import landmarks_in_image, sliding_jaw_vertices
+    from fml_taichi.reference.image_formation import euler_to_matrix, project
+
+    frame, pts = photo
+    pipe = _pipe(image_checkpoint, pts, "torch")
+    r = pipe(frame)[0]
+    g = torch.Generator().manual_seed(7)
+    b = 12
+    geo = r.output.final_geometry.expand(b, -1, -1).contiguous()
+    p = r.params
+    rot = p.rotation.expand(b, -1) + torch.randn(b, 3, generator=g) * torch.tensor([0.2, 0.8, 0.3])
+    trans = p.translation.expand(b, -1).contiguous()
+    det = torch.from_numpy(r.detected_landmarks_crop)[None].expand(b, -1, -1) + torch.randn(b, 68, 2, generator=g) * 4
+    k = torch.from_numpy(r.crop_intrinsics).float()
+    params = _params_like(p, b, rotation=rot, translation=trans)
+    ref = landmark_vertices(geo, params, pipe.face_model, det.contiguous(), k, sliding=True).numpy()
+    got = sliding_jaw_vertices(geo.numpy(), euler_to_matrix(rot).numpy(), trans.numpy(), k.numpy()[None].repeat(b, 0),
+                               det.numpy(), pipe.face_model)
+    np.testing.assert_array_equal(got, ref)
+    assert len({tuple(row[:17]) for row in got}) > 3  # the poses move the jaw points (the check has teeth)
+    lm, idx = landmarks_in_image(r.output, r.params, pipe.face_model, r.detected_landmarks_crop[None], r.crop_intrinsics,
+                                 r.crop_box, pipe.size)
+    v = torch.gather(r.output.final_geometry, 1, torch.from_numpy(idx).unsqueeze(-1).expand(-1, -1, 3))
+    v_cam = v @ euler_to_matrix(r.params.rotation).transpose(1, 2) + r.params.translation[:, None]
+    uv = project(v_cam, k).numpy()
+    np.testing.assert_allclose(lm, r.crop_box.to_image(uv, pipe.size), atol=1e-3)
+
+
+def _params_like(p, b, **changes):
+    from fml_taichi.model import FaceParams
+
+    fields = {n: getattr(p, n).expand(b, *getattr(p, n).shape[1:]).contiguous() for n in FaceParams.names()}
+    fields.update(changes)
+    return FaceParams(**fields)

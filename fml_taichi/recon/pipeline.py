@@ -27,9 +27,9 @@ import torch
 
 from ..data.crop import CropBox, crop_box_from_landmarks, crop_image, mean_landmarks_3d
 from ..data.detect import Detection, DlibDetector, PtsFileDetector
-from ..losses.terms import landmark_vertices
 from ..model import FaceParams, ModelOutput
-from ..reference.image_formation import euler_to_matrix, project
+from ..common.constants import Z_MIN
+from ..reference.image_formation import euler_to_matrix
 from .align import align_face, warp_aligned
 from .anchored import rotate_camera_np
 from .corrective_fit import fitted_reflectance_coefficients
@@ -129,15 +129,62 @@ def landmarks_in_image(output: ModelOutput, params: FaceParams, face_model, dete
     the training loss does) projected into the input image: ``(points [B, 68, 2], vertices [B, 68])``.
 
     ``detected_crop`` [B, 68, 2] crop pixels; ``crop_box`` maps the crop projection into the image.
+    numpy float32 for a handful of faces (:func:`sliding_jaw_vertices`; the loss's kernel launch
+    alone cost more than this whole function).
     """
-    geo = output.final_geometry.contiguous()
-    k = torch.as_tensor(np.asarray(crop_intrinsics), dtype=geo.dtype)
-    det = torch.as_tensor(np.asarray(detected_crop), dtype=geo.dtype).contiguous()
-    idx = landmark_vertices(geo, params, face_model, det, k, sliding=True)
-    pts = torch.gather(geo, 1, idx.long().unsqueeze(-1).expand(-1, -1, 3))
-    v_cam = torch.bmm(pts, euler_to_matrix(params.rotation).transpose(1, 2)) + params.translation.unsqueeze(1)
-    uv = project(v_cam, k).numpy()
-    return crop_box.to_image(uv, size).astype(np.float32), idx.numpy().astype(np.int64)
+    geo = output.final_geometry.detach().contiguous().numpy()
+    dt = geo.dtype
+    k = np.broadcast_to(np.asarray(crop_intrinsics, dt).reshape(-1, 4), (len(geo), 4))
+    det = np.asarray(detected_crop, dt)
+    with torch.no_grad():
+        rot = euler_to_matrix(params.rotation.detach().to(torch.float32)).numpy().astype(dt, copy=False)
+    t = params.translation.detach().numpy().astype(dt, copy=False)
+    idx = sliding_jaw_vertices(geo, rot, t, k, det, face_model)
+    pts = geo[np.arange(len(geo))[:, None], idx]
+    v_cam = pts @ rot.transpose(0, 2, 1) + t[:, None]
+    z = np.maximum(v_cam[..., 2], Z_MIN)
+    uv = np.stack([k[:, 0:1] * v_cam[..., 0] / z + k[:, 2:3], k[:, 1:2] * v_cam[..., 1] / z + k[:, 3:4]], -1)
+    return crop_box.to_image(uv, size).astype(np.float32), idx
+
+
+def sliding_jaw_vertices(geometry: np.ndarray, rotation: np.ndarray, translation: np.ndarray, intrinsics: np.ndarray,
+                         detected: np.ndarray, face_model) -> np.ndarray:
+    """The landmark vertex indices [B, 68] int64 with each jaw landmark on the contour candidate
+    nearest the camera ray through its detected point: ``losses.terms.landmark_vertices`` (sliding)
+    in numpy, the first minimum on ties as the kernel. geometry [B, N, 3], rotation [B, 3, 3],
+    translation [B, 3], intrinsics [B, 4], detected [B, 68, 2] (crop px)."""
+    table, valid = _contour_table(face_model)
+    b = len(geometry)
+    n_slide = len(table)
+    q = geometry[:, table] @ rotation[:, None].transpose(0, 1, 3, 2) + translation[:, None, None]  # [B, K, C, 3]
+    k = intrinsics
+    d = np.concatenate([(detected[:, :n_slide] - k[:, None, 2:]) / k[:, None, :2],
+                        np.ones((b, n_slide, 1), geometry.dtype)], -1)[:, :, None]  # [B, K, 1, 3]
+    cross = q[..., [1, 2, 0]] * d[..., [2, 0, 1]] - q[..., [2, 0, 1]] * d[..., [1, 2, 0]]
+    dist = np.where(valid, (cross * cross).sum(-1) / (d * d).sum(-1), np.inf)
+    idx = np.repeat(face_model.landmarks.cpu().numpy().astype(np.int64)[None], b, 0)
+    idx[:, :n_slide] = table[np.arange(n_slide), dist.argmin(-1)]
+    return idx
+
+
+_CONTOUR_TABLES: dict = {}
+
+
+def _contour_table(face_model) -> tuple[np.ndarray, np.ndarray]:
+    """[K, C] contour candidates per sliding landmark (padded) and their validity, cached per model."""
+    key = (id(face_model), face_model.contour_indices.data_ptr())
+    if key not in _CONTOUR_TABLES:
+        off = face_model.contour_offsets.cpu().numpy().astype(np.int64)
+        cand = face_model.contour_indices.cpu().numpy().astype(np.int64)
+        width = int(max(1, (off[1:] - off[:-1]).max())) if len(off) > 1 else 1
+        table = np.zeros((len(off) - 1, width), np.int64)
+        valid = np.zeros((len(off) - 1, width), bool)
+        for j in range(len(off) - 1):
+            row = cand[off[j]:off[j + 1]]
+            table[j, :len(row)], valid[j, :len(row)] = row, True
+            table[j, len(row):] = row[-1] if len(row) else 0
+        _CONTOUR_TABLES[key] = (table, valid)
+    return _CONTOUR_TABLES[key]
 
 
 def _make_detector(detector, landmarks_3d, landmark_model=None, **dlib_options):
@@ -201,11 +248,11 @@ class FacePipeline:
         self.detector = _make_detector(detector, self.landmarks_3d, landmark_model,
                                        **(dlib_options if detector in (None, "dlib") else {}))
         self.start = None
-        #: Run the encoder on a worker thread while the start is fitted (landmark start only): True,
-        #: False, or "auto": both, timed, keeping the faster (:class:`OverlapChooser`; on a machine
-        #: whose cores are taken by other work the worker thread waits for a core and the GIL, and the
-        #: serial path is faster).
-        self.overlap_encoder = "auto"
+        #: Run the encoder on a worker thread while the start is fitted (landmark start only): True
+        #: (measured fastest, also on a busy 2-core machine), False, or "auto": both, timed, keeping
+        #: the faster (:class:`OverlapChooser`, for machines where the worker thread waits too long
+        #: for a core and the GIL).
+        self.overlap_encoder = True
         self.overlap_chooser = OverlapChooser()
         #: Landmark start with an ``image`` encoder: run the backbone graph and only the corrective
         #: heads (True), or the whole encoder + multi-level model graph on the aligned crop and keep
@@ -458,7 +505,7 @@ class FacePipeline:
         t2 = time.perf_counter()
         encoded, encoder_seconds = job.result() if job is not None else (None, 0.0)
         t3 = time.perf_counter()
-        params, base_g = start.params, start.base_geometry
+        params = start.params
         corr = None
         if takes_start:
             params = self._start_encoder_params(encoded, params, aligned)
@@ -466,9 +513,9 @@ class FacePipeline:
             delta_g, delta_r, *corr = encoded
             params = params.replace(delta_geometry=delta_g, delta_reflectance=delta_r)
         t4 = time.perf_counter()
-        with torch.no_grad():  # the multi-level model; an image encoder's start already gave the base geometry
-            if takes_start:
-                base_g = self.face_model.geometry(params.shape, params.expression)
+        with torch.no_grad():  # the multi-level model (an image encoder's correctives came from the worker)
+            # An image encoder keeps the start's shape: the start's (lazily evaluated) base geometry.
+            base_g = self.face_model.geometry(params.shape, params.expression) if takes_start else start.base_geometry
             base_r = self.face_model.reflectance(params.reflectance)
             if corr is None:
                 corr = (ml.geometry_corrective(params.delta_geometry), ml.reflectance_corrective(params.delta_reflectance))
