@@ -336,12 +336,32 @@ class _Encoder:
             return
         t0 = time.perf_counter()
         img = rgb.astype(np.float32) / 255.0
-        crops = np.stack([crop_image(img, crop_box_from_landmarks(f.landmarks, self.pipe.landmarks_3d), self.pipe.size)
-                          for f in due])
-        params, _, _ = self.pipe.runner(torch.from_numpy(crops))
+        if self._needs_start():
+            params = self._anchored(img, due)
+        else:
+            crops = np.stack([crop_image(img, crop_box_from_landmarks(f.landmarks, self.pipe.landmarks_3d),
+                                         self.pipe.size) for f in due])
+            params, _, _ = self.pipe.runner(torch.from_numpy(crops))
         for i, f in enumerate(due):
             self.latest[f.face_id] = (index, {n: getattr(params, n)[i].detach().numpy() for n in FaceParams.names()})
         self.seconds += time.perf_counter() - t0
+
+
+    def _needs_start(self) -> bool:
+        """A checkpoint whose encoder reads the landmark start or whose reflectance is fitted runs the
+        photo pipeline's landmark path on the tracked points (its encoder cannot run on crops alone)."""
+        pipe = self.pipe
+        return bool(getattr(pipe, "encoder_takes_start", False)) or pipe.reconstructor.reflectance_prior is not None
+
+    def _anchored(self, img: np.ndarray, faces) -> FaceParams:
+        from ..data.detect import Detection
+
+        dets = [Detection(box=np.r_[f.landmarks.min(0), f.landmarks.max(0)].astype(np.float64),
+                          landmarks=np.asarray(f.landmarks, np.float32), score=float(f.score), fit_error=0.0,
+                          confidence=1.0, source="track") for f in faces]
+        boxes, crops = zip(*(self.pipe.crop(img, d) for d in dets))
+        params, _ = self.pipe.reconstruct_landmarks(img, dets, list(boxes), np.stack(crops))
+        return params
 
 
 def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, every: int = 1,
