@@ -76,6 +76,12 @@ def test_appearance_residuals_keep_the_start_geometry_and_pose(face_model):
         feats = enc.backbone(enc.preprocess(images)).numpy()
     flat = EncoderHeads(enc).flat(feats, z.numpy())
     assert np.allclose(flat, enc.forward_flat(images, z).detach().numpy(), atol=1e-4)
+    only = FaceEncoder.for_model(face_model, 4, 4, EncoderConfig(input_size=32, width=0.5, n_features=32,
+                                                                 input="image+start", residuals="reflectance")).eval()
+    only.load_state_dict(enc.state_dict())
+    light_only = only(images, z)
+    assert torch.allclose(light_only.light, start.light, atol=1e-5)
+    assert torch.allclose(light_only.reflectance, out.reflectance, atol=1e-5)
     with pytest.raises(ValueError, match="appearance"):
         FaceEncoder.for_model(face_model, 4, 4, EncoderConfig(input_size=32, width=0.5, n_features=32,
                                                               residuals="appearance"))

@@ -266,10 +266,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.model.reflectance_coefficients == "fitted" and cfg.stage2.steps and not cfg.stage2.warm_start:
         raise ConfigError("model.reflectance_coefficients: 'fitted' needs stage2.warm_start > 0 (Theta_r starts "
                           "at the principal components of the base level's residuals)")
-    if cfg.encoder.residuals not in ("all", "appearance"):
-        raise ConfigError(f"encoder.residuals: expected 'all' or 'appearance', got {cfg.encoder.residuals!r}")
+    if cfg.encoder.residuals not in ("all", "appearance", "reflectance"):
+        raise ConfigError(f"encoder.residuals: expected 'all', 'appearance' or 'reflectance', got {cfg.encoder.residuals!r}")
     if cfg.encoder.residuals != "all" and cfg.encoder.input != "image+start":
-        raise ConfigError("encoder.residuals: 'appearance' needs encoder.input 'image+start'")
+        raise ConfigError(f"encoder.residuals: {cfg.encoder.residuals!r} needs encoder.input 'image+start'")
     if cfg.encoder.input == "image+start" and not cfg.data.align:
         raise ConfigError("encoder.input: 'image+start' needs data.align: true (the start is fitted and "
                           "the encoder run on aligned crops, as at inference)")

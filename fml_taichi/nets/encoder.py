@@ -60,10 +60,10 @@ SH_C0 = 0.28209479177387814
 N_SH = 9
 #: What the encoder reads (module docstring): the crop, or the crop and a start's base parameters.
 INPUTS = ("image", "image+start")
-#: What an ``image+start`` encoder's base head corrects: "all" base parameters, or only the
-#: "appearance" (base reflectance and light; pose, shape and expression stay the landmark start's).
-RESIDUALS = ("all", "appearance")
-APPEARANCE = ("reflectance", "light")
+#: What an ``image+start`` encoder's base head corrects: "all" base parameters, the "appearance"
+#: (base reflectance and light) or the "reflectance" alone; the rest stays the landmark start's.
+RESIDUALS = ("all", "appearance", "reflectance")
+_KEPT = {"appearance": ("reflectance", "light"), "reflectance": ("reflectance",)}
 
 
 @dataclass
@@ -346,7 +346,7 @@ class FaceEncoder(nn.Module):
         if residuals not in RESIDUALS:
             raise ValueError(f"encoder residuals must be one of {RESIDUALS}, got {residuals!r}")
         if residuals != "all" and input != "image+start":
-            raise ValueError("encoder residuals: 'appearance' needs input 'image+start' (residuals on a start)")
+            raise ValueError(f"encoder residuals: {residuals!r} needs input 'image+start' (residuals on a start)")
         self.input = input
         self.residuals = residuals
         self.codec = codec
@@ -366,7 +366,7 @@ class FaceEncoder(nn.Module):
     def _base_mask(self) -> torch.Tensor:
         s = self.codec.layout.sizes
         names = ("shape", "expression", "reflectance", "rotation", "translation", "light")  # base head order
-        keep = names if self.residuals == "all" else APPEARANCE
+        keep = _KEPT.get(self.residuals, names)
         return torch.cat([torch.full((s[n],), float(n in keep)) for n in names])
 
     @classmethod
