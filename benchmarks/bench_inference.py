@@ -202,8 +202,13 @@ def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, rounds
     from fml_taichi.recon.pipeline import FacePipeline
     from fml_taichi.recon.reconstructor import Reconstructor
 
+    from fml_taichi.recon.pipeline import default_checkpoint
+
     rec = Reconstructor.from_checkpoint(checkpoint)
-    recs = {"image": rec, "image+start": start_encoder_reconstructor(rec)}
+    if rec.encoder.takes_start:  # the shipped default: the image rows take the paper's image-only checkpoint
+        recs = {"image": Reconstructor.from_checkpoint(default_checkpoint("encoder")), "image+start": rec}
+    else:
+        recs = {"image": rec, "image+start": start_encoder_reconstructor(rec)}
     pipes, scene = {}, None
     for name, kind, split, overlap in START_VARIANTS:
         if kind not in pipes:
@@ -296,6 +301,8 @@ def main() -> int:
     thread_counts = sorted({int(t) for t in args.threads.split(",")})
     ckpt = args.checkpoint or default_checkpoint()
     encoder, multilevel, what = load_networks(ckpt)
+    if encoder.takes_start:  # the one-call encoder + model graph needs an image-only encoder: the paper's
+        encoder, multilevel, what = load_networks(default_checkpoint("encoder"))
     size = 240
     n_vert = multilevel.face_model.n_vertices
     device = runtime.device_name()

@@ -24,6 +24,8 @@ def test_ridge_fit_recovers_the_coefficients_of_an_exact_residual():
     weight = torch.rand(2, n, 3, generator=g) * (torch.rand(2, n, 1, generator=g) > 0.3)
     got = fit_reflectance_coefficients(theta, rho, weight, prior=1e-6)
     assert torch.allclose(got, delta, atol=1e-3)
+    # Every third vertex determines the same exact coefficients.
+    assert torch.allclose(fit_reflectance_coefficients(theta, rho, weight, prior=1e-6, stride=3), delta, atol=1e-3)
     # The prior shrinks towards 0, never past it.
     shrunk = fit_reflectance_coefficients(theta, rho, weight, prior=10.0)
     assert 0 < shrunk.norm() < delta.norm()

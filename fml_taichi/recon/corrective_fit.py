@@ -55,13 +55,20 @@ def reflectance_residuals(face_model, geometry, reflectance, params, images, int
 
 @torch.no_grad()
 def fit_reflectance_coefficients(theta: torch.Tensor, rho: torch.Tensor, weight: torch.Tensor,
-                                 prior: float = DEFAULT_PRIOR) -> torch.Tensor:
+                                 prior: float = DEFAULT_PRIOR, stride: int = 1) -> torch.Tensor:
     """The ridge solution ``delta`` [B, C] (module docstring) for a basis ``theta`` [3N, C] (x0 y0 z0 x1
-    ... rows, :attr:`~fml_taichi.model.LinearCorrective.theta`), residuals and weights [B, N, 3]."""
+    ... rows, :attr:`~fml_taichi.model.LinearCorrective.theta`), residuals and weights [B, N, 3].
+    ``stride`` > 1 uses every stride-th vertex only (the normal equations' cost falls with it; 64
+    coefficients stay well determined by a thousand vertices)."""
     if prior <= 0:
         raise ValueError(f"prior: expected a positive ridge weight, got {prior!r}")
     b = rho.shape[0]
     basis = theta.detach().float()
+    if stride > 1:
+        n = rho.shape[1]
+        keep = torch.arange(0, n, int(stride))
+        basis = basis.view(n, 3, -1)[keep].reshape(len(keep) * 3, -1)
+        rho, weight = rho[:, keep], weight[:, keep]
     w, r = weight.reshape(b, -1).float(), rho.reshape(b, -1).float()
     eye = prior * torch.eye(basis.shape[1], dtype=basis.dtype)
     normal, rhs = [], []
@@ -77,7 +84,7 @@ def fit_reflectance_coefficients(theta: torch.Tensor, rho: torch.Tensor, weight:
 
 @torch.no_grad()
 def fitted_reflectance_coefficients(multilevel, params, output, images, intrinsics,
-                                    prior: float = DEFAULT_PRIOR) -> torch.Tensor:
+                                    prior: float = DEFAULT_PRIOR, stride: int = 1) -> torch.Tensor:
     """``delta_r`` [B, C] for a reconstruction (``params``, ``output`` of ``multilevel``) of ``images``:
     residuals of the base reflectance on the *final* geometry (the geometry corrective is kept), fitted
     in ``multilevel``'s linear reflectance basis."""
@@ -86,7 +93,7 @@ def fitted_reflectance_coefficients(multilevel, params, output, images, intrinsi
         raise ValueError("fitted reflectance coefficients need a linear reflectance corrective (model.kind 'linear')")
     rho, w = reflectance_residuals(multilevel.face_model, output.final_geometry, output.base_reflectance, params,
                                    images, intrinsics)
-    return fit_reflectance_coefficients(corr.theta, rho, w, prior).to(params.delta_reflectance.dtype)
+    return fit_reflectance_coefficients(corr.theta, rho, w, prior, stride).to(params.delta_reflectance.dtype)
 
 
 def with_fitted_reflectance(multilevel, params, output, images, intrinsics, prior: float = DEFAULT_PRIOR):

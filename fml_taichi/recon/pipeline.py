@@ -42,6 +42,9 @@ __all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_MIN_CONFIDENCE", "default_checkpoint",
 #: Where the shipped checkpoint lives inside the installed package (package data).
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
+#: Every how many vertices the photo pipeline's reflectance fit reads (training reads all): the
+#: normal equations cost ~2.7 ms over all ~3000 visible vertices, a third of that at 3.
+FIT_VERTEX_STRIDE = 3
 #: The shipped checkpoint of the paper's image-only encoder (``init="encoder"``: every parameter from
 #: the image; configs/paper_cpu.yaml's design), beside the default landmark-anchored one.
 PAPER_CHECKPOINT = os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), "paper.pt")
@@ -248,6 +251,9 @@ class FacePipeline:
         self.detector = _make_detector(detector, self.landmarks_3d, landmark_model,
                                        **(dlib_options if detector in (None, "dlib") else {}))
         self.start = None
+        #: Fit the reflectance correctives' coefficients for checkpoints trained so (False: the final
+        #: reflectance is the base's, ~3 ms less per face).
+        self.fit_reflectance_correctives = True
         #: Run the encoder on a worker thread while the start is fitted (landmark start only): True
         #: (measured fastest, also on a busy 2-core machine), False, or "auto": both, timed, keeping
         #: the faster (:class:`OverlapChooser`, for machines where the worker thread waits too long
@@ -356,13 +362,13 @@ class FacePipeline:
         (``model.reflectance_coefficients: fitted``), ``delta_r`` fitted to the crops [F, S, S, 3] seen
         by ``intrinsics`` [4] / [F, 4] (:mod:`fml_taichi.recon.corrective_fit`); otherwise unchanged."""
         prior = self.reconstructor.reflectance_prior
-        if prior is None:
+        if prior is None or not self.fit_reflectance_correctives:
             return params, output
         ml = self.multilevel
         images = torch.from_numpy(np.ascontiguousarray(crops, np.float32))
         k = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
         with torch.no_grad():
-            delta = fitted_reflectance_coefficients(ml, params, output, images, k, prior)
+            delta = fitted_reflectance_coefficients(ml, params, output, images, k, prior, FIT_VERTEX_STRIDE)
             corr_r = ml.reflectance_corrective(delta.to(ml.reflectance_corrective.theta.dtype))
         output = ModelOutput(**{**vars(output), "final_reflectance": output.base_reflectance + corr_r,
                                 "reflectance_corrective": corr_r})
