@@ -82,3 +82,17 @@ def test_config_fitted_needs_a_warm_start_and_a_linear_space():
         from_dict({**base, "model": {"reflectance_coefficients": "fitted", "kind": "mlp"}, "stage2": {"warm_start": 8}})
     with pytest.raises(ConfigError, match="reflectance_coefficients"):
         from_dict({"model": {"reflectance_coefficients": "guessed"}})
+
+
+def test_residuals_at_a_vertex_subset_match_the_kernel(face_model):
+    from fml_taichi.recon.corrective_fit import reflectance_residuals_at
+
+    b, p = _scene(face_model)
+    k = b["intrinsics"][0]
+    geo, refl = b["gt_vertices"], b["gt_reflectance"] * 0.9  # a residual to measure
+    rho, w = reflectance_residuals(face_model, geo, refl, p, b["image"], k)
+    rows = torch.arange(0, face_model.n_vertices, 3)
+    rho_s, w_s = reflectance_residuals_at(face_model, geo, refl, p, b["image"], k, rows)
+    assert int((w_s[0, :, 0] > 0).sum()) > 50
+    torch.testing.assert_close(w_s, w[:, rows], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rho_s, rho[:, rows], atol=1e-4, rtol=1e-4)

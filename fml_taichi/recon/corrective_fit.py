@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 
 from ..ops.image_formation import image_formation
-from ..reference.image_formation import sh_basis
+from ..reference.image_formation import Z_MIN, bilinear_sample, euler_to_matrix, project, safe_normalize, sh_basis
 
-__all__ = ["MIN_SHADING", "MAX_RESIDUAL", "DEFAULT_PRIOR", "reflectance_residuals", "fit_reflectance_coefficients",
+__all__ = ["MIN_SHADING", "MAX_RESIDUAL", "DEFAULT_PRIOR", "reflectance_residuals", "reflectance_residuals_at", "fit_reflectance_coefficients",
            "fitted_reflectance_coefficients",
            "with_fitted_reflectance", "reflectance_prior_of"]
 
@@ -49,6 +49,72 @@ def reflectance_residuals(face_model, geometry, reflectance, params, images, int
     shading = torch.bmm(sh_basis(res.normals), params.light.detach().float())  # [B, N, 3]
     ok = (res.visible > 0) & (shading > MIN_SHADING).all(-1)
     rho = (res.sampled / shading.clamp_min(MIN_SHADING) - reflectance.detach().float())
+    rho = rho.clamp(-MAX_RESIDUAL, MAX_RESIDUAL) * ok.unsqueeze(-1)
+    return rho, shading.square() * ok.unsqueeze(-1)
+
+
+_RING_CACHE: dict = {}
+_THETA_CACHE: dict = {}
+
+
+def _theta_rows(theta: torch.Tensor, n_vertices: int, rows: torch.Tensor) -> torch.Tensor:
+    """The rows of ``theta`` [3N, C] of the vertices ``rows``, cached while Theta is unchanged (inference)."""
+    key = (theta.data_ptr(), theta._version, len(rows))
+    if key not in _THETA_CACHE:
+        _THETA_CACHE.clear()
+        _THETA_CACHE[key] = theta.detach().float().view(n_vertices, 3, -1)[rows].reshape(3 * len(rows), -1).contiguous()
+    return _THETA_CACHE[key]
+
+
+def _incident_triangles(triangles: torch.Tensor, n_vertices: int, rows: torch.Tensor) -> torch.Tensor:
+    """[M, D, 3] corner indices of the triangles incident to each vertex of ``rows`` (padded with a
+    degenerate triangle ``(0, 0, 0)``, whose normal is 0), cached per mesh and row set."""
+    key = (triangles.data_ptr(), int(triangles.shape[0]), n_vertices, tuple(rows[:3].tolist()), len(rows))
+    if key not in _RING_CACHE:
+        tri = triangles.long().cpu()
+        where = torch.full((n_vertices,), -1, dtype=torch.long)
+        where[rows] = torch.arange(len(rows))
+        lists = [[] for _ in range(len(rows))]
+        for f, corners in enumerate(tri.tolist()):
+            for c in corners:
+                if where[c] >= 0:
+                    lists[int(where[c])].append(f)
+        d = max(len(x) for x in lists)
+        pad = torch.zeros(len(rows), d, 3, dtype=torch.long)
+        for i, fs in enumerate(lists):
+            if fs:
+                pad[i, :len(fs)] = tri[fs]
+        _RING_CACHE.clear()  # one mesh at a time in practice
+        _RING_CACHE[key] = pad
+    return _RING_CACHE[key]
+
+
+@torch.no_grad()
+def reflectance_residuals_at(face_model, geometry, reflectance, params, images, intrinsics, rows: torch.Tensor):
+    """:func:`reflectance_residuals` at the vertices ``rows`` [M] only ([B, M, 3] each), by the same maths
+    in plain torch (``fml_taichi.reference.image_formation``: normals from all triangles, then
+    projection, visibility, bilinear sampling and shading of the M vertices): the cheap path for one
+    photo, where the fused kernel's per-call cost over every vertex dominates."""
+    geo = geometry.detach().float()
+    rot = euler_to_matrix(params.rotation.detach().float())
+    t = params.translation.detach().float()
+    ring = _incident_triangles(face_model.triangles, geo.shape[1], rows)  # [M, D, 3]
+    corners = geo[:, ring.reshape(-1)].reshape(geo.shape[0], *ring.shape, 3)  # [B, M, D, 3, 3]
+    a, b_, c = corners.unbind(-2)
+    sums = torch.linalg.cross(b_ - a, c - a, dim=-1).sum(2)  # area-weighted, as face_normal_sums
+    normals = torch.bmm(safe_normalize(sums), rot.transpose(1, 2))
+    v_cam = torch.baddbmm(t.unsqueeze(1), geo[:, rows], rot.transpose(1, 2))
+    uv = project(v_cam, intrinsics)
+    img = images.float()
+    h, w = img.shape[1], img.shape[2]
+    u, v = uv.unbind(-1)
+    inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1) & (v_cam[..., 2] > Z_MIN)
+    visible = ((normals * v_cam).sum(-1) < 0) & inside
+    light = params.light.detach().float()
+    shading = torch.bmm(sh_basis(normals), light)
+    ok = visible & (shading > MIN_SHADING).all(-1)
+    sampled = bilinear_sample(img.contiguous(), uv)
+    rho = (sampled / shading.clamp_min(MIN_SHADING) - reflectance.detach().float()[:, rows])
     rho = rho.clamp(-MAX_RESIDUAL, MAX_RESIDUAL) * ok.unsqueeze(-1)
     return rho, shading.square() * ok.unsqueeze(-1)
 
@@ -87,13 +153,19 @@ def fitted_reflectance_coefficients(multilevel, params, output, images, intrinsi
                                     prior: float = DEFAULT_PRIOR, stride: int = 1) -> torch.Tensor:
     """``delta_r`` [B, C] for a reconstruction (``params``, ``output`` of ``multilevel``) of ``images``:
     residuals of the base reflectance on the *final* geometry (the geometry corrective is kept), fitted
-    in ``multilevel``'s linear reflectance basis."""
+    in ``multilevel``'s linear reflectance basis; ``stride`` > 1: on every stride-th vertex only
+    (:func:`reflectance_residuals_at`)."""
     corr = multilevel.reflectance_corrective
     if not hasattr(corr, "theta"):
         raise ValueError("fitted reflectance coefficients need a linear reflectance corrective (model.kind 'linear')")
-    rho, w = reflectance_residuals(multilevel.face_model, output.final_geometry, output.base_reflectance, params,
-                                   images, intrinsics)
-    return fit_reflectance_coefficients(corr.theta, rho, w, prior, stride).to(params.delta_reflectance.dtype)
+    fm = multilevel.face_model
+    if stride <= 1:
+        rho, w = reflectance_residuals(fm, output.final_geometry, output.base_reflectance, params, images, intrinsics)
+        return fit_reflectance_coefficients(corr.theta, rho, w, prior).to(params.delta_reflectance.dtype)
+    rows = torch.arange(0, fm.n_vertices, int(stride))
+    rho, w = reflectance_residuals_at(fm, output.final_geometry, output.base_reflectance, params, images, intrinsics, rows)
+    theta = _theta_rows(corr.theta, fm.n_vertices, rows)
+    return fit_reflectance_coefficients(theta, rho, w, prior).to(params.delta_reflectance.dtype)
 
 
 def with_fitted_reflectance(multilevel, params, output, images, intrinsics, prior: float = DEFAULT_PRIOR):
