@@ -25,6 +25,7 @@ import torch
 
 from ..model import FaceParams, ModelOutput
 from .align import aligned_crop
+from .corrective_fit import with_fitted_reflectance
 
 __all__ = ["rotate_light_z", "rotate_camera", "rotate_camera_np", "align_faces", "start_z", "EncoderInputs", "EncoderInputPreparer",
            "reconstruct_prepared"]
@@ -158,10 +159,17 @@ class EncoderInputPreparer:
 
 
 @torch.no_grad()
-def reconstruct_prepared(model, inputs: EncoderInputs) -> tuple[FaceParams, ModelOutput]:
+def reconstruct_prepared(model, inputs: EncoderInputs,
+                         reflectance_prior: float | None = None) -> tuple[FaceParams, ModelOutput]:
     """An encoder + multi-level model (:class:`~fml_taichi.nets.models.FaceAutoencoder`) on prepared
-    inputs, with the pose and light moved back to the source images' cameras."""
-    params, out = model(inputs.images.contiguous(), inputs.start_z)
+    inputs, with the pose and light moved back to the source images' cameras. ``reflectance_prior``:
+    the reflectance coefficients fitted to the prepared crops in their cameras
+    (:mod:`fml_taichi.recon.corrective_fit`), before the move."""
+    images = inputs.images.contiguous()
+    params, out = model(images, inputs.start_z)
+    if reflectance_prior is not None:
+        params, out = with_fitted_reflectance(model.multilevel, params, out, images, inputs.intrinsics,
+                                              reflectance_prior)
     if bool((inputs.angle != 0).any()):
         params = rotate_camera(params, -inputs.angle)
     return params, out

@@ -69,7 +69,7 @@ def _theta_rows(theta: torch.Tensor, n_vertices: int, rows: torch.Tensor) -> tor
 def _incident_triangles(triangles: torch.Tensor, n_vertices: int, rows: torch.Tensor) -> torch.Tensor:
     """[M, D, 3] corner indices of the triangles incident to each vertex of ``rows`` (padded with a
     degenerate triangle ``(0, 0, 0)``, whose normal is 0), cached per mesh and row set."""
-    key = (triangles.data_ptr(), int(triangles.shape[0]), n_vertices, tuple(rows[:3].tolist()), len(rows))
+    key = (triangles.data_ptr(), int(triangles.shape[0]), n_vertices, hash(rows.numpy().tobytes()))
     if key not in _RING_CACHE:
         tri = triangles.long().cpu()
         where = torch.full((n_vertices,), -1, dtype=torch.long)

@@ -26,7 +26,7 @@ from ..model import FaceParams, ModelOutput
 from ..nets.checkpoint import CheckpointError, load_checkpoint
 from ..nets.config import from_dict
 from ..nets.models import FaceAutoencoder, build_networks, face_model_from_spec
-from .anchored import EncoderInputPreparer, rotate_camera
+from .anchored import EncoderInputPreparer, reconstruct_prepared
 from .corrective_fit import reflectance_prior_of, with_fitted_reflectance
 
 
@@ -118,19 +118,13 @@ def reconstruct_as_trained(model: FaceAutoencoder, images, landmarks, intrinsics
     (:class:`~fml_taichi.recon.anchored.EncoderInputPreparer`, or None: the images as given), with the
     reflectance coefficients fitted (``reflectance_prior``) or predicted (None); pose and light moved
     back to the images' camera."""
-    angle = None
     if preparer is not None:
-        inputs = preparer(images, landmarks, intrinsics)
-        images, intrinsics, angle = inputs.images.contiguous(), inputs.intrinsics, inputs.angle
-        params, out = model(images, inputs.start_z)
-    else:
-        params, out = model(images)
+        return reconstruct_prepared(model, preparer(images, landmarks, intrinsics), reflectance_prior)
+    params, out = model(images)
     if reflectance_prior is not None:
         if intrinsics is None:
             raise ValueError("intrinsics: fitted reflectance coefficients need the images' camera")
         params, out = with_fitted_reflectance(model.multilevel, params, out, images, intrinsics, reflectance_prior)
-    if angle is not None and bool((angle != 0).any()):
-        params = rotate_camera(params, -angle)
     return params, out
 
 
