@@ -158,3 +158,17 @@ def test_image_pair_scaling_keeps_pixel_centres(tmp_path):
     np.testing.assert_allclose(lm[:, 1].numpy(), (pts[:, 1] + 0.5) * 0.5 - 0.5, atol=1e-3)
     # The extreme pixel centres map to the new extreme pixel centres' neighbourhood, inside the image.
     assert -0.5 < float(lm.min()) and float(lm.max()) < 49.5
+
+
+def test_eval_on_the_alternative_heldout_set(tmp_path):
+    """--heldout heldout_alt scores other seeds and other geometry than the default held-out set."""
+    runs = {}
+    for name in ("heldout", "heldout_alt"):
+        js = tmp_path / f"{name}.json"
+        assert main(["eval", "--method", "mean", "--n", "1", "--heldout", name, "--json", str(js),
+                     "--out", str(tmp_path / name)] + FAST) == 0
+        runs[name] = json.loads(js.read_text())
+    from fml_taichi.eval.harness import HELDOUT_SETS
+    assert runs["heldout"]["per_image"][0]["seed"] == HELDOUT_SETS["heldout"]
+    assert runs["heldout_alt"]["per_image"][0]["seed"] == HELDOUT_SETS["heldout_alt"]
+    assert runs["heldout"]["geom_mm_base"] != pytest.approx(runs["heldout_alt"]["geom_mm_base"])

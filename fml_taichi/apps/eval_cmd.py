@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=20, help="number of held-out synthetic faces (default 20)")
     parser.add_argument("--seed-start", type=int, default=None,
                         help="first synthetic seed (default: the evaluation range, 10,000,000)")
+    parser.add_argument("--heldout", choices=("heldout", "heldout_alt"), default="heldout",
+                        help="synthetic held-out set: the training distribution (default) or 'heldout_alt', "
+                        "geometry from another region-field family on its own seeds (as in metrics.json)")
     parser.add_argument("--images", metavar="DIR", help="evaluate on images in DIR with same-stem .pts files "
                         "(68 iBUG points) instead of synthetic faces")
     parser.add_argument("--out", default="eval_out", help="folder for the PNG figures (default eval_out)")
@@ -100,10 +103,11 @@ def run(args) -> int:
                                              progress=not args.no_progress)
             source = f"images in {args.images}"
         else:
-            seed_start = EVAL_SEED_START if args.seed_start is None else args.seed_start
+            config, seed_start = harness.heldout_config(args.heldout, _synthetic_config(method, args.image_size))
+            if args.seed_start is not None:
+                seed_start = args.seed_start
             result = harness.evaluate(method, n=args.n, seed_start=seed_start, batch_size=args.batch_size,
-                                      config=_synthetic_config(method, args.image_size), n_examples=args.examples,
-                                      progress=not args.no_progress)
+                                      config=config, n_examples=args.examples, progress=not args.no_progress)
             source = f"{args.n} held-out synthetic faces (seeds {seed_start}..{seed_start + args.n - 1})"
     except (ValueError, FileNotFoundError) as e:
         print(f"fml-taichi eval: error: {e}", file=sys.stderr)

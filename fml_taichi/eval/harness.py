@@ -44,23 +44,23 @@ from ..ops.render import render
 from ..reference.image_formation import SH_C0
 
 LEVELS = ("base", "final")
-#: Held-out sets: name -> (region-field family of the synthetic faces, first seed). "heldout" uses the
-#: training distribution on evaluation seeds; "heldout_alt" a differently built one (region-wise
-#: exaggeration of the face's own identity modes instead of RBF bumps) on seeds disjoint from both,
-#: so correctives fitted to one generator's habits show up.
-#: Held-out sets: "heldout" draws from the training generator's distribution (other seeds);
-#: "heldout_alt" adds region fields beyond the base space (``SyntheticConfig.fields``), so a model is
-#: also scored on variation its training data did not hold. Training pins no field family by default
-#: (the documented default run predates them); ``fields="rbf"`` / ``"exaggerate"`` turn them on.
-HELDOUT_SETS = {"heldout": ("none", EVAL_SEED_START), "heldout_alt": ("rbf", EVAL_SEED_START + 5_000_000)}
+#: Held-out sets: name -> first seed. "heldout" draws from the training distribution (the config's
+#: own region-field family) on evaluation seeds; "heldout_alt" swaps the geometry beyond the base for
+#: another field family (:data:`ALT_FIELD_FAMILY`: RBF bumps <-> region-wise exaggeration of the face's
+#: own identity modes) on seeds disjoint from both, so correctives fitted to one generator's habits show up.
+HELDOUT_SETS = {"heldout": EVAL_SEED_START, "heldout_alt": EVAL_SEED_START + 5_000_000}
+#: The field family "heldout_alt" uses for a training family (faces without fields get RBF fields).
+ALT_FIELD_FAMILY = {"none": "rbf", "rbf": "exaggerate", "exaggerate": "rbf"}
 
 
 def heldout_config(name: str, config: SyntheticConfig | None = None) -> tuple[SyntheticConfig, int]:
     """(config, first seed) of held-out set ``name`` (:data:`HELDOUT_SETS`), other settings from ``config``."""
     if name not in HELDOUT_SETS:
         raise ValueError(f"heldout: expected one of {sorted(HELDOUT_SETS)}, got {name!r}")
-    family, seed_start = HELDOUT_SETS[name]
-    return dataclasses.replace(config or SyntheticConfig(), fields=family), seed_start
+    config = config or SyntheticConfig()
+    if name == "heldout":
+        return config, HELDOUT_SETS[name]
+    return dataclasses.replace(config, fields=ALT_FIELD_FAMILY[config.fields]), HELDOUT_SETS[name]
 SUMMARY_KEYS = ("n", "geom_mm_base", "geom_mm_final", "geom_sd_base", "geom_sd_final", "photo_base",
                 "photo_final", "nme_base", "nme_final")
 

@@ -1,0 +1,166 @@
+"""Is the geometry beyond the base model observable in the training images? (why the geometry
+corrective stays frozen in the default run)
+
+On held-out synthetic faces of a checkpoint's own training distribution, measures the geometric error
+(mm, face region, similarity-aligned; ``losses.metrics.geometric_error``) of:
+
+* ``base``: the checkpoint's base level (the baseline every other row is divided by);
+* ``oracle smooth K``: the base plus the *true* residual projected onto the K smoothest mesh functions
+  (the span the geometry corrective lives in, ``model.geometry_smooth``): what a perfect estimate of
+  the corrective coefficients would reach;
+* ``photometric fit``: the base plus a smooth displacement (K = 60, x/y/z) fitted to the image by Adam
+  on the photometric term E_photo of the final level, pose and light free, reflectance coefficients
+  re-fitted every 10 steps (``recon.corrective_fit``): the signal an encoder trained with E_photo sees;
+* ``truth test``: start from the true geometry *minus* its out-of-space offset, with the true pose,
+  light and reflectance, and fit the same displacement photometrically. If E_photo carried the
+  geometry, this fit would walk towards the truth. The table also gives E_photo at the start, at the
+  truth, and after the fit: when the fit ends below the truth's own E_photo, the term prefers a wrong
+  geometry, and no photometric method recovers the truth from these images.
+
+Usage: ``python benchmarks/bench_geometry_signal.py [--faces 16] [--steps 100] --json OUT``
+(~2-4 minutes on 2 cores). Results: ``benchmarks/results/geometry_signal.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import numpy as np
+import torch
+
+from fml_taichi.common.atomic import write_text
+from fml_taichi.data.synthetic import EVAL_SEED_START, SyntheticRenderer
+from fml_taichi.eval.harness import face_region
+from fml_taichi.losses import default_weights, terms
+from fml_taichi.losses.metrics import geometric_error, umeyama
+from fml_taichi.model import ModelOutput
+from fml_taichi.model.smooth_corrective import smooth_basis
+from fml_taichi.nets.config import synthetic_config
+from fml_taichi.recon.corrective_fit import fitted_reflectance_coefficients
+from fml_taichi.recon.pipeline import default_checkpoint
+from fml_taichi.recon.reconstructor import Reconstructor
+
+SMOOTH_SIZES = (60, 150, 300)
+FIT_K = 60
+LR = {"displacement": 0.003, "light": 0.005, "rotation": 0.002, "translation": 0.2}
+#: Ridge weight on the displacement coefficients (mm^2), per face: weak, so the fit shows what E_photo wants.
+PRIOR = 1e-3
+
+
+def mean_error(geometry: np.ndarray, truth: np.ndarray, triangles, region) -> float:
+    return float(np.mean([geometric_error(geometry[i], truth[i], triangles, region).mean for i in range(len(truth))]))
+
+
+def oracle_projection(base: np.ndarray, truth: np.ndarray, basis: np.ndarray, region) -> np.ndarray:
+    """The base plus the true residual (truth aligned into each base's frame) projected, per coordinate
+    and by least squares over the face region, onto the columns of ``basis`` [N, K]."""
+    out = base.copy()
+    for i in range(len(base)):
+        aligned = umeyama(truth[i][region], base[i][region]).apply(truth[i])
+        coef = np.linalg.lstsq(basis[region], (aligned - base[i])[region], rcond=None)[0]
+        out[i] = base[i] + basis @ coef
+    return out
+
+
+def photometric_fit(start, reflectance_of, params, face_model, images, intrinsics, basis, steps, free_pose):
+    """``start`` [B, N, 3] plus ``basis`` [N, K] @ c [B, K, 3] with c fitted by Adam on E_photo (+ a weak
+    ridge); pose and light too when ``free_pose``. ``reflectance_of(geometry, params)`` gives the
+    reflectance to shade with. Returns (geometry, E_photo at the start, E_photo at the end)."""
+    w = default_weights()
+    c = torch.zeros(start.shape[0], basis.shape[1], 3, requires_grad=True)
+    free = {"light": params.light.clone(), "rotation": params.rotation.clone(), "translation": params.translation.clone()}
+    groups = [{"params": [c], "lr": LR["displacement"]}]
+    if free_pose:
+        for name, t in free.items():
+            t.requires_grad_(True)
+            groups.append({"params": [t], "lr": LR[name]})
+    opt = torch.optim.Adam(groups)
+    losses = []
+    for it in range(steps + 1):
+        geometry = start + torch.einsum("nk,bkj->bnj", basis, c)
+        p = params.replace(**free)
+        if it % 10 == 0:
+            reflectance = reflectance_of(geometry.detach(), p)
+        e_photo = terms.level_photo(geometry, reflectance, p, face_model, images, intrinsics, "taichi",
+                                    w.photo_visibility).loss.mean()
+        losses.append(float(e_photo.detach()))
+        if it == steps:
+            break
+        loss = e_photo + PRIOR * c.square().sum() / start.shape[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return geometry.detach(), losses[0], losses[-1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--faces", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--clean", action="store_true",
+                    help="render without sensor noise, blur and hair (is the loss or the image the limit?)")
+    ap.add_argument("--json", required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    t0 = time.time()
+    rec = Reconstructor.from_checkpoint(a.checkpoint or default_checkpoint())
+    fm, ml = rec.face_model, rec.multilevel
+    scfg = synthetic_config(rec.config)
+    if a.clean:
+        scfg = dataclasses.replace(scfg, noise_sd=0.0, blur_px=0.0, hair_probability=0.0)
+    renderer = SyntheticRenderer(fm, scfg)
+    region, tri = face_region(fm), fm.triangles.cpu().numpy()
+    b = renderer.render(list(range(EVAL_SEED_START, EVAL_SEED_START + a.faces)))
+    k, images, truth = b["intrinsics"][0], b["image"].contiguous(), b["gt_vertices"].numpy()
+    with torch.no_grad():
+        params, out = rec.reconstruct(images, b["landmarks"], k)
+    err = lambda g: mean_error(np.asarray(g), truth, tri, region)  # noqa: E731
+    base = out.base_geometry.numpy()
+    rows = [{"row": "base level (baseline)", "geom_mm": err(base)}]
+    for size in SMOOTH_SIZES:
+        e = smooth_basis(fm.triangles, fm.n_vertices, size).double().numpy()
+        rows.append({"row": f"oracle smooth K={size}", "geom_mm": err(oracle_projection(base, truth, e, region))})
+    basis = smooth_basis(fm.triangles, fm.n_vertices, FIT_K)
+
+    def fitted_reflectance(geometry, p):
+        o = ModelOutput(base_geometry=geometry, final_geometry=geometry, base_reflectance=out.base_reflectance,
+                        final_reflectance=out.base_reflectance, geometry_corrective=torch.zeros_like(geometry),
+                        reflectance_corrective=torch.zeros_like(geometry))
+        delta = fitted_reflectance_coefficients(ml, p, o, images, k, rec.reflectance_prior or 0.01)
+        return (out.base_reflectance + ml.reflectance_corrective(delta)).detach()
+
+    g, l0, l1 = photometric_fit(out.base_geometry, fitted_reflectance, params, fm, images, k, basis, a.steps, True)
+    rows.append({"row": f"photometric fit from the base (K={FIT_K}, pose and light free)", "geom_mm": err(g),
+                 "e_photo_start": l0, "e_photo_end": l1})
+    # The truth test: everything but the out-of-space geometry is the truth.
+    gt_p, gt_r = b["gt_params"], b["gt_reflectance"].float()
+    in_space = (b["gt_vertices"] - b["gt_geometry_offset"]).float()
+    w = default_weights()
+    e_truth = float(terms.level_photo(b["gt_vertices"].float().contiguous(), gt_r, gt_p, fm, images, k, "taichi",
+                                      w.photo_visibility).loss.mean())
+    g, l0, l1 = photometric_fit(in_space, lambda *_: gt_r, gt_p, fm, images, k, basis, a.steps, False)
+    rows.append({"row": "truth test: in-space truth, true pose/light/reflectance", "geom_mm": err(in_space.numpy())})
+    rows.append({"row": f"truth test: + photometric fit (K={FIT_K})", "geom_mm": err(g), "e_photo_start": l0,
+                 "e_photo_end": l1, "e_photo_truth": e_truth})
+    baseline = rows[0]["geom_mm"]
+    for r in rows:
+        r["x_base"] = r["geom_mm"] / baseline
+    result = {"checkpoint": a.checkpoint or "shipped default", "faces": a.faces, "steps": a.steps, "clean": a.clean,
+              "out_of_space_rms_mm": float(b["gt_geometry_offset"].norm(dim=-1).square().mean().sqrt()),
+              "rows": rows, "seconds": time.time() - t0}
+    write_text(a.json, json.dumps(result, indent=1) + "\n")
+    print(f"{'row':<62} {'geom mm':>8} {'x base':>7}  E_photo start -> end (truth)")
+    for r in rows:
+        photo = ""
+        if "e_photo_start" in r:
+            photo = f"{r['e_photo_start']:.4f} -> {r['e_photo_end']:.4f}"
+            if "e_photo_truth" in r:
+                photo += f" ({r['e_photo_truth']:.4f})"
+        print(f"{r['row']:<62} {r['geom_mm']:>8.3f} {r['x_base']:>7.3f}  {photo}")
+
+
+if __name__ == "__main__":
+    main()
