@@ -47,7 +47,7 @@ from .logs import History, write_logs
 from .objective import stage_loss
 from .run_folder import CHECKPOINT, STAGE1_CHECKPOINT, remove_stale_temps
 from .validation import final_evaluation, validate
-from .warm_start import warm_start_reflectance
+from .warm_start import shading_span, warm_start_reflectance
 
 # Short names for the progress bar (the logs keep the full names).
 _BAR_KEYS = {"total": "E", "photo_base": "ph_b", "photo_final": "ph_f", "sparse": "sp", "std": "std",
@@ -324,7 +324,19 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                            scfg.grad_clip)
         self.optimizer.step()
+        if stage == 2 and self.cfg.model.reflectance_shading_free:
+            self._project_reflectance_off_shading()
         return {k: float(v.detach()) for k, v in losses.items()}
+
+    @torch.no_grad()
+    def _project_reflectance_off_shading(self) -> None:
+        """Theta_r minus its part in the mean face's SH shading span (``model.reflectance_shading_free``):
+        E_photo would otherwise pull shading back into the modes that the warm start projected it out of."""
+        theta = self.model.multilevel.reflectance_corrective.theta
+        if getattr(self, "_shading_q", None) is None:
+            self._shading_q = shading_span(self.face_model).to(theta)
+        q = self._shading_q
+        theta.sub_(q @ (q.T @ theta))
 
     def _validate(self, stage: int) -> None:
         D.broadcast_buffers(self.model, self.dist)  # rank 0 validates; keep every rank's BN statistics equal
