@@ -196,27 +196,28 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
 
 
-def test_reflectance_shading_free_keeps_theta_r_off_the_shading_span(tmp_path):
-    """model.reflectance_shading_free: after stage 2, Theta_r has no part in the mean face's SH shading
+@pytest.mark.parametrize("span", ["grey", "rgb"])
+def test_reflectance_shading_span_keeps_theta_r_off_it(tmp_path, span):
+    """model.reflectance_shading_span: after stage 2, Theta_r has no part in the mean face's SH shading
     span (it still trained); without the option its random start keeps such a part."""
     from fml_taichi.train.warm_start import shading_span
 
     parts = {}
     for free in (False, True):
-        tr = T.Trainer(_cfg(model={**TINY["model"], "reflectance_shading_free": free}, eval={"n": 1, "at_end": False}),
-                       str(tmp_path / str(free)), progress=False)
+        tr = T.Trainer(_cfg(model={**TINY["model"], "reflectance_shading_span": span if free else "none"},
+                            eval={"n": 1, "at_end": False}), str(tmp_path / str(free)), progress=False)
         start = tr.model.multilevel.reflectance_corrective.theta.detach().clone()
         tr.run()
         theta = tr.model.multilevel.reflectance_corrective.theta.detach()
-        q = shading_span(tr.face_model).to(theta)
+        q = shading_span(tr.face_model, span).to(theta)
         parts[free] = float((q.T @ theta).norm() / theta.norm())
         assert not torch.allclose(theta, start)
     assert parts[True] < 1e-5 < 1e-2 < parts[False]
 
 
-def test_reflectance_shading_free_config_errors():
+def test_reflectance_shading_span_config_errors():
     from fml_taichi.nets.config import ConfigError
-    with pytest.raises(ConfigError, match="reflectance_shading_free"):
-        from_dict({"model": {"reflectance_shading_free": "yes"}})
-    with pytest.raises(ConfigError, match="reflectance_shading_free"):
-        from_dict({"model": {"reflectance_shading_free": True, "kind": "mlp"}})
+    with pytest.raises(ConfigError, match="reflectance_shading_span"):
+        from_dict({"model": {"reflectance_shading_span": "yes"}})
+    with pytest.raises(ConfigError, match="reflectance_shading_span"):
+        from_dict({"model": {"reflectance_shading_span": "rgb", "kind": "mlp"}})

@@ -34,9 +34,10 @@ class ModelConfig:
     reflectance_coefficients: "predicted" (the paper: the encoder's reflectance head gives delta_r) or
     "fitted" (ridge least squares of the base level's residuals in Theta_r, per image:
     :mod:`fml_taichi.recon.corrective_fit`; linear kind only); reflectance_fit_prior: its ridge weight.
-    reflectance_shading_free: keep Theta_r orthogonal to the SH shading fields of the mean face while it
-    trains (projected after every stage-2 step; :func:`fml_taichi.train.warm_start.shading_span`), so no
-    reflectance mode can paint light into the albedo (linear kind only; the paper has no such constraint).
+    reflectance_shading_span: "none" (the paper) or the SH shading fields of the mean face that Theta_r is
+    kept orthogonal to while it trains (projected after every stage-2 step), so no reflectance mode can
+    paint that light into the albedo: "grey" (white light, 9 fields) or "rgb" (any colour, 27 fields;
+    :func:`fml_taichi.train.warm_start.shading_span`; linear kind only).
     """
 
     source: str = "default"
@@ -47,7 +48,7 @@ class ModelConfig:
     geometry_smooth: int = 0
     reflectance_coefficients: str = "predicted"
     reflectance_fit_prior: float = 0.01
-    reflectance_shading_free: bool = False
+    reflectance_shading_span: str = "none"
 
 
 @dataclass
@@ -258,10 +259,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not (isinstance(m.reflectance_fit_prior, (int, float)) and math.isfinite(m.reflectance_fit_prior)
             and m.reflectance_fit_prior > 0):
         raise ConfigError(f"model.reflectance_fit_prior: expected a positive number, got {m.reflectance_fit_prior!r}")
-    if not isinstance(m.reflectance_shading_free, bool):
-        raise ConfigError(f"model.reflectance_shading_free: expected true or false, got {m.reflectance_shading_free!r}")
-    if m.reflectance_shading_free and m.kind != "linear":
-        raise ConfigError("model.reflectance_shading_free: needs model.kind 'linear' (a basis to project)")
+    if m.reflectance_shading_span not in ("none", "grey", "rgb"):
+        raise ConfigError(f"model.reflectance_shading_span: expected 'none', 'grey' or 'rgb', got {m.reflectance_shading_span!r}")
+    if m.reflectance_shading_span != "none" and m.kind != "linear":
+        raise ConfigError("model.reflectance_shading_span: needs model.kind 'linear' (a basis to project)")
     _positive("model.n_correctives_geometry", m.n_correctives_geometry)
     _positive("model.n_correctives_reflectance", m.n_correctives_reflectance)
     _in_range("encoder.input_size", cfg.encoder.input_size, *INPUT_SIZE_RANGE)

@@ -324,17 +324,17 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                            scfg.grad_clip)
         self.optimizer.step()
-        if stage == 2 and self.cfg.model.reflectance_shading_free:
+        if stage == 2 and self.cfg.model.reflectance_shading_span != "none":
             self._project_reflectance_off_shading()
         return {k: float(v.detach()) for k, v in losses.items()}
 
     @torch.no_grad()
     def _project_reflectance_off_shading(self) -> None:
-        """Theta_r minus its part in the mean face's SH shading span (``model.reflectance_shading_free``):
+        """Theta_r minus its part in the mean face's SH shading span (``model.reflectance_shading_span``):
         E_photo would otherwise pull shading back into the modes that the warm start projected it out of."""
         theta = self.model.multilevel.reflectance_corrective.theta
         if getattr(self, "_shading_q", None) is None:
-            self._shading_q = shading_span(self.face_model).to(theta)
+            self._shading_q = shading_span(self.face_model, self.cfg.model.reflectance_shading_span).to(theta)
         q = self._shading_q
         theta.sub_(q @ (q.T @ theta))
 

@@ -29,6 +29,10 @@ from ..recon.corrective_fit import reflectance_residuals as _level_residuals
 from ..reference.image_formation import sh_basis
 
 
+#: ``model.reflectance_shading_span`` values: none, or the span :func:`shading_span` builds.
+SHADING_SPANS = ("none", "grey", "rgb")
+
+
 @torch.no_grad()
 def reflectance_residuals(model, face_model, images: torch.Tensor, intrinsics, start=None):
     """Per-vertex reflectance residuals [B, N, 3] of the base level and what the heads read [B, F]
@@ -83,22 +87,28 @@ def ridge_gcv(features: torch.Tensor, targets: torch.Tensor, lambdas=None) -> tu
     return w.float(), b.float(), float(lam)
 
 
-def shading_span(face_model) -> torch.Tensor:
-    """An orthonormal basis [3N, 27] of the fields SH shading paints on the mean face: the 9 SH basis
-    functions of its vertex normals, in each colour channel.
+def shading_span(face_model, colours: str = "rgb") -> torch.Tensor:
+    """An orthonormal basis of the fields SH shading paints on the mean face: the 9 SH basis functions
+    of its vertex normals, in each colour channel (``colours="rgb"``: [3N, 27], light of any colour) or
+    in all channels alike (``"grey"``: [3N, 9], white light).
 
     A residual ``I / s - r^b`` holds shading wherever the light or the geometry is off; principal
     components taken as they come would bake it into Theta_r (a "reflectance" mode darkening the nose
     side and brightening the forehead, which the light should explain). Residuals are projected off
     this span first, so the reflectance corrective holds colour, not light."""
+    if colours not in SHADING_SPANS[1:]:
+        raise ValueError(f"colours: expected one of {SHADING_SPANS[1:]}, got {colours!r}")
     v = face_model.mean_geometry.detach().double().cpu().numpy()
     normals = torch.as_tensor(mesh_utils.vertex_normals(v, face_model.triangles.long().cpu().numpy()))
     y = sh_basis(normals.unsqueeze(0))[0].double()  # [N, 9]
     n = y.shape[0]
-    fields = torch.zeros(n, 3, 9, 3, dtype=torch.float64)
-    for c in range(3):
-        fields[:, c, :, c] = y
-    q, _ = torch.linalg.qr(fields.reshape(3 * n, 27))
+    if colours == "grey":
+        fields = y.unsqueeze(1).expand(n, 3, 9)
+    else:
+        fields = torch.zeros(n, 3, 9, 3, dtype=torch.float64)
+        for c in range(3):
+            fields[:, c, :, c] = y
+    q, _ = torch.linalg.qr(fields.reshape(3 * n, -1))
     return q
 
 
