@@ -57,3 +57,27 @@ def test_fitted_reflectance_lowers_the_residual_and_appearance_keeps_the_start(t
     start = pipe.last_start.params
     assert np.allclose(res.params.shape.numpy(), start.shape.numpy(), atol=1e-4)
     assert np.allclose(res.params.expression.numpy(), start.expression.numpy(), atol=1e-4)
+
+
+def test_numpy_and_torch_reflectance_fits_agree_in_the_pipeline(tmp_path, face):
+    """The pipeline's default numpy fit and the torch functions (``reflectance_fit_impl``) give the same
+    coefficients (to 1e-3 of their size: float32 sums in another order; tests/test_corrective_fit.py)."""
+    from fml_taichi.recon.pipeline import FacePipeline
+
+    image, lm = face
+    fitted = write_tiny_checkpoint(tmp_path / "fitted.pt", encoder_input="image+start", reflectance="fitted",
+                                   residuals="appearance", head_std=0.05)
+    pipe = FacePipeline.from_checkpoint(fitted, detector=_detector(lm), runner="torch")
+    with torch.no_grad():
+        theta = pipe.multilevel.reflectance_corrective.theta
+        theta.normal_(0, 0.05, generator=torch.Generator().manual_seed(2))
+    assert pipe.reflectance_fit_impl == "numpy"
+    fast = pipe(image)[0]
+    pipe.reflectance_fit_impl = "torch"
+    slow = pipe(image)[0]
+    d_fast, d_slow = fast.params.delta_reflectance.numpy(), slow.params.delta_reflectance.numpy()
+    assert np.abs(d_slow).max() > 0.01
+    np.testing.assert_allclose(d_fast, d_slow, atol=1e-3 * np.abs(d_slow).max(), rtol=0)
+    torch.testing.assert_close(fast.output.final_reflectance, slow.output.final_reflectance, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fast.output.reflectance_corrective,
+                               pipe.multilevel.reflectance_corrective(fast.params.delta_reflectance.float()), atol=1e-6, rtol=0)
