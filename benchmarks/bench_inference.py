@@ -20,8 +20,10 @@ is timed too, detection excluded: the aligned warp, landmark fit + colour fit (t
 encoder and the multi-level model, with the start's share of the call (JSON key ``landmark_start``,
 its ``variants``): the path before the encoder split (whole encoder + model graph on the worker
 thread) as the baseline, the split encoder serial and overlapped, and an ``image+start`` encoder of
-the same backbone (the retrained architecture; zero heads) serial and overlapped. The variants take
-turns in blocks of calls, so a shared machine's changing load falls on all alike.
+the same backbone (the retrained architecture; zero heads) serial and overlapped, and that path
+with the reflectance fit through the torch functions (``FacePipeline.reflectance_fit_impl = "torch"``,
+the path before the numpy fitter: the shipped default's baseline). The variants take turns in
+blocks of calls, so a shared machine's changing load falls on all alike.
 
 ``--sweep`` also times the landmark path's backbone graph for untrained encoders of input size
 96 / 112 / 128 px and width 0.75 / 1.0 (timing does not depend on the weights; JSON key ``sweep``). ``--json`` writes ``{"device", "ms_batch1",
@@ -184,7 +186,12 @@ START_VARIANTS = (
     ("image+start encoder, serial", "image+start", True, False),
     ("image+start encoder, overlapped (default)", "image+start", True, True),
     ("image+start encoder, auto", "image+start", True, "auto"),
+    ("image+start encoder, serial, torch reflectance fit (before)", "image+start", True, False),
+    ("image+start encoder, overlapped, torch reflectance fit (before)", "image+start", True, True),
 )
+#: Variants whose reflectance fit runs through the torch functions (``FacePipeline.reflectance_fit_impl
+#: = "torch"``: the path before the numpy fitter, the shipped default's baseline); all others numpy.
+TORCH_REFLECTANCE_FIT = tuple(v for v in START_VARIANTS if "torch reflectance fit" in v[0])
 #: Also timed: the same default paths through ``reconstruct_detections`` (FaceResult packaging:
 #: landmarks projected into the photo, per-face outputs).
 DETECTION_VARIANTS = (
@@ -224,6 +231,7 @@ def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, rounds
         for name, kind, split, overlap in variants:
             pipe = pipes[kind]
             pipe.split_encoder, pipe.overlap_encoder = split, overlap
+            pipe.reflectance_fit_impl = "torch" if (name, kind, split, overlap) in TORCH_REFLECTANCE_FIT else "numpy"
             call = (pipe.reconstruct_detections if (name, kind, split, overlap) in DETECTION_VARIANTS
                     else pipe.reconstruct_landmarks)
             for i in range(per_round):
@@ -240,6 +248,7 @@ def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, rounds
     for name, kind, split, overlap in variants:
         med = {k: statistics.median(v) for k, v in parts[name].items()}
         out.append({"variant": name, "encoder_input": kind, "split_encoder": split, "overlap_encoder": overlap,
+                    "reflectance_fit_impl": "torch" if (name, kind, split, overlap) in TORCH_REFLECTANCE_FIT else "numpy",
                     "call": "reconstruct_detections" if (name, kind, split, overlap) in DETECTION_VARIANTS
                     else "reconstruct_landmarks",
                     "ms_batch1": statistics.median(samples[name]), "best_ms_batch1": min(samples[name]),
@@ -358,7 +367,10 @@ def main() -> int:
                   + ", ".join(f"{k} {t:.2f}" for k, t in p.items()))
         start = dict(next(v for v in variants if v["encoder_input"] == "image" and v["split_encoder"]
                           and v["overlap_encoder"] is True))
-        start_enc = next(v for v in variants if v["encoder_input"] == "image+start" and v["overlap_encoder"] is True)
+        start_enc = next(v for v in variants if v["encoder_input"] == "image+start" and v["overlap_encoder"] is True
+                         and v["reflectance_fit_impl"] == "numpy" and v["call"] == "reconstruct_landmarks")
+        before = next((v for v in variants if v["encoder_input"] == "image+start" and v["overlap_encoder"] is True
+                       and v["reflectance_fit_impl"] == "torch"), None)
         start["variants"] = variants
         verdict = "meets" if start["hz_batch1"] >= TARGET_HZ else "misses"
         print(f"\ndefault path: {start['ms_batch1']:.2f} ms median ({start['best_ms_batch1']:.2f} best) = "
@@ -367,6 +379,14 @@ def main() -> int:
               f"{100 * start['start_share']:.0f}% of the call")
         print(f"image+start encoder: {start_enc['ms_batch1']:.2f} ms median ({start_enc['best_ms_batch1']:.2f} best) = "
               f"{start_enc['hz_batch1']:.0f} Hz; the start's fit {100 * start_enc['start_share']:.0f}% of the call")
+        if before is not None:
+            print(f"  x {before['ms_batch1'] / start_enc['ms_batch1']:.2f} median, x "
+                  f"{before['best_ms_batch1'] / start_enc['best_ms_batch1']:.2f} best against the torch reflectance fit "
+                  f"({before['ms_batch1']:.2f} / {before['best_ms_batch1']:.2f} ms); reflectance fit "
+                  f"{before['parts_ms'].get('reflectance_fit', 0.0):.2f} -> "
+                  f"{start_enc['parts_ms'].get('reflectance_fit', 0.0):.2f} ms median")
+        #: The shipped default (an image+start checkpoint): its row and the one before the numpy fit.
+        start["shipped_default"] = {"variant": start_enc["variant"], "before": before["variant"] if before else None}
 
     detection = None
     if not args.no_detection:

@@ -514,7 +514,6 @@ class FacePipeline:
         model after it. ``last_timings`` (seconds): ``landmark_fit``, ``colour_fit``, ``crop_wait``
         (the colour fit waiting for the aligned warp), ``align``, ``encoder`` (the worker's part),
         ``encoder_wait`` (this thread waiting for it after the start), ``heads``, ``model``."""
-        det_crop = np.stack([b.to_crop(d.landmarks, self.size) for d, b in zip(detections, boxes)])
         ml = self.multilevel
         k_crop = self.crop_cameras(boxes, image.shape) if crop_intrinsics is None else crop_intrinsics
         takes_start = self.encoder_takes_start
@@ -529,6 +528,7 @@ class FacePipeline:
             k_al = np.stack([al.intrinsics for al in aligned])
             start = self.start(job.crops, lm_al, k_al, ml.n_correctives_geometry, ml.n_correctives_reflectance)
         else:
+            det_crop = np.stack([b.to_crop(d.landmarks, self.size) for d, b in zip(detections, boxes)])
             start = self.start(crops, det_crop, k_crop, ml.n_correctives_geometry, ml.n_correctives_reflectance)
         t2 = time.perf_counter()
         encoded, encoder_seconds = job.result() if job is not None else (None, 0.0)
