@@ -243,7 +243,9 @@ class ReflectanceCoefficientFitter:
         for i in range(len(rho)):
             keep = np.flatnonzero(weight[i, :, 0])  # weight is 0 in all channels or none
             sw = np.sqrt(np.take(weight[i], keep, axis=0))  # [K, 3]
-            a = (np.take(self.theta, keep, axis=0) * sw[..., None]).reshape(-1, self.theta.shape[2])  # sqrt(w) Theta rows
+            a = np.take(self.theta, keep, axis=0)  # a copy: scaled in place to sqrt(w) Theta rows
+            a *= sw[..., None]
+            a = a.reshape(-1, self.theta.shape[2])
             normal = (a.T @ a).astype(np.float64) + self._ridge
             rhs = a.T @ (sw * np.take(rho[i], keep, axis=0)).reshape(-1)
             out[i] = np.linalg.solve(normal, rhs.astype(np.float64))
