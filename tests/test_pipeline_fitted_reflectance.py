@@ -81,3 +81,33 @@ def test_numpy_and_torch_reflectance_fits_agree_in_the_pipeline(tmp_path, face):
     torch.testing.assert_close(fast.output.final_reflectance, slow.output.final_reflectance, atol=1e-4, rtol=0)
     torch.testing.assert_close(fast.output.reflectance_corrective,
                                pipe.multilevel.reflectance_corrective(fast.params.delta_reflectance.float()), atol=1e-6, rtol=0)
+
+
+def test_geometry_corrective_of_zero_coefficients_is_skipped_exactly(tmp_path, face):
+    """A zero geometry head gives delta_g = 0: the pipeline returns zero offsets without evaluating
+    Theta_g, equal to the corrective's own output; nonzero coefficients go through the corrective."""
+    from fml_taichi.recon.pipeline import FacePipeline
+
+    image, lm = face
+    path = write_tiny_checkpoint(tmp_path / "fitted.pt", encoder_input="image+start", reflectance="fitted",
+                                 residuals="appearance", head_std=0.05)
+    pipe = FacePipeline.from_checkpoint(path, detector=_detector(lm), runner="torch")
+    ml = pipe.multilevel
+    nonzero = pipe(image)[0]
+    d = nonzero.params.delta_geometry.to(ml.geometry_corrective.weight.dtype if hasattr(ml.geometry_corrective, "weight")
+                                         else nonzero.params.delta_geometry.dtype)
+    assert float(d.abs().max()) > 0
+    torch.testing.assert_close(nonzero.output.geometry_corrective, ml.geometry_corrective(d), atol=1e-6, rtol=0)
+    with torch.no_grad():
+        pipe.reconstructor.encoder.head_geometry.weight.zero_()
+        pipe.reconstructor.encoder.head_geometry.bias.zero_()
+    pipe = FacePipeline(pipe.reconstructor, detector=_detector(lm), runner="torch")
+    calls, forward = [], ml.geometry_corrective.forward
+    ml.geometry_corrective.forward = lambda delta: (calls.append(1), forward(delta))[1]
+    zero = pipe(image)[0]
+    del ml.geometry_corrective.forward
+    assert not calls, "Theta_g evaluated for zero coefficients"
+    assert not zero.params.delta_geometry.any()
+    assert not zero.output.geometry_corrective.any()
+    torch.testing.assert_close(zero.output.geometry_corrective, ml.geometry_corrective(zero.params.delta_geometry.float()))
+    torch.testing.assert_close(zero.output.final_geometry, zero.output.base_geometry, atol=0, rtol=0)

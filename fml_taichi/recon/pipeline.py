@@ -547,7 +547,7 @@ class FacePipeline:
             base_r = self.face_model.reflectance(params.reflectance)
             fit_r = self.correctives and self.fits_reflectance
             if corr is None:  # the reflectance corrective waits for its fitted coefficients when they are fitted
-                corr = (ml.geometry_corrective(params.delta_geometry),
+                corr = (self._geometry_corrective(params.delta_geometry, base_g),
                         None if fit_r else ml.reflectance_corrective(params.delta_reflectance))
             corr_g, corr_r = corr
             output = ModelOutput(base_geometry=base_g, final_geometry=base_g + corr_g, base_reflectance=base_r,
@@ -565,6 +565,15 @@ class FacePipeline:
             self.overlap_chooser.record(job.overlapped, time.perf_counter() - t0)
         return params, output
 
+
+    def _geometry_corrective(self, delta_g: torch.Tensor, base_g: torch.Tensor) -> torch.Tensor:
+        """The geometry corrective's offsets [B, N, 3]; exactly zero without evaluating the
+        corrective when every coefficient is zero (a linear corrective of 0 is 0; the shipped
+        checkpoint's geometry head is untrained and zero, and the evaluation reads all of Theta_g)."""
+        # Linear kinds have a basis ``theta`` (as corrective_fit tells them); an MLP of 0 need not be 0.
+        if not bool(delta_g.any()) and hasattr(self.multilevel.geometry_corrective, "theta"):
+            return torch.zeros_like(base_g)
+        return self.multilevel.geometry_corrective(delta_g)
 
     def _start_encoder_params(self, features, start: FaceParams, aligned) -> FaceParams:
         """An ``image+start`` encoder's heads on the backbone's features and the start's z, moved
