@@ -570,10 +570,17 @@ class FacePipeline:
         """The geometry corrective's offsets [B, N, 3]; exactly zero without evaluating the
         corrective when every coefficient is zero (a linear corrective of 0 is 0; the shipped
         checkpoint's geometry head is untrained and zero, and the evaluation reads all of Theta_g)."""
-        # Linear kinds have a basis ``theta`` (as corrective_fit tells them); an MLP of 0 need not be 0.
-        if not bool(delta_g.any()) and hasattr(self.multilevel.geometry_corrective, "theta"):
+        if not bool(delta_g.any()) and self._geometry_corrective_linear():
             return torch.zeros_like(base_g)
         return self.multilevel.geometry_corrective(delta_g)
+
+    def _geometry_corrective_linear(self) -> bool:
+        """Whether the geometry corrective is a linear kind (a basis ``theta``; an MLP of 0 need not
+        be 0). Asked once: the smooth kind's ``theta`` is a property that builds all of Theta_g."""
+        corr = self.multilevel.geometry_corrective
+        if getattr(self, "_linear_geometry", (None,))[0] is not corr:
+            self._linear_geometry = (corr, hasattr(corr, "theta"))
+        return self._linear_geometry[1]
 
     def _start_encoder_params(self, features, start: FaceParams, aligned) -> FaceParams:
         """An ``image+start`` encoder's heads on the backbone's features and the start's z, moved
