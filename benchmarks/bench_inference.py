@@ -314,7 +314,7 @@ def bench_fits_alone(checkpoint: str, repeats: int) -> dict:
     if prior is not None and hasattr(pipe.multilevel.reflectance_corrective, "theta"):
         ml = pipe.multilevel
         k_crop = pipe.crop_cameras([box], frame.shape)
-        fitter = ReflectanceCoefficientFitter(pipe.face_model, ml.reflectance_corrective.theta, FIT_VERTEX_STRIDE, prior)
+        fitter = ReflectanceCoefficientFitter(pipe.face_model, ml.reflectance_corrective, FIT_VERTEX_STRIDE, prior)
         images, k_t = torch.from_numpy(np.ascontiguousarray(crops, np.float32)), torch.as_tensor(k_crop, dtype=torch.float32)
         calls["reflectance_fit_numpy"] = lambda: fitter(out.final_geometry, out.base_reflectance, params.rotation,
                                                         params.translation, params.light, crops, k_crop)

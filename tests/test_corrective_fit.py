@@ -117,7 +117,7 @@ def test_numpy_fitter_matches_the_torch_path(face_model):
     p = FaceParams(**{**vars(p), "delta_geometry": torch.zeros(2, 2), "delta_reflectance": torch.zeros(2, 8)})
     out = ml(p)
     out.base_reflectance = out.base_reflectance * 0.9  # a residual to fit
-    fitter = ReflectanceCoefficientFitter(face_model, ml.reflectance_corrective.theta, 3, prior=0.01)
+    fitter = ReflectanceCoefficientFitter(face_model, ml.reflectance_corrective, 3, prior=0.01)
     args = (out.final_geometry, out.base_reflectance, p.rotation, p.translation, p.light, b["image"], k)
     rho, w = fitter.residuals(*args)
     rho_t, w_t = reflectance_residuals_at(face_model, out.final_geometry, out.base_reflectance, p, b["image"], k,
@@ -133,9 +133,11 @@ def test_numpy_fitter_matches_the_torch_path(face_model):
     one = fitter(*(a[1:] if getattr(a, "ndim", 0) > 1 and len(a) == 2 else a for a in args))
     np.testing.assert_allclose(one[0], got[1], atol=1e-6, rtol=1e-5)
     # A changed Theta is noticed (the fitter copies it).
-    assert fitter.matches(ml.reflectance_corrective.theta, 0.01)
+    assert fitter.matches(ml.reflectance_corrective, 0.01) and not fitter.matches(ml.reflectance_corrective, 0.02)
     with torch.no_grad():
         ml.reflectance_corrective.theta.mul_(2)
-    assert not fitter.matches(ml.reflectance_corrective.theta, 0.01)
+    assert not fitter.matches(ml.reflectance_corrective, 0.01)
     with pytest.raises(ValueError, match="prior"):
-        ReflectanceCoefficientFitter(face_model, ml.reflectance_corrective.theta, 3, prior=0.0)
+        ReflectanceCoefficientFitter(face_model, ml.reflectance_corrective, 3, prior=0.0)
+    with pytest.raises(ValueError, match="linear"):
+        ReflectanceCoefficientFitter(face_model, torch.nn.Identity(), 3)

@@ -183,28 +183,34 @@ class ReflectanceCoefficientFitter:
     ``fitter(geometry [B, N, 3], base_reflectance [B, N, 3], rotation [B, 3] Euler, translation [B, 3],
     light [B, 9, 3], images [B, H, W, 3], intrinsics [4] / [B, 4]) -> delta [B, C]`` float32 numpy
     (any array-likes; torch tensors are read without a copy). Theta is copied at construction:
-    build a new fitter when it changes (:meth:`matches`)."""
+    build a new fitter when the corrective changes (:meth:`matches`)."""
 
-    def __init__(self, face_model, theta: torch.Tensor, stride: int, prior: float = DEFAULT_PRIOR):
+    def __init__(self, face_model, corrective, stride: int, prior: float = DEFAULT_PRIOR):
         if prior <= 0:
             raise ValueError(f"prior: expected a positive ridge weight, got {prior!r}")
+        if not hasattr(corrective, "theta"):
+            raise ValueError("fitted reflectance coefficients need a linear reflectance corrective (model.kind 'linear')")
         n = int(face_model.n_vertices)
         self.rows = np.arange(0, n, int(max(1, stride)))
         ring = _incident_triangles(face_model.triangles, n, torch.from_numpy(self.rows)).numpy()  # [M, D, 3]
         # Ring slot first ([D, M] per corner): the sum over a vertex's triangles adds whole [M, 3] slabs.
         self._corners = tuple(np.ascontiguousarray(ring[..., c].T) for c in range(3))
+        with torch.no_grad():
+            theta = corrective.theta
         self.theta = theta.detach().float().cpu().numpy().reshape(n, 3, -1)[self.rows].copy()  # [M, 3, C]
         self.prior = float(prior)
         self._ridge = self.prior * np.eye(self.theta.shape[2])
-        self._key = self.theta_key(theta)
+        self._key = self.state_key(corrective)
 
     @staticmethod
-    def theta_key(theta: torch.Tensor) -> tuple:
-        return theta.data_ptr(), theta._version, tuple(theta.shape)
+    def state_key(corrective) -> tuple:
+        """Identifies the corrective's tensors as they are now (storage and in-place version of each;
+        a smooth corrective's ``theta`` is derived from them, so it is not asked)."""
+        return tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in (*corrective.parameters(), *corrective.buffers()))
 
-    def matches(self, theta: torch.Tensor, prior: float) -> bool:
-        """Whether this fitter was built for ``theta`` as it is now and for ``prior``."""
-        return self._key == self.theta_key(theta) and self.prior == float(prior)
+    def matches(self, corrective, prior: float) -> bool:
+        """Whether this fitter was built for ``corrective`` as it is now and for ``prior``."""
+        return self._key == self.state_key(corrective) and self.prior == float(prior)
 
     def residuals(self, geometry, base_reflectance, rotation, translation, light, images, intrinsics):
         """``(rho, weight)`` [B, M, 3] float32 at :attr:`rows`, as :func:`reflectance_residuals_at`."""

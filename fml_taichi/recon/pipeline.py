@@ -370,12 +370,12 @@ class FacePipeline:
         if not self.fits_reflectance:
             return params, output
         ml = self.multilevel
-        theta = ml.reflectance_corrective.theta
+        corrective = ml.reflectance_corrective
         prior = self.reconstructor.reflectance_prior
         if self.reflectance_fit_impl == "numpy":
             fitter = self._reflectance_fitter
-            if fitter is None or not fitter.matches(theta, prior):
-                fitter = self._reflectance_fitter = ReflectanceCoefficientFitter(self.face_model, theta,
+            if fitter is None or not fitter.matches(corrective, prior):
+                fitter = self._reflectance_fitter = ReflectanceCoefficientFitter(self.face_model, corrective,
                                                                                  FIT_VERTEX_STRIDE, prior)
             delta = torch.from_numpy(fitter(output.final_geometry, output.base_reflectance, params.rotation,
                                             params.translation, params.light, crops, intrinsics))
@@ -385,7 +385,7 @@ class FacePipeline:
             delta = fitted_reflectance_coefficients(ml, params, output, images, k, prior, FIT_VERTEX_STRIDE)
         with torch.no_grad():
             delta = delta.to(params.delta_reflectance.dtype)
-            corr_r = ml.reflectance_corrective(delta.to(theta.dtype))
+            corr_r = corrective(delta.to(next(corrective.parameters()).dtype))
         output = ModelOutput(**{**vars(output), "final_reflectance": output.base_reflectance + corr_r,
                                 "reflectance_corrective": corr_r})
         return params.replace(delta_reflectance=delta), output
