@@ -252,7 +252,7 @@ class FacePipeline:
                                        **(dlib_options if detector in (None, "dlib") else {}))
         self.start = None
         #: Fit the reflectance correctives' coefficients for checkpoints trained so (False: the final
-        #: reflectance is the base's, ~3 ms less per face).
+        #: reflectance is the base's; the fit costs ~1-2 ms per face on the CPU, docs/reconstruction.md).
         self.fit_reflectance_correctives = True
         #: How the reflectance fit runs: "numpy" (:class:`~fml_taichi.recon.corrective_fit.ReflectanceCoefficientFitter`,
         #: the fast path for a few photos) or "torch" (``fitted_reflectance_coefficients``, training's
