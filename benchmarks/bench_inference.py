@@ -20,8 +20,14 @@ is timed too, detection excluded: the aligned warp, landmark fit + colour fit (t
 encoder and the multi-level model, with the start's share of the call (JSON key ``landmark_start``,
 its ``variants``): the path before the encoder split (whole encoder + model graph on the worker
 thread) as the baseline, the split encoder serial and overlapped, and an ``image+start`` encoder of
-the same backbone (the retrained architecture; zero heads) serial and overlapped. The variants take
-turns in blocks of calls, so a shared machine's changing load falls on all alike.
+the same backbone (the retrained architecture; zero heads) serial and overlapped, and that path
+with the reflectance fit through the torch functions (``FacePipeline.reflectance_fit_impl = "torch"``,
+the path before the numpy fitter: the shipped default's baseline). The variants take turns in
+blocks of calls, so a shared machine's changing load falls on all alike.
+
+With a checkpoint, the start's two fits and the reflectance fit (numpy and torch) are also timed
+alone, back to back with warm caches (JSON key ``fits_alone``): what the fits' own code costs,
+against their parts inside the pipeline, where the encoder and the model decode run in between.
 
 ``--sweep`` also times the landmark path's backbone graph for untrained encoders of input size
 96 / 112 / 128 px and width 0.75 / 1.0 (timing does not depend on the weights; JSON key ``sweep``). ``--json`` writes ``{"device", "ms_batch1",
@@ -184,7 +190,12 @@ START_VARIANTS = (
     ("image+start encoder, serial", "image+start", True, False),
     ("image+start encoder, overlapped (default)", "image+start", True, True),
     ("image+start encoder, auto", "image+start", True, "auto"),
+    ("image+start encoder, serial, torch reflectance fit (before)", "image+start", True, False),
+    ("image+start encoder, overlapped, torch reflectance fit (before)", "image+start", True, True),
 )
+#: Variants whose reflectance fit runs through the torch functions (``FacePipeline.reflectance_fit_impl
+#: = "torch"``: the path before the numpy fitter, the shipped default's baseline); all others numpy.
+TORCH_REFLECTANCE_FIT = tuple(v for v in START_VARIANTS if "torch reflectance fit" in v[0])
 #: Also timed: the same default paths through ``reconstruct_detections`` (FaceResult packaging:
 #: landmarks projected into the photo, per-face outputs).
 DETECTION_VARIANTS = (
@@ -224,6 +235,7 @@ def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, rounds
         for name, kind, split, overlap in variants:
             pipe = pipes[kind]
             pipe.split_encoder, pipe.overlap_encoder = split, overlap
+            pipe.reflectance_fit_impl = "torch" if (name, kind, split, overlap) in TORCH_REFLECTANCE_FIT else "numpy"
             call = (pipe.reconstruct_detections if (name, kind, split, overlap) in DETECTION_VARIANTS
                     else pipe.reconstruct_landmarks)
             for i in range(per_round):
@@ -240,6 +252,7 @@ def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, rounds
     for name, kind, split, overlap in variants:
         med = {k: statistics.median(v) for k, v in parts[name].items()}
         out.append({"variant": name, "encoder_input": kind, "split_encoder": split, "overlap_encoder": overlap,
+                    "reflectance_fit_impl": "torch" if (name, kind, split, overlap) in TORCH_REFLECTANCE_FIT else "numpy",
                     "call": "reconstruct_detections" if (name, kind, split, overlap) in DETECTION_VARIANTS
                     else "reconstruct_landmarks",
                     "ms_batch1": statistics.median(samples[name]), "best_ms_batch1": min(samples[name]),
@@ -274,6 +287,49 @@ def bench_backbone_sweep(repeats: int, threads: int, size: int = 240) -> list[di
                     times[k].append((time.perf_counter() - t0) * 1e3)
     return [{"input_size": k[0], "width": k[1], "runner": nets[k].name, "ms_batch1": statistics.median(v),
              "best_ms_batch1": min(v)} for k, v in times.items()]
+
+
+def bench_fits_alone(checkpoint: str, repeats: int) -> dict:
+    """The start's two fits and the reflectance fit called alone, back to back on the benchmark scene
+    (caches warm: the figure the fits' own code sets, against the pipeline's parts above, where the
+    encoder and the model decode run in between): median / best ms each; the reflectance fit numpy
+    (default) and torch (the path before) in turns."""
+    from fml_taichi.recon.align import warp_aligned
+    from fml_taichi.recon.corrective_fit import ReflectanceCoefficientFitter, fitted_reflectance_coefficients
+    from fml_taichi.recon.pipeline import FIT_VERTEX_STRIDE, FacePipeline
+
+    pipe = FacePipeline.from_checkpoint(checkpoint, detector="pts", threads=1)
+    frame, det, box, crops = landmark_scene(pipe)
+    params, out = pipe.reconstruct_landmarks(frame, [det], [box], crops)
+    aligned = pipe._align([det], [box], pipe.crop_cameras([box], frame.shape))
+    lm = np.stack([al.to_crop(det.landmarks) for al in aligned])
+    k_al = np.stack([al.intrinsics for al in aligned])
+    warped = np.stack([warp_aligned(frame, al) for al in aligned])
+    st = pipe.start
+    fit = st.landmarks(lm, k_al)
+    geo = st.colour_geometry(pipe.last_start.params.shape, pipe.last_start.params.expression)
+    calls = {"landmark_fit": lambda: st.landmarks(lm, k_al),
+             "colour_fit": lambda: st.colour(warped, geo, fit.matrix, fit.translation, k_al)}
+    prior = pipe.reconstructor.reflectance_prior
+    if prior is not None and hasattr(pipe.multilevel.reflectance_corrective, "theta"):
+        ml = pipe.multilevel
+        k_crop = pipe.crop_cameras([box], frame.shape)
+        fitter = ReflectanceCoefficientFitter(pipe.face_model, ml.reflectance_corrective, FIT_VERTEX_STRIDE, prior)
+        images, k_t = torch.from_numpy(np.ascontiguousarray(crops, np.float32)), torch.as_tensor(k_crop, dtype=torch.float32)
+        calls["reflectance_fit_numpy"] = lambda: fitter(out.final_geometry, out.base_reflectance, params.rotation,
+                                                        params.translation, params.light, crops, k_crop)
+        calls["reflectance_fit_torch"] = lambda: fitted_reflectance_coefficients(ml, params, out, images, k_t, prior,
+                                                                                 FIT_VERTEX_STRIDE)
+    times = {k: [] for k in calls}
+    rounds = 10
+    for r in range(rounds + 1):
+        for k, fn in calls.items():
+            for _ in range(max(1, repeats // rounds)):
+                t0 = time.perf_counter()
+                fn()
+                if r:
+                    times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: {"ms": statistics.median(v), "best_ms": min(v)} for k, v in times.items()}
 
 
 def load_average() -> float | None:
@@ -356,17 +412,38 @@ def main() -> int:
                   f"{v['hz_batch1']:5.0f} Hz (best {1e3 / v['best_ms_batch1']:4.0f})  x {v['x_baseline']:.2f}; "
                   f"start {100 * v['start_share']:.0f}%; caller CPU {v['caller_cpu_ms']:.2f} (best {v['best_caller_cpu_ms']:.2f}); "
                   + ", ".join(f"{k} {t:.2f}" for k, t in p.items()))
-        start = dict(next(v for v in variants if v["encoder_input"] == "image" and v["split_encoder"]
-                          and v["overlap_encoder"] is True))
-        start_enc = next(v for v in variants if v["encoder_input"] == "image+start" and v["overlap_encoder"] is True)
+        image_row = next(v for v in variants if v["encoder_input"] == "image" and v["split_encoder"]
+                         and v["overlap_encoder"] is True)
+        start_enc = next(v for v in variants if v["encoder_input"] == "image+start" and v["overlap_encoder"] is True
+                         and v["reflectance_fit_impl"] == "numpy" and v["call"] == "reconstruct_landmarks")
+        before = next((v for v in variants if v["encoder_input"] == "image+start" and v["overlap_encoder"] is True
+                       and v["reflectance_fit_impl"] == "torch"), None)
+        # The headline row (JSON "landmark_start") is the checkpoint's own path: the shipped default's
+        # image+start encoder, or the image encoder's split, overlapped path for an image-only checkpoint.
+        shipped_takes_start = load_networks(ckpt)[0].takes_start
+        start = dict(start_enc if shipped_takes_start else image_row)
         start["variants"] = variants
         verdict = "meets" if start["hz_batch1"] >= TARGET_HZ else "misses"
-        print(f"\ndefault path: {start['ms_batch1']:.2f} ms median ({start['best_ms_batch1']:.2f} best) = "
-              f"{start['hz_batch1']:.0f} Hz ({1e3 / start['best_ms_batch1']:.0f} Hz best): {verdict} the "
-              f"{TARGET_HZ:.0f} Hz target; the start's fit {start['start_ms']:.2f} ms = "
+        print(f"\ncheckpoint's default path ({start['variant']}): {start['ms_batch1']:.2f} ms median "
+              f"({start['best_ms_batch1']:.2f} best) = {start['hz_batch1']:.0f} Hz ({1e3 / start['best_ms_batch1']:.0f} Hz "
+              f"best): {verdict} the {TARGET_HZ:.0f} Hz target; the start's fit {start['start_ms']:.2f} ms = "
               f"{100 * start['start_share']:.0f}% of the call")
-        print(f"image+start encoder: {start_enc['ms_batch1']:.2f} ms median ({start_enc['best_ms_batch1']:.2f} best) = "
-              f"{start_enc['hz_batch1']:.0f} Hz; the start's fit {100 * start_enc['start_share']:.0f}% of the call")
+        for row in (image_row, start_enc):
+            print(f"  {row['variant']}: {row['ms_batch1']:.2f} ms median ({row['best_ms_batch1']:.2f} best) = "
+                  f"{row['hz_batch1']:.0f} Hz; the start's fit {100 * row['start_share']:.0f}% of the call")
+        if before is not None:
+            print(f"  x {before['ms_batch1'] / start_enc['ms_batch1']:.2f} median, x "
+                  f"{before['best_ms_batch1'] / start_enc['best_ms_batch1']:.2f} best against the torch reflectance fit "
+                  f"({before['ms_batch1']:.2f} / {before['best_ms_batch1']:.2f} ms); reflectance fit "
+                  f"{before['parts_ms'].get('reflectance_fit', 0.0):.2f} -> "
+                  f"{start_enc['parts_ms'].get('reflectance_fit', 0.0):.2f} ms median")
+        start["before_numpy_reflectance_fit"] = before["variant"] if before else None
+
+    fits_alone = None
+    if ckpt:
+        fits_alone = bench_fits_alone(ckpt, args.repeats)
+        print(f"\nfits alone, caches warm (load average {load_average()}), median / best ms: "
+              + "; ".join(f"{k} {v['ms']:.3f} / {v['best_ms']:.3f}" for k, v in fits_alone.items()))
 
     detection = None
     if not args.no_detection:
@@ -393,7 +470,8 @@ def main() -> int:
         doc = {"device": device, "ms_batch1": round(best["ms_batch1"], 4), "hz_batch1": round(best["hz_batch1"], 1),
                "hz_batch64": round(best64, 1), "runner": best["runner"],
                "threads": best["threads"], "load_average": load_average(), "model": what,
-               "rows": rows, "detection_ms": detection, "sweep": sweep, "landmark_start": start}
+               "rows": rows, "detection_ms": detection, "sweep": sweep, "landmark_start": start,
+               "fits_alone": fits_alone}
         write_text(args.json, json.dumps(doc, indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0

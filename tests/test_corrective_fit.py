@@ -1,4 +1,5 @@
 """Reflectance coefficients fitted to the image: exact recovery, zero residual on a self-render, config."""
+import numpy as np
 import pytest
 import torch
 
@@ -96,3 +97,47 @@ def test_residuals_at_a_vertex_subset_match_the_kernel(face_model):
     assert int((w_s[0, :, 0] > 0).sum()) > 50
     torch.testing.assert_close(w_s, w[:, rows], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(rho_s, rho[:, rows], atol=1e-4, rtol=1e-4)
+
+
+def test_numpy_fitter_matches_the_torch_path(face_model):
+    """The inference fitter (numpy float32) against the torch functions training uses, at stride 3:
+    residuals and weights to float32 rounding, coefficients to 1e-3 of their size (the 64 x 64
+    normal equations are summed in another order and solved in float64 instead of float32; their
+    condition number, ~1e3 with this ridge, scales the ~1e-7 rounding of the sums)."""
+    from fml_taichi.model import FaceParams
+    from fml_taichi.recon.corrective_fit import (ReflectanceCoefficientFitter, fitted_reflectance_coefficients,
+                                                 reflectance_residuals_at)
+
+    ren = SyntheticRenderer(face_model, SyntheticConfig(image_size=96, variation=0.0, noise_sd=0.0, blur_px=0.0))
+    b = ren.render([3, 4])
+    p, k = b["gt_params"], b["intrinsics"][0]
+    ml = MultiLevelModel(face_model, n_correctives_geometry=2, n_correctives_reflectance=8)
+    with torch.no_grad():
+        ml.reflectance_corrective.theta.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    p = FaceParams(**{**vars(p), "delta_geometry": torch.zeros(2, 2), "delta_reflectance": torch.zeros(2, 8)})
+    out = ml(p)
+    out.base_reflectance = out.base_reflectance * 0.9  # a residual to fit
+    fitter = ReflectanceCoefficientFitter(face_model, ml.reflectance_corrective, 3, prior=0.01)
+    args = (out.final_geometry, out.base_reflectance, p.rotation, p.translation, p.light, b["image"], k)
+    rho, w = fitter.residuals(*args)
+    rho_t, w_t = reflectance_residuals_at(face_model, out.final_geometry, out.base_reflectance, p, b["image"], k,
+                                          torch.from_numpy(fitter.rows))
+    assert int((w[0, :, 0] > 0).sum()) > 50 and float(abs(rho).max()) > 0.05
+    np.testing.assert_allclose(w, w_t.numpy(), atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(rho, rho_t.numpy(), atol=1e-5, rtol=1e-4)
+    got = fitter(*args)
+    want = fitted_reflectance_coefficients(ml, p, out, b["image"], k, prior=0.01, stride=3).numpy()
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_allclose(got, want, atol=1e-3 * np.abs(want).max(), rtol=0)
+    # One face at a time gives the batch's rows.
+    one = fitter(*(a[1:] if getattr(a, "ndim", 0) > 1 and len(a) == 2 else a for a in args))
+    np.testing.assert_allclose(one[0], got[1], atol=1e-6, rtol=1e-5)
+    # A changed Theta is noticed (the fitter copies it).
+    assert fitter.matches(ml.reflectance_corrective, 0.01) and not fitter.matches(ml.reflectance_corrective, 0.02)
+    with torch.no_grad():
+        ml.reflectance_corrective.theta.mul_(2)
+    assert not fitter.matches(ml.reflectance_corrective, 0.01)
+    with pytest.raises(ValueError, match="prior"):
+        ReflectanceCoefficientFitter(face_model, ml.reflectance_corrective, 3, prior=0.0)
+    with pytest.raises(ValueError, match="linear"):
+        ReflectanceCoefficientFitter(face_model, torch.nn.Identity(), 3)

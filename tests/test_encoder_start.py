@@ -85,3 +85,36 @@ def test_appearance_residuals_keep_the_start_geometry_and_pose(face_model):
     with pytest.raises(ValueError, match="appearance"):
         FaceEncoder.for_model(face_model, 4, 4, EncoderConfig(input_size=32, width=0.5, n_features=32,
                                                               residuals="appearance"))
+
+
+def test_numpy_heads_hold_masked_outputs_at_the_start_exactly_and_match_torch(face_model):
+    """EncoderHeads computes only the base outputs that have a residual (one fused product): the others
+    are the start's bit for bit; every output matches the torch encoder, image-only heads too."""
+    from fml_taichi.recon.runners import EncoderHeads
+
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(2, 3, 64, 64, generator=g)
+    for inp, residuals in (("image+start", "reflectance"), ("image", "all")):
+        enc = FaceEncoder.for_model(face_model, 4, 4, EncoderConfig(input_size=32, width=0.5, n_features=32,
+                                                                    input=inp, residuals=residuals)).eval()
+        with torch.no_grad():
+            for head in (enc.head_base, enc.head_geometry, enc.head_reflectance):
+                for p in (head.weight, head.bias):
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            feats = enc.backbone(enc.preprocess(images)).numpy()
+        heads = EncoderHeads(enc)
+        if inp == "image":
+            want = enc.forward_flat(images).detach().numpy()
+            got = heads.flat(feats)
+        else:
+            start = FaceParams.zeros(2, face_model.m_shape, face_model.m_expression, face_model.m_reflectance, 4, 4)
+            start = start.replace(translation=torch.tensor([[5.0, -3.0, 480.0], [0.0, 2.0, 520.0]]),
+                                  shape=torch.randn(2, face_model.m_shape, generator=g))
+            z = enc.codec.pack_base(start)
+            want = enc.forward_flat(images, z).detach().numpy()
+            got = heads.flat(feats, z.numpy())
+            held = np.setdiff1d(np.arange(z.shape[1]), heads._active)
+            # flat = [identity part of base, 4 geometry, 4 reflectance correctives, rest of base]
+            base_cols = np.r_[np.arange(heads.n_identity), np.arange(z.shape[1] - heads.n_identity) + heads.n_identity + 8]
+            assert len(held) > 0 and np.array_equal(got[:, base_cols[held]], z.numpy()[:, held])
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)

@@ -57,3 +57,57 @@ def test_fitted_reflectance_lowers_the_residual_and_appearance_keeps_the_start(t
     start = pipe.last_start.params
     assert np.allclose(res.params.shape.numpy(), start.shape.numpy(), atol=1e-4)
     assert np.allclose(res.params.expression.numpy(), start.expression.numpy(), atol=1e-4)
+
+
+def test_numpy_and_torch_reflectance_fits_agree_in_the_pipeline(tmp_path, face):
+    """The pipeline's default numpy fit and the torch functions (``reflectance_fit_impl``) give the same
+    coefficients (to 1e-3 of their size: float32 sums in another order; tests/test_corrective_fit.py)."""
+    from fml_taichi.recon.pipeline import FacePipeline
+
+    image, lm = face
+    fitted = write_tiny_checkpoint(tmp_path / "fitted.pt", encoder_input="image+start", reflectance="fitted",
+                                   residuals="appearance", head_std=0.05)
+    pipe = FacePipeline.from_checkpoint(fitted, detector=_detector(lm), runner="torch")
+    with torch.no_grad():
+        theta = pipe.multilevel.reflectance_corrective.theta
+        theta.normal_(0, 0.05, generator=torch.Generator().manual_seed(2))
+    assert pipe.reflectance_fit_impl == "numpy"
+    fast = pipe(image)[0]
+    pipe.reflectance_fit_impl = "torch"
+    slow = pipe(image)[0]
+    d_fast, d_slow = fast.params.delta_reflectance.numpy(), slow.params.delta_reflectance.numpy()
+    assert np.abs(d_slow).max() > 0.01
+    np.testing.assert_allclose(d_fast, d_slow, atol=1e-3 * np.abs(d_slow).max(), rtol=0)
+    torch.testing.assert_close(fast.output.final_reflectance, slow.output.final_reflectance, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fast.output.reflectance_corrective,
+                               pipe.multilevel.reflectance_corrective(fast.params.delta_reflectance.float()), atol=1e-6, rtol=0)
+
+
+def test_geometry_corrective_of_zero_coefficients_is_skipped_exactly(tmp_path, face):
+    """A zero geometry head gives delta_g = 0: the pipeline returns zero offsets without evaluating
+    Theta_g, equal to the corrective's own output; nonzero coefficients go through the corrective."""
+    from fml_taichi.recon.pipeline import FacePipeline
+
+    image, lm = face
+    path = write_tiny_checkpoint(tmp_path / "fitted.pt", encoder_input="image+start", reflectance="fitted",
+                                 residuals="appearance", head_std=0.05)
+    pipe = FacePipeline.from_checkpoint(path, detector=_detector(lm), runner="torch")
+    ml = pipe.multilevel
+    nonzero = pipe(image)[0]
+    d = nonzero.params.delta_geometry.to(ml.geometry_corrective.weight.dtype if hasattr(ml.geometry_corrective, "weight")
+                                         else nonzero.params.delta_geometry.dtype)
+    assert float(d.abs().max()) > 0
+    torch.testing.assert_close(nonzero.output.geometry_corrective, ml.geometry_corrective(d), atol=1e-6, rtol=0)
+    with torch.no_grad():
+        pipe.reconstructor.encoder.head_geometry.weight.zero_()
+        pipe.reconstructor.encoder.head_geometry.bias.zero_()
+    pipe = FacePipeline(pipe.reconstructor, detector=_detector(lm), runner="torch")
+    calls, forward = [], ml.geometry_corrective.forward
+    ml.geometry_corrective.forward = lambda delta: (calls.append(1), forward(delta))[1]
+    zero = pipe(image)[0]
+    del ml.geometry_corrective.forward
+    assert not calls, "Theta_g evaluated for zero coefficients"
+    assert not zero.params.delta_geometry.any()
+    assert not zero.output.geometry_corrective.any()
+    torch.testing.assert_close(zero.output.geometry_corrective, ml.geometry_corrective(zero.params.delta_geometry.float()))
+    torch.testing.assert_close(zero.output.final_geometry, zero.output.base_geometry, atol=0, rtol=0)

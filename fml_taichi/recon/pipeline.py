@@ -32,7 +32,7 @@ from ..common.constants import Z_MIN
 from ..reference.image_formation import euler_to_matrix
 from .align import align_face, warp_aligned
 from .anchored import rotate_camera_np
-from .corrective_fit import fitted_reflectance_coefficients
+from .corrective_fit import ReflectanceCoefficientFitter, fitted_reflectance_coefficients
 from .reconstructor import Reconstructor
 from .runners import make_runner
 
@@ -252,8 +252,13 @@ class FacePipeline:
                                        **(dlib_options if detector in (None, "dlib") else {}))
         self.start = None
         #: Fit the reflectance correctives' coefficients for checkpoints trained so (False: the final
-        #: reflectance is the base's, ~3 ms less per face).
+        #: reflectance is the base's; the fit costs ~1-2 ms per face on the CPU, docs/reconstruction.md).
         self.fit_reflectance_correctives = True
+        #: How the reflectance fit runs: "numpy" (:class:`~fml_taichi.recon.corrective_fit.ReflectanceCoefficientFitter`,
+        #: the fast path for a few photos) or "torch" (``fitted_reflectance_coefficients``, training's
+        #: functions; the same maths, the benchmark's baseline).
+        self.reflectance_fit_impl = "numpy"
+        self._reflectance_fitter = None
         #: Run the encoder on a worker thread while the start is fitted (landmark start only): True
         #: (measured fastest, also on a busy 2-core machine), False, or "auto": both, timed, keeping
         #: the faster (:class:`OverlapChooser`, for machines where the worker thread waits too long
@@ -360,19 +365,36 @@ class FacePipeline:
     def fit_reflectance(self, params: FaceParams, output: ModelOutput, crops, intrinsics) -> tuple[FaceParams, ModelOutput]:
         """For a checkpoint trained with fitted reflectance coefficients
         (``model.reflectance_coefficients: fitted``), ``delta_r`` fitted to the crops [F, S, S, 3] seen
-        by ``intrinsics`` [4] / [F, 4] (:mod:`fml_taichi.recon.corrective_fit`); otherwise unchanged."""
-        prior = self.reconstructor.reflectance_prior
-        if prior is None or not self.fit_reflectance_correctives:
+        by ``intrinsics`` [4] / [F, 4] (:mod:`fml_taichi.recon.corrective_fit`); otherwise unchanged.
+        ``reflectance_fit_impl`` picks the numpy fitter (default) or the torch functions training uses."""
+        if not self.fits_reflectance:
             return params, output
         ml = self.multilevel
-        images = torch.from_numpy(np.ascontiguousarray(crops, np.float32))
-        k = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
-        with torch.no_grad():
+        corrective = ml.reflectance_corrective
+        prior = self.reconstructor.reflectance_prior
+        if self.reflectance_fit_impl == "numpy":
+            fitter = self._reflectance_fitter
+            if fitter is None or not fitter.matches(corrective, prior):
+                fitter = self._reflectance_fitter = ReflectanceCoefficientFitter(self.face_model, corrective,
+                                                                                 FIT_VERTEX_STRIDE, prior)
+            delta = torch.from_numpy(fitter(output.final_geometry, output.base_reflectance, params.rotation,
+                                            params.translation, params.light, crops, intrinsics))
+        else:
+            images = torch.from_numpy(np.ascontiguousarray(crops, np.float32))
+            k = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
             delta = fitted_reflectance_coefficients(ml, params, output, images, k, prior, FIT_VERTEX_STRIDE)
-            corr_r = ml.reflectance_corrective(delta.to(ml.reflectance_corrective.theta.dtype))
+        with torch.no_grad():
+            delta = delta.to(params.delta_reflectance.dtype)
+            corr_r = corrective(delta.to(next(corrective.parameters()).dtype))
         output = ModelOutput(**{**vars(output), "final_reflectance": output.base_reflectance + corr_r,
                                 "reflectance_corrective": corr_r})
         return params.replace(delta_reflectance=delta), output
+
+    @property
+    def fits_reflectance(self) -> bool:
+        """Whether :meth:`fit_reflectance` replaces ``delta_r`` (the checkpoint was trained so and
+        ``fit_reflectance_correctives`` is on)."""
+        return self.reconstructor.reflectance_prior is not None and self.fit_reflectance_correctives
 
     def results(self, detections, boxes, crops, params: FaceParams, output: ModelOutput,
                 crop_intrinsics=None) -> list[FaceResult]:
@@ -492,7 +514,6 @@ class FacePipeline:
         model after it. ``last_timings`` (seconds): ``landmark_fit``, ``colour_fit``, ``crop_wait``
         (the colour fit waiting for the aligned warp), ``align``, ``encoder`` (the worker's part),
         ``encoder_wait`` (this thread waiting for it after the start), ``heads``, ``model``."""
-        det_crop = np.stack([b.to_crop(d.landmarks, self.size) for d, b in zip(detections, boxes)])
         ml = self.multilevel
         k_crop = self.crop_cameras(boxes, image.shape) if crop_intrinsics is None else crop_intrinsics
         takes_start = self.encoder_takes_start
@@ -507,6 +528,7 @@ class FacePipeline:
             k_al = np.stack([al.intrinsics for al in aligned])
             start = self.start(job.crops, lm_al, k_al, ml.n_correctives_geometry, ml.n_correctives_reflectance)
         else:
+            det_crop = np.stack([b.to_crop(d.landmarks, self.size) for d, b in zip(detections, boxes)])
             start = self.start(crops, det_crop, k_crop, ml.n_correctives_geometry, ml.n_correctives_reflectance)
         t2 = time.perf_counter()
         encoded, encoder_seconds = job.result() if job is not None else (None, 0.0)
@@ -523,12 +545,14 @@ class FacePipeline:
             # An image encoder keeps the start's shape: the start's (lazily evaluated) base geometry.
             base_g = self.face_model.geometry(params.shape, params.expression) if takes_start else start.base_geometry
             base_r = self.face_model.reflectance(params.reflectance)
-            if corr is None:
-                corr = (ml.geometry_corrective(params.delta_geometry), ml.reflectance_corrective(params.delta_reflectance))
+            fit_r = self.correctives and self.fits_reflectance
+            if corr is None:  # the reflectance corrective waits for its fitted coefficients when they are fitted
+                corr = (self._geometry_corrective(params.delta_geometry, base_g),
+                        None if fit_r else ml.reflectance_corrective(params.delta_reflectance))
             corr_g, corr_r = corr
             output = ModelOutput(base_geometry=base_g, final_geometry=base_g + corr_g, base_reflectance=base_r,
-                                 final_reflectance=base_r + corr_r, geometry_corrective=corr_g,
-                                 reflectance_corrective=corr_r)
+                                 final_reflectance=base_r if corr_r is None else base_r + corr_r,
+                                 geometry_corrective=corr_g, reflectance_corrective=corr_r)
         t5 = time.perf_counter()
         if self.correctives:
             params, output = self.fit_reflectance(params, output, crops, k_crop)
@@ -541,6 +565,22 @@ class FacePipeline:
             self.overlap_chooser.record(job.overlapped, time.perf_counter() - t0)
         return params, output
 
+
+    def _geometry_corrective(self, delta_g: torch.Tensor, base_g: torch.Tensor) -> torch.Tensor:
+        """The geometry corrective's offsets [B, N, 3]; exactly zero without evaluating the
+        corrective when every coefficient is zero (a linear corrective of 0 is 0; the shipped
+        checkpoint's geometry head is untrained and zero, and the evaluation reads all of Theta_g)."""
+        if not bool(delta_g.any()) and self._geometry_corrective_linear():
+            return torch.zeros_like(base_g)
+        return self.multilevel.geometry_corrective(delta_g)
+
+    def _geometry_corrective_linear(self) -> bool:
+        """Whether the geometry corrective is a linear kind (a basis ``theta``; an MLP of 0 need not
+        be 0). Asked once: the smooth kind's ``theta`` is a property that builds all of Theta_g."""
+        corr = self.multilevel.geometry_corrective
+        if getattr(self, "_linear_geometry", (None,))[0] is not corr:
+            self._linear_geometry = (corr, hasattr(corr, "theta"))
+        return self._linear_geometry[1]
 
     def _start_encoder_params(self, features, start: FaceParams, aligned) -> FaceParams:
         """An ``image+start`` encoder's heads on the backbone's features and the start's z, moved
