@@ -129,6 +129,9 @@ def test_numpy_fitter_matches_the_torch_path(face_model):
     want = fitted_reflectance_coefficients(ml, p, out, b["image"], k, prior=0.01, stride=3).numpy()
     assert np.abs(want).max() > 0.1
     np.testing.assert_allclose(got, want, atol=1e-3 * np.abs(want).max(), rtol=0)
+    # The offsets from the fitter's copy of Theta are the corrective's.
+    np.testing.assert_allclose(fitter.offsets(got), ml.reflectance_corrective(torch.from_numpy(got)).detach().numpy(),
+                               atol=1e-6, rtol=0)
     # One face at a time gives the batch's rows.
     one = fitter(*(a[1:] if getattr(a, "ndim", 0) > 1 and len(a) == 2 else a for a in args))
     np.testing.assert_allclose(one[0], got[1], atol=1e-6, rtol=1e-5)

@@ -206,6 +206,10 @@ class ReflectanceCoefficientFitter:
             theta = corrective.theta
         self.theta = theta.detach().float().cpu().numpy().reshape(n, 3, -1)[self.rows].copy()  # [M, 3, C]
         self.theta_grey = self.theta.mean(1)  # [M, C]: the channel mean of each row's offsets
+        # All of Theta transposed [C, 3N] for :meth:`offsets` (the module's forward checks its input
+        # for finite values on every call: a third of the offsets' cost for one face).
+        self._theta_t = np.ascontiguousarray(theta.detach().float().cpu().numpy().T)
+        self.n_vertices = n
         self.prior = float(prior)
         self._ridge = self.prior * np.eye(self.theta.shape[2])
         self._key = self.state_key(corrective)
@@ -297,6 +301,11 @@ class ReflectanceCoefficientFitter:
         a = np.take(self.theta_grey, keep, axis=0) * sw[:, None]  # [K, C]
         normal = (a.T @ a).astype(np.float64) + self._ridge
         return np.linalg.solve(normal, (a.T @ (sw * target)).astype(np.float64))
+
+    def offsets(self, delta: np.ndarray) -> np.ndarray:
+        """The corrective's offsets ``Theta delta`` [B, N, 3] float32 of coefficients [B, C] (the
+        corrective's forward, from the copy of Theta this fitter holds)."""
+        return (np.asarray(delta, np.float32) @ self._theta_t).reshape(len(delta), self.n_vertices, 3)
 
     def __call__(self, geometry, base_reflectance, rotation, translation, light, images, intrinsics,
                  grey=None) -> np.ndarray:

@@ -398,15 +398,18 @@ class FacePipeline:
                                                                                  FIT_VERTEX_STRIDE, prior)
             delta, grey = fitter.fit(output.final_geometry, output.base_reflectance, params.rotation, params.translation,
                                      params.light, crops, intrinsics, GREY_TOLERANCE if self.grey_photo_reflectance else None)
+            corr_r = torch.from_numpy(fitter.offsets(delta))
             delta = torch.from_numpy(delta)
         else:
             grey = greyscale_crops(crops) if self.grey_photo_reflectance else None
             images = torch.from_numpy(np.ascontiguousarray(crops, np.float32))
             k = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
             delta = fitted_reflectance_coefficients(ml, params, output, images, k, prior, FIT_VERTEX_STRIDE)
+            with torch.no_grad():
+                corr_r = corrective(delta.to(next(corrective.parameters()).dtype))
         with torch.no_grad():
             delta = delta.to(params.delta_reflectance.dtype)
-            corr_r = corrective(delta.to(next(corrective.parameters()).dtype))
+            corr_r = corr_r.to(output.base_reflectance.dtype)
             final_r = output.base_reflectance + corr_r
             if grey is not None and grey.any():  # the final level of a grey crop: its channel mean
                 mask = torch.from_numpy(grey)[:, None, None]
