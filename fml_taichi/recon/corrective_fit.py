@@ -267,8 +267,8 @@ class ReflectanceCoefficientFitter:
     @staticmethod
     def grey_samples(sampled: np.ndarray, inside: np.ndarray, tolerance: float) -> np.ndarray:
         """[B] bool: whether the image colours [B, M, 3] sampled at the rows inside the image [B, M]
-        have equal channels to within ``tolerance`` (a greyscale face: the pixels the fit reads, ~50x
-        cheaper than reading the whole crop)."""
+        have equal channels to within ``tolerance`` (a greyscale face, judged on the pixels the fit
+        reads: no pass over the whole crop)."""
         spread = (sampled.max(-1) - sampled.min(-1)) * inside
         return (spread.max(1) <= tolerance) & inside.any(1)
 

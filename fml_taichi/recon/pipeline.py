@@ -273,9 +273,9 @@ class FacePipeline:
         #: functions; the same maths, the benchmark's baseline).
         self.reflectance_fit_impl = "numpy"
         self._reflectance_fitter = None
-        #: A greyscale crop (:func:`greyscale_crops`) gets a grey final reflectance: the fit over grey
-        #: offsets against the grey base, and the final level the channel mean of base + corrective
-        #: (False: fitted in colour as any photo, the paper's path; a faint cast remains).
+        #: A greyscale crop gets a grey final reflectance: the numpy fit solves over grey offsets
+        #: against the grey base (the torch fit, in colour), and the final level is the channel mean
+        #: of base + corrective (False: fitted in colour as any photo, the paper's path; a faint cast remains).
         self.grey_photo_reflectance = True
         #: Run the encoder on a worker thread while the start is fitted (landmark start only): True
         #: (measured fastest, also on a busy 2-core machine), False, or "auto": both, timed, keeping
