@@ -293,7 +293,8 @@ def bench_fits_alone(checkpoint: str, repeats: int) -> dict:
     """The start's two fits and the reflectance fit called alone, back to back on the benchmark scene
     (caches warm: the figure the fits' own code sets, against the pipeline's parts above, where the
     encoder and the model decode run in between): median / best ms each; the reflectance fit numpy
-    (default) and torch (the path before) in turns."""
+    (default) and torch (the path before) in turns, and its offsets from the fitter's Theta and from
+    the corrective module."""
     from fml_taichi.recon.align import warp_aligned
     from fml_taichi.recon.corrective_fit import ReflectanceCoefficientFitter, fitted_reflectance_coefficients
     from fml_taichi.recon.pipeline import FIT_VERTEX_STRIDE, FacePipeline
@@ -320,6 +321,13 @@ def bench_fits_alone(checkpoint: str, repeats: int) -> dict:
                                                         params.translation, params.light, crops, k_crop)
         calls["reflectance_fit_torch"] = lambda: fitted_reflectance_coefficients(ml, params, out, images, k_t, prior,
                                                                                  FIT_VERTEX_STRIDE)
+        # The fitted coefficients' offsets Theta_r delta over all vertices: the fitter's copy of Theta
+        # (the pipeline's path) against the corrective module's forward (the path before).
+        delta = fitter(out.final_geometry, out.base_reflectance, params.rotation, params.translation, params.light,
+                       crops, k_crop)
+        delta_t = torch.from_numpy(delta)
+        calls["reflectance_offsets_numpy"] = lambda: fitter.offsets(delta)
+        calls["reflectance_offsets_torch"] = lambda: ml.reflectance_corrective(delta_t)
     times = {k: [] for k in calls}
     rounds = 10
     for r in range(rounds + 1):

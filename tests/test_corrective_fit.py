@@ -129,6 +129,9 @@ def test_numpy_fitter_matches_the_torch_path(face_model):
     want = fitted_reflectance_coefficients(ml, p, out, b["image"], k, prior=0.01, stride=3).numpy()
     assert np.abs(want).max() > 0.1
     np.testing.assert_allclose(got, want, atol=1e-3 * np.abs(want).max(), rtol=0)
+    # The offsets from the fitter's copy of Theta are the corrective's.
+    np.testing.assert_allclose(fitter.offsets(got), ml.reflectance_corrective(torch.from_numpy(got)).detach().numpy(),
+                               atol=1e-6, rtol=0)
     # One face at a time gives the batch's rows.
     one = fitter(*(a[1:] if getattr(a, "ndim", 0) > 1 and len(a) == 2 else a for a in args))
     np.testing.assert_allclose(one[0], got[1], atol=1e-6, rtol=1e-5)
@@ -141,3 +144,51 @@ def test_numpy_fitter_matches_the_torch_path(face_model):
         ReflectanceCoefficientFitter(face_model, ml.reflectance_corrective, 3, prior=0.0)
     with pytest.raises(ValueError, match="linear"):
         ReflectanceCoefficientFitter(face_model, torch.nn.Identity(), 3)
+
+
+def test_grey_fit_is_the_ridge_solution_over_grey_offsets(face_model):
+    """On a greyscale image the fitter solves the same s^2-weighted objective restricted to grey
+    offsets (the channel mean of Theta's rows) against the grey base: checked against a float64
+    least-squares solve of every (vertex, channel) row written out; the tolerance decides grey from
+    the sampled colours (grey image: yes; its colour original: no), and colour faces of the batch
+    keep the colour solution."""
+    from fml_taichi.model import FaceParams
+    from fml_taichi.recon.corrective_fit import ReflectanceCoefficientFitter
+
+    ren = SyntheticRenderer(face_model, SyntheticConfig(image_size=96, variation=0.0, noise_sd=0.0, blur_px=0.0))
+    b = ren.render([5, 6])
+    p, k = b["gt_params"], b["intrinsics"][0]
+    ml = MultiLevelModel(face_model, n_correctives_geometry=2, n_correctives_reflectance=8)
+    with torch.no_grad():
+        ml.reflectance_corrective.theta.normal_(0, 0.05, generator=torch.Generator().manual_seed(4))
+    p = FaceParams(**{**vars(p), "delta_geometry": torch.zeros(2, 2), "delta_reflectance": torch.zeros(2, 8)})
+    out = ml(p)
+    base = out.base_reflectance * 0.9
+    colour = b["image"].numpy()
+    grey_img = colour.copy()
+    grey_img[0] = colour[0].mean(-1, keepdims=True)  # face 0 greyscale, face 1 in colour
+    fitter = ReflectanceCoefficientFitter(face_model, ml.reflectance_corrective, 3, prior=0.01)
+    args = (out.final_geometry, base, p.rotation, p.translation, p.light, grey_img, k)
+    got, grey = fitter.fit(*args, 3.0 / 255.0)
+    assert grey.tolist() == [True, False]
+    assert fitter.fit(*args[:5], colour, k, 3.0 / 255.0)[1].tolist() == [False, False]
+    np.testing.assert_allclose(got[1], fitter(*args)[1], atol=1e-6, rtol=1e-5)  # the colour face: unchanged
+
+    rho, w = fitter.residuals(*args, grey=np.array([True, True]))
+    keep = w[0, :, 0] > 0
+    assert keep.sum() > 50
+    base_rows = base[0].numpy()[fitter.rows][keep]
+    sw = np.sqrt(w[0][keep].astype(np.float64))  # [K, 3]
+    theta_grey = fitter.theta[keep].astype(np.float64).mean(1)  # [K, C]
+    rows = (sw[..., None] * theta_grey[:, None]).reshape(-1, theta_grey.shape[1])  # one row per (vertex, channel)
+    a = np.concatenate([rows, np.sqrt(0.01) * np.eye(rows.shape[1])])
+    y = np.concatenate([(sw * rho[0][keep]).reshape(-1), np.zeros(rows.shape[1])])
+    want = np.linalg.lstsq(a, y, rcond=None)[0]
+    assert np.abs(want).max() > 0.05
+    np.testing.assert_allclose(got[0], want, atol=1e-4 * np.abs(want).max(), rtol=0)
+    # The residual is taken against the base's channel mean (where neither is clipped).
+    rho_colour, _ = fitter.residuals(*args)
+    r_g, r_c = rho[0][keep], rho_colour[0][keep]
+    free = (np.abs(r_g) < 0.49) & (np.abs(r_c) < 0.49)
+    assert free.mean() > 0.5
+    np.testing.assert_allclose((r_g - r_c)[free], (base_rows - base_rows.mean(-1, keepdims=True))[free], atol=1e-5)

@@ -111,3 +111,42 @@ def test_geometry_corrective_of_zero_coefficients_is_skipped_exactly(tmp_path, f
     assert not zero.output.geometry_corrective.any()
     torch.testing.assert_close(zero.output.geometry_corrective, ml.geometry_corrective(zero.params.delta_geometry.float()))
     torch.testing.assert_close(zero.output.final_geometry, zero.output.base_geometry, atol=0, rtol=0)
+
+
+def test_a_greyscale_crop_gets_a_grey_final_reflectance_and_colour_is_unchanged(tmp_path, face):
+    """A greyscale copy of the face: the final level's reflectance has equal channels (both fit
+    implementations), with the option off it keeps a cast (so the test can fail); the colour image
+    gives the same result with the option on or off."""
+    from fml_taichi.recon.pipeline import FacePipeline, greyscale_crops
+
+    image, lm = face
+    grey = np.repeat(image.mean(-1, keepdims=True), 3, -1).astype(image.dtype)
+    path = write_tiny_checkpoint(tmp_path / "fitted.pt", encoder_input="image+start", reflectance="fitted",
+                                 residuals="appearance", head_std=0.05)
+    pipe = FacePipeline.from_checkpoint(path, detector=_detector(lm), runner="torch")
+    with torch.no_grad():
+        pipe.multilevel.reflectance_corrective.theta.normal_(0, 0.05, generator=torch.Generator().manual_seed(3))
+
+    def chroma(res):
+        r = res.output.final_reflectance.numpy()
+        return float(np.abs(r - r.mean(-1, keepdims=True)).max())
+
+    assert pipe.grey_photo_reflectance
+    on = pipe(grey)[0]
+    assert greyscale_crops(on.crop[None]).tolist() == [True]
+    assert chroma(on) < 1e-6
+    torch.testing.assert_close(on.output.final_reflectance, on.output.base_reflectance + on.output.reflectance_corrective)
+    pipe.reflectance_fit_impl = "torch"
+    assert chroma(pipe(grey)[0]) < 1e-6
+    pipe.reflectance_fit_impl = "numpy"
+    pipe.grey_photo_reflectance = False
+    off = pipe(grey)[0]
+    assert chroma(off) > 0.01
+    # Same mean brightness either way: the grey fit moves the cast, not the level.
+    assert abs(float(on.output.final_reflectance.mean()) - float(off.output.final_reflectance.mean())) < 0.02
+    colour_off = pipe(image)[0]
+    pipe.grey_photo_reflectance = True
+    colour_on = pipe(image)[0]
+    assert greyscale_crops(colour_on.crop[None]).tolist() == [False]
+    torch.testing.assert_close(colour_on.output.final_reflectance, colour_off.output.final_reflectance, atol=0, rtol=0)
+    torch.testing.assert_close(colour_on.params.delta_reflectance, colour_off.params.delta_reflectance, atol=0, rtol=0)

@@ -67,6 +67,9 @@ def _chroma(rgb):
 def test_the_greyscale_copy_gets_grey_reflectance_and_grey_light(reconstructed):
     _, out, _ = reconstructed
     grey, colour = _reflectance(out, "grey"), _reflectance(out, "plain")
-    assert _chroma(grey) < 0.25 * _chroma(colour), (_chroma(grey), _chroma(colour))
+    # A grey crop's final level is the channel mean of base + corrective (recon.pipeline.GREY_TOLERANCE):
+    # grey to the PLY's 8-bit rounding; the colour photo keeps its skin tone.
+    assert _chroma(grey) < 0.01 * _chroma(colour), (_chroma(grey), _chroma(colour))
+    assert _chroma(colour) > 0.03
     light = np.load(out / "grey.face_00.npz")["param_light"][0]  # [9, 3] SH
     assert np.abs(light - light.mean(1, keepdims=True)).max() < 0.02 * np.abs(light).max()

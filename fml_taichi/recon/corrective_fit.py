@@ -183,7 +183,14 @@ class ReflectanceCoefficientFitter:
     ``fitter(geometry [B, N, 3], base_reflectance [B, N, 3], rotation [B, 3] Euler, translation [B, 3],
     light [B, 9, 3], images [B, H, W, 3], intrinsics [4] / [B, 4]) -> delta [B, C]`` float32 numpy
     (any array-likes; torch tensors are read without a copy). Theta is copied at construction:
-    build a new fitter when the corrective changes (:meth:`matches`)."""
+    build a new fitter when the corrective changes (:meth:`matches`).
+
+    ``grey`` [B] bool (optional): faces of a greyscale image. Their fit is the same objective
+    restricted to grey reflectance: the base's rows are replaced by their channel mean and the
+    offsets by ``mean_c (Theta delta)_ic`` (equal in all channels). For fixed grey offsets ``g_i``,
+    ``sum_c w_ic (g_i - rho_ic)^2`` is ``W_i (g_i - rho_i)^2`` plus a constant, with ``W_i = sum_c w_ic``
+    and ``rho_i`` the ``w``-weighted channel mean, so the grey solve is one row per vertex;
+    ``grey(base) + grey(Theta delta)`` is then the final reflectance the fit chose (grey)."""
 
     def __init__(self, face_model, corrective, stride: int, prior: float = DEFAULT_PRIOR):
         if prior <= 0:
@@ -198,6 +205,11 @@ class ReflectanceCoefficientFitter:
         with torch.no_grad():
             theta = corrective.theta
         self.theta = theta.detach().float().cpu().numpy().reshape(n, 3, -1)[self.rows].copy()  # [M, 3, C]
+        self.theta_grey = self.theta.mean(1)  # [M, C]: the channel mean of each row's offsets
+        # All of Theta transposed [C, 3N] for :meth:`offsets` (the module's forward checks its input
+        # for finite values on every call: a third of the offsets' cost for one face).
+        self._theta_t = np.ascontiguousarray(theta.detach().float().cpu().numpy().T)
+        self.n_vertices = n
         self.prior = float(prior)
         self._ridge = self.prior * np.eye(self.theta.shape[2])
         self._key = self.state_key(corrective)
@@ -212,8 +224,13 @@ class ReflectanceCoefficientFitter:
         """Whether this fitter was built for ``corrective`` as it is now and for ``prior``."""
         return self._key == self.state_key(corrective) and self.prior == float(prior)
 
-    def residuals(self, geometry, base_reflectance, rotation, translation, light, images, intrinsics):
-        """``(rho, weight)`` [B, M, 3] float32 at :attr:`rows`, as :func:`reflectance_residuals_at`."""
+    def residuals(self, geometry, base_reflectance, rotation, translation, light, images, intrinsics, grey=None):
+        """``(rho, weight)`` [B, M, 3] float32 at :attr:`rows`, as :func:`reflectance_residuals_at`
+        (faces where ``grey`` is set: against the channel mean of their base reflectance)."""
+        return self._residuals(geometry, base_reflectance, rotation, translation, light, images, intrinsics, grey)[:2]
+
+    def _residuals(self, geometry, base_reflectance, rotation, translation, light, images, intrinsics, grey=None):
+        """``(rho, weight, grey)``; ``grey`` a float: the tolerance of :meth:`grey_samples`, which decides."""
         geo = _f32(geometry)
         b = len(geo)
         rot = euler_to_matrix_np(_f32(rotation)).astype(np.float32)  # float32 angles, as the torch path
@@ -239,15 +256,32 @@ class ReflectanceCoefficientFitter:
         shading = sh_basis_np(normals.transpose(0, 2, 1)) @ _f32(light)  # [B, M, 3]
         ok = (visible & (shading > MIN_SHADING).all(-1))[..., None]
         sampled = _bilinear_np(img, u, v)
-        rho = sampled / np.maximum(shading, MIN_SHADING) - np.take(_f32(base_reflectance), self.rows, axis=1)
-        return np.clip(rho, -MAX_RESIDUAL, MAX_RESIDUAL) * ok, shading * shading * ok
+        if isinstance(grey, float):
+            grey = self.grey_samples(sampled, inside, grey)
+        base = np.take(_f32(base_reflectance), self.rows, axis=1)
+        if grey is not None and np.any(grey):
+            base = np.where(np.asarray(grey, bool)[:, None, None], base.mean(-1, keepdims=True), base)
+        rho = sampled / np.maximum(shading, MIN_SHADING) - base
+        return np.clip(rho, -MAX_RESIDUAL, MAX_RESIDUAL) * ok, shading * shading * ok, grey
 
-    def solve(self, rho: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def grey_samples(sampled: np.ndarray, inside: np.ndarray, tolerance: float) -> np.ndarray:
+        """[B] bool: whether the image colours [B, M, 3] sampled at the rows inside the image [B, M]
+        have equal channels to within ``tolerance`` (a greyscale face, judged on the pixels the fit
+        reads: no pass over the whole crop)."""
+        spread = (sampled.max(-1) - sampled.min(-1)) * inside
+        return (spread.max(1) <= tolerance) & inside.any(1)
+
+    def solve(self, rho: np.ndarray, weight: np.ndarray, grey=None) -> np.ndarray:
         """The ridge solution [B, C] float32 for residuals and weights [B, M, 3] (only vertices with
-        weight enter the normal equations, as in :func:`fit_reflectance_coefficients`)."""
+        weight enter the normal equations, as in :func:`fit_reflectance_coefficients`); faces where
+        ``grey`` is set: the grey-restricted solution (class docstring)."""
         out = np.empty((len(rho), self.theta.shape[2]), np.float32)
         for i in range(len(rho)):
             keep = np.flatnonzero(weight[i, :, 0])  # weight is 0 in all channels or none
+            if grey is not None and grey[i]:
+                out[i] = self._solve_grey(rho[i], weight[i], keep)
+                continue
             sw = np.sqrt(np.take(weight[i], keep, axis=0))  # [K, 3]
             a = np.take(self.theta, keep, axis=0)  # a copy: scaled in place to sqrt(w) Theta rows
             a *= sw[..., None]
@@ -257,8 +291,32 @@ class ReflectanceCoefficientFitter:
             out[i] = np.linalg.solve(normal, rhs.astype(np.float64))
         return out
 
-    def __call__(self, geometry, base_reflectance, rotation, translation, light, images, intrinsics) -> np.ndarray:
-        return self.solve(*self.residuals(geometry, base_reflectance, rotation, translation, light, images, intrinsics))
+    def _solve_grey(self, rho: np.ndarray, weight: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """One face's ridge solution [C] over grey offsets: rows ``sqrt(W_i) mean_c Theta_i`` against the
+        ``w``-weighted channel mean of ``rho`` (class docstring)."""
+        w = np.take(weight, keep, axis=0)  # [K, 3]
+        total = w.sum(1)  # [K], > 0: kept vertices are lit in every channel
+        target = (w * np.take(rho, keep, axis=0)).sum(1) / total
+        sw = np.sqrt(total)
+        a = np.take(self.theta_grey, keep, axis=0) * sw[:, None]  # [K, C]
+        normal = (a.T @ a).astype(np.float64) + self._ridge
+        return np.linalg.solve(normal, (a.T @ (sw * target)).astype(np.float64))
+
+    def offsets(self, delta: np.ndarray) -> np.ndarray:
+        """The corrective's offsets ``Theta delta`` [B, N, 3] float32 of coefficients [B, C] (the
+        corrective's forward, from the copy of Theta this fitter holds)."""
+        return (np.asarray(delta, np.float32) @ self._theta_t).reshape(len(delta), self.n_vertices, 3)
+
+    def __call__(self, geometry, base_reflectance, rotation, translation, light, images, intrinsics,
+                 grey=None) -> np.ndarray:
+        return self.fit(geometry, base_reflectance, rotation, translation, light, images, intrinsics, grey)[0]
+
+    def fit(self, geometry, base_reflectance, rotation, translation, light, images, intrinsics, grey=None) -> tuple:
+        """``(delta [B, C], grey [B] bool or None)``; ``grey``: None (every face in colour), [B] bool,
+        or a float tolerance: faces whose sampled colours are grey to within it (:meth:`grey_samples`)."""
+        rho, weight, grey = self._residuals(geometry, base_reflectance, rotation, translation, light, images,
+                                            intrinsics, grey)
+        return self.solve(rho, weight, grey), grey
 
 
 def _f32(x) -> np.ndarray:

@@ -36,7 +36,7 @@ from .corrective_fit import ReflectanceCoefficientFitter, fitted_reflectance_coe
 from .reconstructor import Reconstructor
 from .runners import make_runner
 
-__all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_MIN_CONFIDENCE", "default_checkpoint", "FaceResult", "FacePipeline", "NoFaceFound",
+__all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_MIN_CONFIDENCE", "default_checkpoint", "greyscale_crops", "GREY_TOLERANCE", "FaceResult", "FacePipeline", "NoFaceFound",
            "OverlapChooser", "landmarks_in_image"]
 
 #: Where the shipped checkpoint lives inside the installed package (package data).
@@ -45,6 +45,10 @@ DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspat
 #: Every how many vertices the photo pipeline's reflectance fit reads (training reads all): the
 #: normal equations cost ~2.7 ms over all ~3000 visible vertices, a third of that at 3.
 FIT_VERTEX_STRIDE = 3
+#: A crop is greyscale when no pixel's channels differ by more than this (images in [0, 1]): 3/255
+#: covers a grey JPEG's decoding (chroma rounding moves channels by a level or two), while a colour
+#: photo's face differs by tens of levels (measured 0.18 on tests/data/astronaut.jpg's crop).
+GREY_TOLERANCE = 3.0 / 255.0
 #: The shipped checkpoint of the paper's image-only encoder (``init="encoder"``: every parameter from
 #: the image; configs/paper_cpu.yaml's design), beside the default landmark-anchored one.
 PAPER_CHECKPOINT = os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), "paper.pt")
@@ -66,6 +70,16 @@ SURE_DETECTION = 0.5
 #: doubts a turned head: the landmark fit's residual over the frontal inter-ocular distance
 #: (:class:`~fml_taichi.recon.landmark_fit.LandmarkFit`). Synthetic faces to yaw 75: 0.017-0.09.
 PLAUSIBLE_MODEL_ERROR = 0.1
+
+
+def greyscale_crops(crops, tolerance: float = GREY_TOLERANCE) -> np.ndarray:
+    """[F] bool: which crops [F, S, S, 3] (values in [0, 1]) are greyscale, every pixel's channels
+    within ``tolerance`` of each other (the torch reflectance fit's test; the numpy fitter reads only
+    the pixels it samples, :meth:`ReflectanceCoefficientFitter.grey_samples`)."""
+    c = np.asarray(crops)
+    spread = np.maximum(np.abs(c[..., 0] - c[..., 1]), np.abs(c[..., 1] - c[..., 2]))
+    spread = np.maximum(spread, np.abs(c[..., 0] - c[..., 2]))
+    return spread.reshape(len(c), -1).max(1) <= tolerance
 
 
 def plausibility_error(landmarks_2d, landmarks_3d) -> float:
@@ -259,6 +273,10 @@ class FacePipeline:
         #: functions; the same maths, the benchmark's baseline).
         self.reflectance_fit_impl = "numpy"
         self._reflectance_fitter = None
+        #: A greyscale crop gets a grey final reflectance: the numpy fit solves over grey offsets
+        #: against the grey base (the torch fit, in colour), and the final level is the channel mean
+        #: of base + corrective (False: fitted in colour as any photo, the paper's path; a faint cast remains).
+        self.grey_photo_reflectance = True
         #: Run the encoder on a worker thread while the start is fitted (landmark start only): True
         #: (measured fastest, also on a busy 2-core machine), False, or "auto": both, timed, keeping
         #: the faster (:class:`OverlapChooser`, for machines where the worker thread waits too long
@@ -372,22 +390,32 @@ class FacePipeline:
         ml = self.multilevel
         corrective = ml.reflectance_corrective
         prior = self.reconstructor.reflectance_prior
+        grey = None
         if self.reflectance_fit_impl == "numpy":
             fitter = self._reflectance_fitter
             if fitter is None or not fitter.matches(corrective, prior):
                 fitter = self._reflectance_fitter = ReflectanceCoefficientFitter(self.face_model, corrective,
                                                                                  FIT_VERTEX_STRIDE, prior)
-            delta = torch.from_numpy(fitter(output.final_geometry, output.base_reflectance, params.rotation,
-                                            params.translation, params.light, crops, intrinsics))
+            delta, grey = fitter.fit(output.final_geometry, output.base_reflectance, params.rotation, params.translation,
+                                     params.light, crops, intrinsics, GREY_TOLERANCE if self.grey_photo_reflectance else None)
+            corr_r = torch.from_numpy(fitter.offsets(delta))
+            delta = torch.from_numpy(delta)
         else:
+            grey = greyscale_crops(crops) if self.grey_photo_reflectance else None
             images = torch.from_numpy(np.ascontiguousarray(crops, np.float32))
             k = torch.as_tensor(np.asarray(intrinsics), dtype=torch.float32)
             delta = fitted_reflectance_coefficients(ml, params, output, images, k, prior, FIT_VERTEX_STRIDE)
+            with torch.no_grad():
+                corr_r = corrective(delta.to(next(corrective.parameters()).dtype))
         with torch.no_grad():
             delta = delta.to(params.delta_reflectance.dtype)
-            corr_r = corrective(delta.to(next(corrective.parameters()).dtype))
-        output = ModelOutput(**{**vars(output), "final_reflectance": output.base_reflectance + corr_r,
-                                "reflectance_corrective": corr_r})
+            corr_r = corr_r.to(output.base_reflectance.dtype)
+            final_r = output.base_reflectance + corr_r
+            if grey is not None and grey.any():  # the final level of a grey crop: its channel mean
+                mask = torch.from_numpy(grey)[:, None, None]
+                final_r = torch.where(mask, final_r.mean(-1, keepdim=True).expand_as(final_r), final_r)
+                corr_r = final_r - output.base_reflectance
+        output = ModelOutput(**{**vars(output), "final_reflectance": final_r, "reflectance_corrective": corr_r})
         return params.replace(delta_reflectance=delta), output
 
     @property
