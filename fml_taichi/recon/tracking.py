@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MAX_FIT_NME", "JAW_WEIGHT", "IDENTITY_FRAMES", "PER_FRAME_TRACKING", "REDETECT_EVERY", "TrackerConfig",
+__all__ = ["MAX_FIT_NME", "JAW_WEIGHT", "IDENTITY_FRAMES", "PER_FRAME_TRACKING", "MEDIAPIPE_TRACKING",
+           "MEDIAPIPE_JAW_WEIGHT", "tracker_defaults", "REDETECT_EVERY", "TrackerConfig",
            "TrackedFace", "FaceTracker", "landmark_box", "pose_box", "box_iou", "AnnotatedLandmarks", "inside_fraction",
            "facing_weight", "identity_fitter", "rotation_step_deg", "upright_landmarks"]
 
@@ -116,6 +117,19 @@ class TrackerConfig:
 
 #: The tracker as first built (every point weighted alike, a shape per frame): kept for comparison.
 PER_FRAME_TRACKING = {"jaw_weight": 1.0, "facing_weights": False, "identity_frames": 0}
+#: Tracker settings for MediaPipe's points (:mod:`fml_taichi.data.mediapipe_landmarks`): it follows
+#: roll itself (no upright patch), and its jaw contour is weighed :data:`MEDIAPIPE_JAW_WEIGHT`.
+MEDIAPIPE_JAW_WEIGHT = 0.3
+MEDIAPIPE_TRACKING = {"jaw_weight": MEDIAPIPE_JAW_WEIGHT, "upright": False}
+
+
+def tracker_defaults(landmarks: str = "dlib") -> "TrackerConfig":
+    """The default :class:`TrackerConfig` for a landmark source: ``"dlib"`` or ``"mediapipe"``."""
+    if landmarks == "dlib":
+        return TrackerConfig()
+    if landmarks == "mediapipe":
+        return TrackerConfig(**MEDIAPIPE_TRACKING)
+    raise ValueError(f"landmarks: expected 'dlib' or 'mediapipe', got {landmarks!r}")
 
 
 @dataclass
