@@ -148,6 +148,8 @@ class MediaPipeDetector:
         self._finalizer = weakref.finalize(self, self._landmarker.close)
         self._mp = mp
         self.crop_scale = float(crop_scale)
+        self._followed: list[np.ndarray] = []
+        self._frames_followed = 0
         self._scorer = _Scorer(landmarks_3d)
 
     @property
@@ -157,20 +159,28 @@ class MediaPipeDetector:
     def close(self) -> None:
         self._finalizer()
 
+    def _faces(self, img: np.ndarray, index: np.ndarray | None = None) -> list[np.ndarray]:
+        """The landmarker on a uint8 image; per face, points ``index`` (default all 478) as [P, 3]."""
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, 2)
+        h, w = img.shape[:2]
+        result = self._landmarker.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
+                                                        data=np.ascontiguousarray(img)))
+        out = []
+        for face in result.face_landmarks:
+            pts = face if index is None else [face[i] for i in index]
+            out.append(np.array([(p.x * w, p.y * h, p.z * w) for p in pts], np.float64))
+        return out
+
     def points_478(self, image) -> list[np.ndarray]:
         """Every face's 478 points [478, 3] (x, y px; z in px, relative) in ``image`` (RGB or grey)."""
-        img = np.ascontiguousarray(to_uint8(image))
-        if img.ndim == 2:
-            img = np.ascontiguousarray(np.repeat(img[..., None], 3, 2))
-        h, w = img.shape[:2]
-        result = self._landmarker.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=img))
-        return [np.array([(p.x * w, p.y * h, p.z * w) for p in face], np.float64) for face in result.face_landmarks]
+        return self._faces(to_uint8(image))
 
     def __call__(self, image, path: str | None = None) -> list[Detection]:
         """Faces in ``image``, most confident first (boxes: the 68 points' bounding square)."""
         out = []
-        for pts in self.points_478(image):
-            lm = pts[MEDIAPIPE_TO_IBUG68, :2]
+        for pts in self._faces(to_uint8(image), MEDIAPIPE_TO_IBUG68):
+            lm = pts[:, :2]
             out.append(self._scorer.detection(_square_box(lm), lm, float("inf"), self.source))
         return sorted(out, key=lambda d: -d.confidence)
 
@@ -178,23 +188,59 @@ class MediaPipeDetector:
         """68 points [68, 2] float64 of the face in each box ``x0, y0, x1, y1`` (None: none found):
         the landmarker on a :attr:`crop_scale`-wide crop around the box; of several faces there, the
         one whose points' centre lies nearest the box's."""
-        import cv2
-
-        img = np.ascontiguousarray(to_uint8(image))
+        img = to_uint8(image)
         out = []
         for box in boxes:
             cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
             side = max(8, int(math.ceil(self.crop_scale * (box[2] - box[0]))))
             x0, y0 = round(cx - side / 2), round(cy - side / 2)  # whole pixels: the crop is a plain copy
-            m = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0]])
-            patch = cv2.warpAffine(img, m, (side, side), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-            faces = [p[MEDIAPIPE_TO_IBUG68, :2] + (x0, y0) for p in self.points_478(patch)]
+            faces = [p[:, :2] + (x0, y0) for p in self._faces(_crop(img, x0, y0, side), MEDIAPIPE_TO_IBUG68)]
             if not faces:
                 out.append(None)
                 continue
             dist = [float(np.linalg.norm(f.mean(0) - (cx, cy))) for f in faces]
             out.append(faces[int(np.argmin(dist))])
         return out
+
+    def follow(self, image, redetect_every: int = 60) -> list[np.ndarray]:
+        """The 68 points [68, 2] of every face in ``image``, a frame of a sequence: each face of the
+        previous frame is looked for in a crop around its points there (:meth:`landmarks_in_boxes`),
+        the whole frame only when none was followed and every ``redetect_every`` frames (new faces).
+        Needs nothing from the caller's tracker, so it can run in a thread of its own, beside the
+        landmark fit of the previous frame (:func:`fml_taichi.recon.stream.reconstruct_stream`)."""
+        self._frames_followed += 1
+        faces = [f for f in self.landmarks_in_boxes(image, [_square_box(f) for f in self._followed]) if f is not None]
+        if not faces or self._frames_followed % redetect_every == 0:
+            for d in self(image):
+                if not any(_same_face(d.landmarks, f) for f in faces):
+                    faces.append(np.asarray(d.landmarks, np.float64))
+        kept: list[np.ndarray] = []
+        for f in faces:  # two crops can find the same face
+            if not any(_same_face(f, k) for k in kept):
+                kept.append(f)
+        self._followed = kept
+        return [f.copy() for f in kept]
+
+
+def _crop(img: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """``img[y0:y0 + side, x0:x0 + side]``, the part outside the image filled by its edge pixels."""
+    h, w = img.shape[:2]
+    a, b = max(0, x0), max(0, y0)
+    c, d = min(w, x0 + side), min(h, y0 + side)
+    if c <= a or d <= b:
+        return np.zeros((side, side) + img.shape[2:], img.dtype)
+    part = img[b:d, a:c]
+    if (a, b, c, d) == (x0, y0, x0 + side, y0 + side):
+        return part
+    import cv2
+
+    return cv2.copyMakeBorder(part, b - y0, y0 + side - d, a - x0, x0 + side - c, cv2.BORDER_REPLICATE)
+
+
+def _same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two point sets' centres lie within a third of a face's size of each other."""
+    side = float((np.asarray(b).max(0) - np.asarray(b).min(0)).max())
+    return float(np.linalg.norm(np.mean(a, 0) - np.mean(b, 0))) < side / 3
 
 
 def _square_box(landmarks: np.ndarray) -> np.ndarray:

@@ -117,12 +117,14 @@ def _cap_get(cap, prop, default=0.0) -> float:
 
 
 class _Reader(threading.Thread):
-    """Decodes frames into ``out`` as ``(index, time_s, rgb uint8, grey uint8)``; ``None`` ends the stream.
+    """Decodes frames into ``out`` as ``(index, time_s, rgb uint8, grey uint8, points)``; ``None`` ends
+    the stream. ``points``: ``annotate(rgb)`` when given (a landmark source run in this thread), else None.
     dlib's detector and shape predictor read grey levels: converting here keeps it off the main thread."""
 
-    def __init__(self, cap, live: bool, every: int, max_frames, fps: float, stop: threading.Event):
+    def __init__(self, cap, live: bool, every: int, max_frames, fps: float, stop: threading.Event, annotate=None):
         super().__init__(daemon=True)
         self.cap, self.live, self.every, self.max_frames, self.fps, self.stop = cap, live, every, max_frames, fps, stop
+        self.annotate = annotate  # (rgb) -> landmarks of the frame's faces, computed here beside the main thread
         self.out: queue.Queue = queue.Queue(_QUEUE)
         self.n_read, self.n_seen, self.error = 0, 0, None
         self.t0 = time.monotonic()
@@ -150,7 +152,8 @@ class _Reader(threading.Thread):
                 bgr = np.ascontiguousarray(bgr)
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 self.n_read += 1
-                self._put((i, t, rgb, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)))
+                points = self.annotate(rgb) if self.annotate is not None else None
+                self._put((i, t, rgb, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), points))
                 i += 1
             self.n_seen = i
         except Exception as e:  # reported by the main thread
@@ -369,7 +372,8 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
                        tracker_config: TrackerConfig | None = None, overlay: str = "wireframe",
                        encoder_every: int = 10, focal_px: float | None = None, show: bool | None = None,
                        detect_max_side: int = DETECT_MAX_SIDE, landmark_source=None,
-                       fit_config: LandmarkFitConfig | None = None, landmark_detector=None) -> dict:
+                       fit_config: LandmarkFitConfig | None = None, landmark_detector=None,
+                       landmark_threaded: bool = True) -> dict:
     """Reconstruct every face of a video, camera or stream in one pass (module docstring).
 
     Args:
@@ -390,6 +394,9 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
         landmark_detector: detector + landmarks in boxes for tracking instead of ``pipe.detector``
             (e.g. :class:`~fml_taichi.data.mediapipe_landmarks.MediaPipeDetector`); one with
             ``handles_roll`` gets no upright patches, one with ``wants_colour`` the RGB frames.
+        landmark_threaded: a ``landmark_detector`` with ``follow`` (MediaPipe) runs in the decoding
+            thread, following each face in crops around its own previous points, beside the main
+            thread's fit (False: in the main thread, in the boxes of the tracker's 3D fit).
 
     Returns a summary dict (frames, frames_with_face, face_ids, detections, seconds, fps, outputs, ...).
     """
@@ -407,7 +414,7 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
     try:
         return _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, ahead, tracker_config,
                     overlay, encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config,
-                    landmark_detector)
+                    landmark_detector, landmark_threaded)
     finally:
         sys.setswitchinterval(switch)
         release = getattr(cap, "release", None)
@@ -417,7 +424,7 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
 
 def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, ahead, tracker_config, overlay,
          encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config=None,
-         landmark_detector=None) -> dict:
+         landmark_detector=None, landmark_threaded=True) -> dict:
     fps = _cap_get(cap, cv2.CAP_PROP_FPS, 0.0)
     fps = fps if 1.0 <= fps <= 1000.0 else 30.0
     declared = int(_cap_get(cap, cv2.CAP_PROP_FRAME_COUNT, 0))
@@ -425,7 +432,12 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
         ahead = CAMERA_LOOKAHEAD if live else back
     ahead = min(ahead, back) if back else ahead
     stop = threading.Event()
-    reader = _Reader(cap, live, every, max_frames, fps, stop)
+    threaded = (landmark_source is None and landmark_detector is not None and landmark_threaded
+                and hasattr(landmark_detector, "follow"))
+    if threaded:
+        landmark_source = _FrameLandmarks()
+        tracker_config = tracker_config or tracker_defaults(getattr(landmark_detector, "source", "dlib"))
+    reader = _Reader(cap, live, every, max_frames, fps, stop, landmark_detector.follow if threaded else None)
     reader.start()
     first = reader.out.get()
     if first is None:
@@ -456,7 +468,9 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
         interrupted = False
         try:
             while item is not None:
-                index, t_s, rgb, grey = item
+                index, t_s, rgb, grey, points = item
+                if threaded:
+                    landmark_source.faces = points
                 faces = tracker(rgb if colour else grey) if landmark_source is None else tracker(grey, index)
                 encoder(index, rgb, faces)
                 for fc in faces:
@@ -516,6 +530,33 @@ def _next(reader: _Reader):
         except queue.Empty:
             if not reader.is_alive():
                 return None
+
+
+class _FrameLandmarks:
+    """The current frame's faces (``faces``: [68, 2] arrays, set per frame) as a tracker's landmark
+    source: each box gets the face whose points' centre lies nearest its own, within half its side."""
+
+    faces: list = []
+
+    def detect(self, index, image=None) -> list:
+        from .tracking import landmark_box
+
+        return [_Found(landmark_box(f), f, float("inf")) for f in self.faces]
+
+    def __call__(self, index, image, boxes) -> list:
+        out = []
+        for b in boxes:
+            c, side = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]), b[2] - b[0]
+            dist = [float(np.linalg.norm(f.mean(0) - c)) for f in self.faces]
+            out.append(self.faces[int(np.argmin(dist))] if dist and min(dist) < side / 2 else None)
+        return out
+
+
+@dataclasses.dataclass
+class _Found:
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float
 
 
 class _TimedTracker(FaceTracker):
