@@ -105,29 +105,83 @@ def test_mediapipe_points_on_a_real_photo_agree_with_dlib_and_in_boxes():
     det.close()
 
 
-@needs_mediapipe
-def test_mediapipe_tracks_the_photo_clip_near_truth(face_model, tmp_path):
+@pytest.fixture(scope="module")
+def photo_clip(face_model, tmp_path_factory):
+    """12 frames of the photo-textured clip (320 x 240, yaw +-25, roll +-15), its truth and a checkpoint."""
     from fml_taichi.data.synthetic_clip import ClipConfig, write_clip
     from fml_taichi.eval.photo_head import default_photo, photo_head
-    from fml_taichi.eval.video_metrics import score_track
-    from fml_taichi.apps.cli import main
 
+    d = tmp_path_factory.mktemp("photo_clip")
     app = photo_head(default_photo(), face_model)
     cfg = ClipConfig(frames=12, width=320, height=240, face_px=110, focal_px=400, yaw_deg=25, roll_deg=15, batch=4,
                      appearance="photo", background="photo")
-    clip = str(tmp_path / "clip.mp4")
-    truth = write_clip(clip, cfg, face_model, app)
-    ckpt = write_tiny_checkpoint(tmp_path / "tiny.pt")
-    code = main(["reconstruct", clip, "--out", str(tmp_path / "out"), "--checkpoint", str(ckpt), "--focal-px", "400",
+    clip = str(d / "clip.mp4")
+    return clip, write_clip(clip, cfg, face_model, app), str(write_tiny_checkpoint(d / "tiny.pt"))
+
+
+@needs_mediapipe
+def test_mediapipe_tracks_the_photo_clip_near_truth(photo_clip, tmp_path):
+    from fml_taichi.apps.cli import main
+    from fml_taichi.eval.video_metrics import score_track
+
+    clip, truth, ckpt = photo_clip
+    code = main(["reconstruct", clip, "--out", str(tmp_path / "out"), "--checkpoint", ckpt, "--focal-px", "400",
                  "--landmarks", "mediapipe", "--overlay", "none", "--encoder-every", "0", "--quiet"])
     assert code == 0
     rec = json.loads((tmp_path / "out" / "summary.json").read_text())["inputs"][0]
-    assert rec["status"] == "ok" and rec["frames"] == 12
-    z = dict(np.load(tmp_path / "out" / "clip.params.npz"))
-    s = score_track(z, truth)
+    assert rec["status"] == "ok" and rec["frames"] == 12 and rec["cpu_seconds"] > 0
+    s = score_track(dict(np.load(tmp_path / "out" / "clip.params.npz")), truth)
     assert s["found"] == 12
     assert s["nme_raw_landmarks"] < 0.06, s  # MediaPipe's 68 points on the true landmarks
     assert s["rotation_error_deg_median"] < 4.5, s  # 2.0 when written
+
+
+@needs_mediapipe
+def test_mediapipe_in_the_main_thread_reads_the_same_poses(photo_clip, tmp_path):
+    """landmark_threaded=False: the landmarker in the tracker's 3D-fit boxes instead of its own crops."""
+    from fml_taichi.data.mediapipe_landmarks import MediaPipeDetector
+    from fml_taichi.eval.video_metrics import score_track
+    from fml_taichi.recon.pipeline import FacePipeline
+    from fml_taichi.recon.stream import reconstruct_stream
+
+    clip, truth, ckpt = photo_clip
+    pipe = FacePipeline.from_checkpoint(ckpt)
+    det = MediaPipeDetector(landmarks_3d=pipe.landmarks_3d)
+    calls = []
+    in_boxes = det.landmarks_in_boxes
+    det.landmarks_in_boxes = lambda image, boxes: calls.append(len(boxes)) or in_boxes(image, boxes)
+    out = {}
+    for threaded in (True, False):
+        r = reconstruct_stream(pipe, clip, str(tmp_path / str(threaded)), "clip", focal_px=400, overlay="none",
+                               encoder_every=0, landmark_detector=det, landmark_threaded=threaded)
+        out[threaded] = dict(np.load(r["outputs"][[p.endswith(".npz") for p in r["outputs"]].index(True)]))
+    assert len(calls) >= 11  # both ways the landmarker ran in crops (tracked frames)
+    a, b = out[True], out[False]
+    assert len(a["frame"]) == len(b["frame"]) == 12
+    assert np.degrees(np.abs(a["rotation"] - b["rotation"])).max() < 3.0  # the same faces, crops placed differently
+    assert score_track(b, truth)["rotation_error_deg_median"] < 4.5
+
+
+@needs_mediapipe
+def test_follow_keeps_a_face_and_detects_again_after_losing_it():
+    import imageio.v3 as iio
+
+    from fml_taichi.data.mediapipe_landmarks import MediaPipeDetector
+
+    img = iio.imread(os.path.join(os.path.dirname(__file__), "data", "astronaut.jpg"))
+    det = MediaPipeDetector()
+    boxes = []
+    in_boxes = det.landmarks_in_boxes
+    det.landmarks_in_boxes = lambda image, b: boxes.append(len(b)) or in_boxes(image, b)
+    (first,) = det.follow(img)
+    (again,) = det.follow(img)  # found in the crop around the last points
+    assert boxes == [0, 1]
+    iod = np.linalg.norm(first[36] - first[45])
+    assert np.linalg.norm(again - first, axis=1).mean() < 0.03 * iod
+    assert det.follow(np.full_like(img, 90)) == []  # no face: nothing followed ...
+    (back,) = det.follow(img)  # ... so the next frame is searched whole
+    assert np.linalg.norm(back - first, axis=1).mean() < 0.03 * iod
+    det.close()
 
 
 def test_cli_refuses_mediapipe_when_it_is_not_installed(tmp_path, monkeypatch, capsys):

@@ -398,7 +398,8 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
             thread, following each face in crops around its own previous points, beside the main
             thread's fit (False: in the main thread, in the boxes of the tracker's 3D fit).
 
-    Returns a summary dict (frames, frames_with_face, face_ids, detections, seconds, fps, outputs, ...).
+    Returns a summary dict (frames, frames_with_face, face_ids, detections, seconds, cpu_seconds (the
+    process's CPU time over the pass, all threads), fps, outputs, ...).
     """
     if not isinstance(every, int) or every < 1:
         raise ValueError(f"every: expected an int >= 1, got {every!r}")
@@ -462,7 +463,7 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
         writer = _Writer(video, _Overlay(pipe.face_model, overlay, k), show, description, stop)
         writer.start()
         pending: collections.deque = collections.deque()
-        t_start = time.perf_counter()
+        t_start, cpu_start = time.perf_counter(), time.process_time()
         n_frames = n_with_face = 0
         item = first
         interrupted = False
@@ -496,6 +497,7 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
         writer.inbox.put(None)
         writer.join()
         seconds = time.perf_counter() - t_start
+        cpu_seconds = time.process_time() - cpu_start  # every thread of the process
         reader.join(timeout=5)
         if writer.error is not None:
             video.abort()
@@ -516,7 +518,8 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
     det_s = tracker.detection_seconds
     return {"source": description, "frames": n_frames, "frames_with_face": n_with_face,
             "face_ids": sorted({int(r["face_id"]) for r in rows}), "detections": tracker.n_detections,
-            "seconds": seconds, "detection_seconds": det_s, "encoder_seconds": encoder.seconds,
+            "seconds": seconds, "cpu_seconds": cpu_seconds, "detection_seconds": det_s,
+            "encoder_seconds": encoder.seconds,
             "fps_end_to_end": n_frames / seconds if seconds > 0 else float("inf"),
             "fps_without_detection": n_frames / max(seconds - det_s, 1e-9), "video_fps": fps,
             "truncated": bool(truncated), "outputs": outputs.paths}
