@@ -16,12 +16,13 @@ correspondence of the mesh's named contours (eye, brow, lip and nose loops; left
 iBUG: point 0 and 36 lie on the subject's right), mirror-symmetric under the mesh's own left-right
 pairing (:func:`mirror_pairs_ok` checks it). The jaw (0-16) takes 17 of the 21 points of the face
 oval's lower half, from the tragus level (234 / 454) through the chin (152). Checked on the
-synthetic photo clip's near-frontal frames (``benchmarks/bench_video.py``): each of the 68 lies
-within 0.01-0.07 inter-ocular distances of the model's own landmark (median over 52 frames). The
+synthetic photo clip's near-frontal frames (``benchmarks/bench_video.py``): the 68 lie 0.012-0.099
+inter-ocular distances (median 0.030) from the model's own landmarks (median over 52 frames;
+``docs/video.md``). The
 face oval's points are fixed mesh vertices, yet MediaPipe places them on the visible outline under
 yaw, as dlib does: the landmark fit's sliding contour (``LandmarkFitConfig(jaw="contour")``, the
-default) read the photo clip's pose 3.02 degrees off (median), with each jaw point at its own
-vertex (``jaw="fixed"``) 4.67.
+default) read the photo clip's pose 3.02 degrees off (median, whole frames), with each jaw point at
+its own vertex (``jaw="fixed"``) 4.67.
 
 MediaPipe's landmarker returns no detection score: a :class:`~fml_taichi.data.detect.Detection`
 from here has ``score = inf`` and its confidence is the landmark-fit plausibility alone (as for
