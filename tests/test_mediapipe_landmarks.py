@@ -209,3 +209,30 @@ def test_cli_mediapipe_only_for_the_tracked_path(tmp_path, capsys):
                  "--two-pass", "--quiet"])
     assert code == 2
     assert "tracked path only" in capsys.readouterr().err
+
+
+def test_frame_landmarks_give_each_box_its_nearest_face():
+    from fml_taichi.recon.stream import _FrameLandmarks
+
+    src = _FrameLandmarks()
+    a = np.random.default_rng(0).uniform(0, 40, (68, 2)) + 100
+    b = a + 200
+    src.faces = [a, b]
+    box = lambda c, side: np.array([c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2])  # noqa: E731
+    got = src(0, None, [box(b.mean(0) + 5, 60), box(a.mean(0), 60), box(a.mean(0) + 100, 60)])
+    assert got[0] is b and got[1] is a and got[2] is None  # the third box is far from both
+    dets = src.detect(0)
+    assert len(dets) == 2 and np.isinf(dets[0].score) and dets[0].box[0] < a[:, 0].min()
+
+
+def test_crop_fills_outside_the_image_with_its_edge():
+    from fml_taichi.data.mediapipe_landmarks import _crop
+
+    img = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
+    inside = _crop(img, 5, 4, 10)
+    assert np.array_equal(inside, img[4:14, 5:15])
+    edge = _crop(img, -3, 15, 8)
+    assert edge.shape == (8, 8, 3)
+    assert np.array_equal(edge[0, 3], img[15, 0]) and np.array_equal(edge[0, 0], img[15, 0])  # left pad = column 0
+    assert np.array_equal(edge[7, 5], img[19, 2])  # below the image: its last row
+    assert _crop(img, 100, 100, 4).shape == (4, 4, 3)

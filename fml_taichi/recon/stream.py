@@ -25,7 +25,7 @@ a ~53 degree horizontal field of view, typical of webcams; pass the real one whe
 
 **Outputs** (``OUT/NAME.*``), one row per (frame, face): ``params.npz`` (keys in :func:`write_outputs`),
 ``params.csv`` (frame, time_s, face_id, rx/ry/rz_deg (smoothed), tx/ty/tz_mm (smoothed),
-detector_score (empty unless detected that frame; ``inf`` for annotated landmarks), fit_nme),
+detector_score (empty unless detected that frame; ``inf`` for annotated or MediaPipe landmarks), fit_nme),
 ``overlay.mp4`` and ``track.png``
 (head angles against time, raw and smoothed, per face id). Files are written to temporary names
 and renamed at the end; a failure leaves none of them.
