@@ -55,6 +55,7 @@ from ..io.plots import plot_curves
 from ..model import FaceParams
 from .landmark_fit import LandmarkFitConfig, LandmarkFitter, euler_to_matrix_np
 from .outputs import OutputSet
+from .pose_anchor import ANCHOR_EVERY, PoseAnchor
 from .tracking import FaceTracker, TrackerConfig, tracker_defaults
 from .window_smoothing import DEFAULT_HALF_WINDOW, smooth_window
 
@@ -373,7 +374,7 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
                        encoder_every: int = 10, focal_px: float | None = None, show: bool | None = None,
                        detect_max_side: int = DETECT_MAX_SIDE, landmark_source=None,
                        fit_config: LandmarkFitConfig | None = None, landmark_detector=None,
-                       landmark_threaded: bool = True) -> dict:
+                       landmark_threaded: bool = True, anchor_detector=None, anchor_every: int = ANCHOR_EVERY) -> dict:
     """Reconstruct every face of a video, camera or stream in one pass (module docstring).
 
     Args:
@@ -397,6 +398,9 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
         landmark_threaded: a ``landmark_detector`` with ``follow`` (MediaPipe) runs in the decoding
             thread, following each face in crops around its own previous points, beside the main
             thread's fit (False: in the main thread, in the boxes of the tracker's 3D fit).
+        anchor_detector: a second landmark source with ``follow`` (MediaPipe) run every
+            ``anchor_every``-th frame in the decoding thread; its points correct the tracked poses
+            (:class:`~fml_taichi.recon.pose_anchor.PoseAnchor`). Not with ``landmark_detector``.
 
     Returns a summary dict (frames, frames_with_face, face_ids, detections, seconds, cpu_seconds (the
     process's CPU time over the pass, all threads), fps, outputs, ...).
@@ -407,6 +411,10 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
         raise ValueError(f"overlay: expected one of {OVERLAYS}, got {overlay!r}")
     if back < 0 or (ahead is not None and ahead < 0):
         raise ValueError(f"back, ahead: expected >= 0, got {back}, {ahead}")
+    if anchor_detector is not None and (landmark_detector is not None or landmark_source is not None):
+        raise ValueError("anchor_detector corrects the default landmark source: not with landmark_detector / landmark_source")
+    if not isinstance(anchor_every, int) or anchor_every < 1:
+        raise ValueError(f"anchor_every: expected an int >= 1, got {anchor_every!r}")
     cap, description, live = open_source(source)
     switch = sys.getswitchinterval()
     # The main thread's many short C calls release the GIL; with the default 5 ms switch interval
@@ -415,7 +423,7 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
     try:
         return _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, ahead, tracker_config,
                     overlay, encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config,
-                    landmark_detector, landmark_threaded)
+                    landmark_detector, landmark_threaded, anchor_detector, anchor_every)
     finally:
         sys.setswitchinterval(switch)
         release = getattr(cap, "release", None)
@@ -425,7 +433,7 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
 
 def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, ahead, tracker_config, overlay,
          encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config=None,
-         landmark_detector=None, landmark_threaded=True) -> dict:
+         landmark_detector=None, landmark_threaded=True, anchor_detector=None, anchor_every=ANCHOR_EVERY) -> dict:
     fps = _cap_get(cap, cv2.CAP_PROP_FPS, 0.0)
     fps = fps if 1.0 <= fps <= 1000.0 else 30.0
     declared = int(_cap_get(cap, cv2.CAP_PROP_FRAME_COUNT, 0))
@@ -438,7 +446,10 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
     if threaded:
         landmark_source = _FrameLandmarks()
         tracker_config = tracker_config or tracker_defaults(getattr(landmark_detector, "source", "dlib"))
-    reader = _Reader(cap, live, every, max_frames, fps, stop, landmark_detector.follow if threaded else None)
+    anchor = PoseAnchor() if anchor_detector is not None else None
+    annotate = (landmark_detector.follow if threaded
+                else _EveryNth(anchor_detector.follow, anchor_every) if anchor is not None else None)
+    reader = _Reader(cap, live, every, max_frames, fps, stop, annotate)
     reader.start()
     first = reader.out.get()
     if first is None:
@@ -473,6 +484,8 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
                 if threaded:
                     landmark_source.faces = points
                 faces = tracker(rgb if colour else grey) if landmark_source is None else tracker(grey, index)
+                if anchor is not None:
+                    faces = anchor(faces, points, tracker.refit)
                 encoder(index, rgb, faces)
                 for fc in faces:
                     history.add(index, fc)
@@ -522,7 +535,8 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
             "encoder_seconds": encoder.seconds,
             "fps_end_to_end": n_frames / seconds if seconds > 0 else float("inf"),
             "fps_without_detection": n_frames / max(seconds - det_s, 1e-9), "video_fps": fps,
-            "truncated": bool(truncated), "outputs": outputs.paths}
+            "truncated": bool(truncated), "outputs": outputs.paths,
+            "anchor_updates": anchor.n_updates if anchor is not None else 0}
 
 
 def _next(reader: _Reader):
@@ -533,6 +547,17 @@ def _next(reader: _Reader):
         except queue.Empty:
             if not reader.is_alive():
                 return None
+
+
+class _EveryNth:
+    """``fn(x)`` on the 1st, (n+1)-th, ... call, None on the others."""
+
+    def __init__(self, fn, n: int):
+        self.fn, self.n, self.calls = fn, n, 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return self.fn(x) if (self.calls - 1) % self.n == 0 else None
 
 
 class _FrameLandmarks:

@@ -331,6 +331,11 @@ class FaceTracker:
             return _concat_fits(fits)
         return self._fit_with(self.fitter, landmarks, previous)
 
+    def refit(self, face: TrackedFace, landmarks: np.ndarray):
+        """The tracker's fit of other 68 points ``landmarks`` [68, 2] of ``face`` (this frame's track):
+        its fixed identity and facing weights, as its own points were fitted. Returns the LandmarkFit."""
+        return self._fit([np.asarray(landmarks, np.float64)], [face])
+
     def _remember_shape(self, face: TrackedFace) -> None:
         """Collect a track's fitted shapes until ``identity_frames``, then fix its identity."""
         n = self.config.identity_frames
