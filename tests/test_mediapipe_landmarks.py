@@ -236,3 +236,56 @@ def test_crop_fills_outside_the_image_with_its_edge():
     assert np.array_equal(edge[0, 3], img[15, 0]) and np.array_equal(edge[0, 0], img[15, 0])  # left pad = column 0
     assert np.array_equal(edge[7, 5], img[19, 2])  # below the image: its last row
     assert _crop(img, 100, 100, 4).shape == (4, 4, 3)
+
+
+def test_pose_anchor_holds_the_offset_between_anchor_frames():
+    from types import SimpleNamespace
+
+    from fml_taichi.recon.landmark_fit import euler_to_matrix_np, matrix_to_euler
+    from fml_taichi.recon.pose_anchor import PoseAnchor
+    from fml_taichi.recon.tracking import TrackedFace
+    from fml_taichi.eval.video_metrics import geodesic_deg
+
+    pts = np.random.default_rng(1).uniform(100, 200, (68, 2))
+
+    def face(fid, yaw):
+        z = np.zeros(3)
+        return TrackedFace(fid, pts.copy(), np.zeros(4), np.array([0.0, yaw, 0.0]), z, z, z, pts, 0.01)
+
+    extra = np.array([0.05, 0.1, 0.0])  # the anchor reads 3 / 6 degrees more pitch / yaw
+
+    def refit(f, p):
+        return SimpleNamespace(matrix=euler_to_matrix_np((f.rotation + extra)[None]))
+
+    anchor = PoseAnchor()
+    f0 = face(0, 0.2)
+    (out0,) = anchor([f0], [pts + 1.0], refit)
+    assert geodesic_deg(out0.rotation[None], (f0.rotation + extra)[None])[0] < 1e-6
+    assert np.array_equal(f0.rotation, [0.0, 0.2, 0.0])  # the tracker's own face is left alone
+    (out1,) = anchor([face(0, 0.25)], None, refit)  # no anchor this frame: the held offset
+    want = matrix_to_euler(euler_to_matrix_np((f0.rotation + extra)[None]) @ euler_to_matrix_np(f0.rotation[None])
+                           .transpose(0, 2, 1) @ euler_to_matrix_np(np.array([[0.0, 0.25, 0.0]])))
+    assert geodesic_deg(out1.rotation[None], want)[0] < 1e-6
+    (out2,) = anchor([face(1, 0.3)], [pts + 500.0], refit)  # a new face, the anchor's points elsewhere
+    assert np.array_equal(out2.rotation, [0.0, 0.3, 0.0]) and 0 not in anchor.offsets and 1 not in anchor.offsets
+    assert anchor.n_updates == 1
+
+
+@needs_mediapipe
+@pytest.mark.skipif(not dlib_ready()[0], reason=dlib_ready()[1] or "ready")
+def test_cli_dlib_anchored_by_mediapipe(photo_clip, tmp_path):
+    from fml_taichi.apps.cli import main
+    from fml_taichi.eval.video_metrics import score_track
+
+    clip, truth, ckpt = photo_clip
+    runs = {}
+    for name, extra in (("dlib", []), ("anchored", ["--landmarks", "dlib+mediapipe", "--anchor-every", "4"])):
+        out = tmp_path / name
+        assert main(["reconstruct", clip, "--out", str(out), "--checkpoint", ckpt, "--focal-px", "400",
+                     "--overlay", "none", "--encoder-every", "0", "--quiet", *extra]) == 0
+        runs[name] = (json.loads((out / "summary.json").read_text())["inputs"][0], dict(np.load(out / "clip.params.npz")))
+    rec, z = runs["anchored"]
+    assert rec["anchor_updates"] == 3  # frames 0, 4, 8 of 12
+    assert np.array_equal(z["landmarks"], runs["dlib"][1]["landmarks"])  # dlib's points, tracked as before
+    assert np.degrees(np.abs(z["rotation_raw"] - runs["dlib"][1]["rotation_raw"])).max() > 0.2  # but corrected
+    assert score_track(z, truth)["rotation_error_deg_median"] < 4.5
