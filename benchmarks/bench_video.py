@@ -20,7 +20,9 @@ the clip's known camera) in this process:
    weighted alike, a face shape per frame, the 2 x 1 landmark fit, 8-frame smoothing): the baseline
    of the tracker changes, run through :func:`fml_taichi.recon.stream.reconstruct_stream`;
 3. **mediapipe**: ``--landmarks mediapipe``, MediaPipe's face landmarker instead of dlib
-   (:mod:`fml_taichi.data.mediapipe_landmarks`; run only when it is installed);
+   (:mod:`fml_taichi.data.mediapipe_landmarks`; run only when it is installed), and
+   **dlib + mediapipe**: ``--landmarks dlib+mediapipe``, dlib's tracked poses corrected by
+   MediaPipe's every 4th frame (:mod:`fml_taichi.recon.pose_anchor`);
 4. **synthetic landmarks**: ``--detector pts`` with ``clip.landmarks.npz`` next to the video, the
    clip's true landmarks plus the documented synthetic detector noise (1.5 px SD): the tracking /
    fit / smoothing chain apart from dlib's accuracy;
@@ -34,7 +36,7 @@ dependent on the machine's load than the rate;
 ``rotation_error_deg_median``, ``jitter_deg``, ``jitter_raw_deg``, ``jitter_ratio``, ``lag_frames``
 (lag added by smoothing), ``roll_slope``, ``pitch_slope``, ``yaw_slope``, the median error within and
 beyond 30 degrees of yaw, ...); ``clips.<appearance>.{dlib, dlib_per_frame_tracking,
-mediapipe, synthetic_landmarks}`` every run; ``baseline``; ``load_average`` before and after (the machine is shared:
+mediapipe, dlib_mediapipe, synthetic_landmarks}`` every run; ``baseline``; ``load_average`` before and after (the machine is shared:
 rates scale with the load). Pictures: ``--plot`` (pose against time on the default clip),
 ``<plot stem>_model.png`` (the model clip), ``<plot stem>_frames.png`` (frames of each clip with dlib's
 points in red and the true landmarks in green).
@@ -63,7 +65,7 @@ KEYS = ("fps_end_to_end", "cpu_ms_per_frame", "fps_without_detection", "frames",
         "rotation_error_deg_median_beyond_30", "nme", "nme_raw_landmarks", "jitter_deg", "jitter_raw_deg",
         "jitter_ratio", "lag_frames", "lag_frames_smoothed_vs_truth", "roll_slope", "pitch_slope", "yaw_slope",
         "face_ids", "detections")
-RUNS = ("dlib", "dlib_per_frame_tracking", "mediapipe", "synthetic_landmarks")
+RUNS = ("dlib", "dlib_per_frame_tracking", "mediapipe", "dlib_mediapipe", "synthetic_landmarks")
 
 
 def _mediapipe_ready() -> bool:
@@ -119,7 +121,8 @@ def _scored(rec: dict, npz: str, truth) -> tuple[dict, dict]:
     return s, z
 
 
-def _plot(path: str, truth, z: dict, zp: dict, zs: dict, clip: str, zm: dict | None = None) -> None:
+def _plot(path: str, truth, z: dict, zp: dict, zs: dict, clip: str, zm: dict | None = None,
+          za: dict | None = None) -> None:
     """Three panels (yaw, roll, pitch) stacked: truth, dlib raw and smoothed, the per-frame tracker
     smoothed, MediaPipe smoothed (when run), synthetic landmarks smoothed."""
     from fml_taichi.io.images import write_png
@@ -136,6 +139,8 @@ def _plot(path: str, truth, z: dict, zp: dict, zs: dict, clip: str, zm: dict | N
                       "synthetic landmarks, smoothed": (zs["frame"], np.degrees(zs["rotation"][:, i]))}
             if zm is not None:
                 series["mediapipe smoothed"] = (zm["frame"], np.degrees(zm["rotation"][:, i]))
+            if za is not None:
+                series["dlib + mediapipe every 4th, smoothed"] = (za["frame"], np.degrees(za["rotation"][:, i]))
             panels.append(plot_curves(os.path.join(tmp, f"{n}.png"), series, title=f"{clip} clip: {n} vs time",
                                       xlabel="frame", ylabel="degrees", size=(1000, 360)))
     write_png(path, np.concatenate(panels, 0))
@@ -247,10 +252,12 @@ def main() -> int:
         rec_s = _cli([synth, "--out", os.path.join(d, "synthetic"), "--detector", "pts", *common])
         syn, zs = _scored(rec_s, os.path.join(d, "synthetic", "clip_synthetic.params.npz"), truth)
         runs = {"dlib": dlib, "dlib_per_frame_tracking": per_frame, "synthetic_landmarks": syn}
-        zm = None
+        zm = za = None
         if use_mediapipe:
             rec_m = _cli([clip, "--out", os.path.join(d, "mediapipe"), "--landmarks", "mediapipe", *common])
             runs["mediapipe"], zm = _scored(rec_m, os.path.join(d, "mediapipe", "clip.params.npz"), truth)
+            rec_a = _cli([clip, "--out", os.path.join(d, "dlib_mediapipe"), "--landmarks", "dlib+mediapipe", *common])
+            runs["dlib_mediapipe"], za = _scored(rec_a, os.path.join(d, "dlib_mediapipe", "clip.params.npz"), truth)
         if base is None:
             rec_b = _cli([clip, "--out", os.path.join(d, "baseline"), "--two-pass", "--max-frames",
                           str(args.baseline_frames), *common])
@@ -260,7 +267,7 @@ def main() -> int:
         stem, ext = os.path.splitext(args.plot)
         plot = args.plot if appearance == appearances[0] else f"{stem}_{appearance}{ext}"
         os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
-        _plot(plot, truth, z, zp, zs, appearance, zm)
+        _plot(plot, truth, z, zp, zs, appearance, zm, za)
         clips[appearance]["plot"] = os.path.relpath(plot)
         sheets.append(_frames_sheet(clip, truth, z, zm=zm))
     load_after = os.getloadavg()
@@ -274,11 +281,11 @@ def main() -> int:
           f"{load_after[0]:.2f} ({os.cpu_count()} cores)")
     for appearance, runs in clips.items():
         print(f"\n{appearance} clip" + (" (default)" if appearance == appearances[0] else ""))
-        print(f"{'figure':36s} " + " ".join(f"{r:>24s}" for r in runs_shown) + "  target (dlib / mediapipe)")
+        print(f"{'figure':36s} " + " ".join(f"{r:>24s}" for r in runs_shown) + "  target (dlib / mediapipe / dlib+mediapipe)")
         for k in KEYS:
             vals = " ".join(f"{runs[r][k]:24.3f}" for r in runs_shown)
-            tgt = (f"{TARGETS[k][0]} {TARGETS[k][1]}: " + " / ".join(_verdict(k, runs[r][k]) for r in ("dlib", "mediapipe")
-                                                                  if r in runs)) if k in TARGETS else ""
+            tgt = (f"{TARGETS[k][0]} {TARGETS[k][1]}: " + " / ".join(
+                _verdict(k, runs[r][k]) for r in ("dlib", "mediapipe", "dlib_mediapipe") if r in runs)) if k in TARGETS else ""
             print(f"{k:36s} {vals}  {tgt}")
     head = clips[appearances[0]]["dlib"]
     print(f"\nbaseline (--two-pass, {base['frames']} frames of the {base['clip']} clip): {base['fps_end_to_end']:.2f} "
