@@ -14,23 +14,24 @@ appearances (``--appearance``):
 Each clip's MP4 goes through the real CLI path (``fml-taichi reconstruct clip.mp4 --focal-px 800``,
 the clip's known camera) in this process:
 
-1. **dlib**: the default path (detection, then dlib's shape predictor in tracked boxes, the
-   tracker's defaults);
+1. **dlib**: ``--landmarks dlib`` (detection, then dlib's shape predictor in tracked boxes, the
+   tracker's defaults; the default path where MediaPipe is not installed);
 2. **dlib, per-frame tracking**: the same stream with the tracker as first built (every landmark
    weighted alike, a face shape per frame, the 2 x 1 landmark fit, 8-frame smoothing): the baseline
    of the tracker changes, run through :func:`fml_taichi.recon.stream.reconstruct_stream`;
 3. **mediapipe**: ``--landmarks mediapipe``, MediaPipe's face landmarker instead of dlib
    (:mod:`fml_taichi.data.mediapipe_landmarks`; run only when it is installed), and
    **dlib + mediapipe**: ``--landmarks dlib+mediapipe``, dlib's tracked poses corrected by
-   MediaPipe's every 4th frame (:mod:`fml_taichi.recon.pose_anchor`);
+   MediaPipe's every 4th frame (:mod:`fml_taichi.recon.pose_anchor`; the default path, ``--landmarks
+   auto``, where MediaPipe is installed);
 4. **synthetic landmarks**: ``--detector pts`` with ``clip.landmarks.npz`` next to the video, the
    clip's true landmarks plus the documented synthetic detector noise (1.5 px SD): the tracking /
    fit / smoothing chain apart from dlib's accuracy;
 5. **two-pass baseline** (photo clip, or the first clip run): ``--two-pass`` (detection + encoder every
    frame) on the first ``--baseline-frames`` frames, for the speed ratio.
 
-Scores (:func:`fml_taichi.eval.video_metrics.score_track`). The JSON's top level holds run 1 on the
-default clip (``fps_end_to_end``: frames / seconds of the stream pass, model loading excluded;
+Scores (:func:`fml_taichi.eval.video_metrics.score_track`). The JSON's top level holds the default
+path's run (``default_landmarks``: dlib + mediapipe, or dlib without MediaPipe) on the default clip (``fps_end_to_end``: frames / seconds of the stream pass, model loading excluded;
 ``cpu_ms_per_frame``: the process's CPU time over the stream pass, all threads, per frame: less
 dependent on the machine's load than the rate;
 ``rotation_error_deg_median``, ``jitter_deg``, ``jitter_raw_deg``, ``jitter_ratio``, ``lag_frames``
@@ -245,7 +246,7 @@ def main() -> int:
         synth = os.path.join(d, "clip_synthetic.mp4")
         shutil.copyfile(clip, synth)
         np.savez(os.path.join(d, "clip_synthetic.landmarks.npz"), landmarks=truth.noisy_landmarks)
-        rec = _cli([clip, "--out", os.path.join(d, "dlib"), *common])
+        rec = _cli([clip, "--out", os.path.join(d, "dlib"), "--landmarks", "dlib", *common])
         dlib, z = _scored(rec, os.path.join(d, "dlib", "clip.params.npz"), truth)
         rec_p = _per_frame_tracking(clip, os.path.join(d, "per_frame"))
         per_frame, zp = _scored(rec_p, os.path.join(d, "per_frame", "clip.params.npz"), truth)
@@ -287,14 +288,15 @@ def main() -> int:
             tgt = (f"{TARGETS[k][0]} {TARGETS[k][1]}: " + " / ".join(
                 _verdict(k, runs[r][k]) for r in ("dlib", "mediapipe", "dlib_mediapipe") if r in runs)) if k in TARGETS else ""
             print(f"{k:36s} {vals}  {tgt}")
-    head = clips[appearances[0]]["dlib"]
+    default_run = "dlib_mediapipe" if use_mediapipe else "dlib"
+    head = clips[appearances[0]][default_run]
     print(f"\nbaseline (--two-pass, {base['frames']} frames of the {base['clip']} clip): {base['fps_end_to_end']:.2f} "
-          f"fps end to end; tracked path {head['fps_end_to_end'] / base['fps_end_to_end']:.1f}x faster")
+          f"fps end to end; tracked path ({default_run}) {head['fps_end_to_end'] / base['fps_end_to_end']:.1f}x faster")
     result = {k: head[k] for k in ("fps_end_to_end", "fps_without_detection", "frames", "found",
                                    "rotation_error_deg_median", "nme", "jitter_deg", "jitter_raw_deg", "jitter_ratio",
                                    "lag_frames", "roll_slope", "pitch_slope", "yaw_slope",
                                    "rotation_error_deg_median_within_30", "rotation_error_deg_median_beyond_30")}
-    result.update(default_clip=appearances[0], clips=clips, baseline=base,
+    result.update(default_clip=appearances[0], default_landmarks=default_run, clips=clips, baseline=base,
                   speedup_vs_baseline=head["fps_end_to_end"] / base["fps_end_to_end"],
                   targets={k: list(v) if isinstance(v, tuple) else v for k, v in TARGETS.items()},
                   load_average={"before": load_before, "after": load_after}, cores=os.cpu_count(),

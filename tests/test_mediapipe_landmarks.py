@@ -279,7 +279,7 @@ def test_cli_dlib_anchored_by_mediapipe(photo_clip, tmp_path):
 
     clip, truth, ckpt = photo_clip
     runs = {}
-    for name, extra in (("dlib", []), ("anchored", ["--landmarks", "dlib+mediapipe", "--anchor-every", "4"])):
+    for name, extra in (("dlib", ["--landmarks", "dlib"]), ("anchored", ["--landmarks", "dlib+mediapipe", "--anchor-every", "4"])):
         out = tmp_path / name
         assert main(["reconstruct", clip, "--out", str(out), "--checkpoint", ckpt, "--focal-px", "400",
                      "--overlay", "none", "--encoder-every", "0", "--quiet", *extra]) == 0
@@ -289,3 +289,28 @@ def test_cli_dlib_anchored_by_mediapipe(photo_clip, tmp_path):
     assert np.array_equal(z["landmarks"], runs["dlib"][1]["landmarks"])  # dlib's points, tracked as before
     assert np.degrees(np.abs(z["rotation_raw"] - runs["dlib"][1]["rotation_raw"])).max() > 0.2  # but corrected
     assert score_track(z, truth)["rotation_error_deg_median"] < 4.5
+
+
+def test_auto_landmarks_fall_back_to_dlib(monkeypatch):
+    import argparse
+
+    from fml_taichi.apps import reconstruct_cmd
+
+    args = argparse.Namespace(two_pass=False, detector="dlib")
+    assert reconstruct_cmd._auto_landmarks(argparse.Namespace(two_pass=True, detector="dlib")) == "dlib"
+    assert reconstruct_cmd._auto_landmarks(argparse.Namespace(two_pass=False, detector="pts")) == "dlib"
+    assert reconstruct_cmd._auto_landmarks(args) == ("dlib+mediapipe" if mediapipe_ready()[0] else "dlib")
+    monkeypatch.setenv("FML_TAICHI_MEDIAPIPE_TASK", "/nonexistent/face_landmarker.task")
+    assert reconstruct_cmd._auto_landmarks(args) == "dlib"  # no bundle: dlib, as without mediapipe
+
+
+@needs_mediapipe
+@pytest.mark.skipif(not dlib_ready()[0], reason=dlib_ready()[1] or "ready")
+def test_cli_default_is_dlib_anchored_by_mediapipe_when_installed(photo_clip, tmp_path):
+    from fml_taichi.apps.cli import main
+
+    clip, _, ckpt = photo_clip
+    assert main(["reconstruct", clip, "--out", str(tmp_path), "--checkpoint", ckpt, "--max-frames", "5",
+                 "--overlay", "none", "--encoder-every", "0", "--quiet"]) == 0
+    rec = json.loads((tmp_path / "summary.json").read_text())["inputs"][0]
+    assert rec["landmarks"] == "dlib+mediapipe" and rec["anchor_updates"] == 2  # frames 0 and 4
