@@ -8,9 +8,11 @@ same identity, same weights), measured every ``every``-th frame, and applies the
 poses of the frames between. The error of dlib's points changes slowly with the pose, so a held
 offset follows it; the held steps are what the window smoothing removes.
 
-Measured on both clips (``benchmarks/bench_video.py``, offline on the tracked runs first): every
-4th frame, median rotation error 2.50 degrees (photo clip; dlib alone 3.22, MediaPipe every frame
-2.61) and 2.98 (model clip; 12.56 / 2.80).
+Measured on both clips of ``benchmarks/bench_video.py`` (``docs/video.md``): every 4th frame, the
+median rotation error is 2.36 degrees on the photo clip (dlib alone 3.22, MediaPipe every frame
+2.61) and 2.96 on the model clip (12.56 / 2.80); the CLI's default (``--landmarks auto``) where
+MediaPipe is installed. Offsets are held, not averaged (an average lags the pose-dependent bias:
+3.4-5.1 degrees on the model clip).
 """
 from __future__ import annotations
 

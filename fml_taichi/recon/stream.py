@@ -6,7 +6,10 @@ such as ``0``, any URL OpenCV can open, or a capture-like object with ``read()``
 * a **reader thread** decodes frames (``every``: keep every N-th; files skip the others without
   decoding them) into a bounded queue;
 * the **main thread** tracks the faces (:class:`~fml_taichi.recon.tracking.FaceTracker`: dlib's shape
-  predictor in boxes from the previous landmarks, full detection only when needed), fits pose /
+  predictor in boxes from the previous landmarks, full detection only when needed; or another
+  landmark source, ``landmark_detector``, e.g. MediaPipe's, which then runs in the reader thread;
+  with ``anchor_detector`` the poses are corrected by a second source every few frames,
+  :mod:`fml_taichi.recon.pose_anchor`), fits pose /
   shape / expression to each face's landmarks in the frame's own camera
   (:class:`~fml_taichi.recon.landmark_fit.LandmarkFitter`), runs the encoder on the face's crop
   every ``encoder_every`` frames of a track (reflectance, light and correctives; 0 = never), and
