@@ -142,7 +142,10 @@ class MediaPipeDetector:
             num_faces=max_faces, min_face_detection_confidence=min_confidence,
             min_face_presence_confidence=min_confidence)
         try:
-            self._landmarker = vision.FaceLandmarker.create_from_options(opts)
+            with _native_stderr_silenced():  # MediaPipe's C++ side logs its graph set-up there
+                self._landmarker = vision.FaceLandmarker.create_from_options(opts)
+                self._landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                                 data=np.zeros((64, 64, 3), np.uint8)))  # its first-run notes too
         except (RuntimeError, ValueError) as e:
             raise DetectorUnavailable(f"cannot read MediaPipe bundle {self.task_path!r}: {e}") from e
         # Closed before the interpreter tears MediaPipe's modules down (its own __del__ fails then).
@@ -221,6 +224,26 @@ class MediaPipeDetector:
                 kept.append(f)
         self._followed = kept
         return [f.copy() for f in kept]
+
+
+class _native_stderr_silenced:
+    """File descriptor 2 pointed at /dev/null for the duration (native code's writes included); the
+    Python-level ``sys.stderr`` is flushed first so nothing of ours is lost."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        return False
 
 
 def _crop(img: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
