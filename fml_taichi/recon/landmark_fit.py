@@ -56,6 +56,9 @@ class LandmarkFitConfig:
     converged: stop alternating once no coefficient moved more than this (in prior sigmas).
     sigma_nme: detector noise, in inter-ocular distances (sets the data weight against the prior).
     min_sigma_px: floor of that noise in pixels. expression_scale: extra factor on the expression prior SD.
+    jaw: ``"contour"`` (default): each jaw landmark slides along its contour to the silhouette, as a
+        2D detector trained on 300-W marks it (dlib); ``"fixed"``: each stays at its own vertex, for
+        detectors that mark fixed points of a 3D face mesh whatever the pose (MediaPipe's face oval).
     """
 
     iterations: int = 3
@@ -66,8 +69,11 @@ class LandmarkFitConfig:
     min_sigma_px: float = 0.5
     expression_scale: float = 1.0
     solver: str = "joint"
+    jaw: str = "contour"
 
     def __post_init__(self):
+        if self.jaw not in ("contour", "fixed"):
+            raise ValueError(f"jaw must be 'contour' or 'fixed', got {self.jaw!r}")
         if self.solver not in ("joint", "alternating"):
             raise ValueError(f"solver must be 'joint' or 'alternating', got {self.solver!r}")
         if self.iterations < 1 or self.pose_steps < 1:
@@ -273,6 +279,8 @@ class LandmarkFitter:
     def jaw_vertices(self, rot: np.ndarray, t: np.ndarray, pts: np.ndarray) -> np.ndarray:
         """Local indices [B, 68] of the landmark vertices with the jaw on the silhouette (module docstring)."""
         b = len(rot)
+        if self.config.jaw == "fixed":
+            return np.repeat(self.fixed_local[None], b, 0)
         tab = self.jaw_local  # [17, K]
         rt = rot.transpose(0, 2, 1)[:, None]
         cam = pts[:, tab] @ rt + t[:, None, None]  # [B, 17, K, 3]

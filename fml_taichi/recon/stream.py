@@ -6,7 +6,10 @@ such as ``0``, any URL OpenCV can open, or a capture-like object with ``read()``
 * a **reader thread** decodes frames (``every``: keep every N-th; files skip the others without
   decoding them) into a bounded queue;
 * the **main thread** tracks the faces (:class:`~fml_taichi.recon.tracking.FaceTracker`: dlib's shape
-  predictor in boxes from the previous landmarks, full detection only when needed), fits pose /
+  predictor in boxes from the previous landmarks, full detection only when needed; or another
+  landmark source, ``landmark_detector``, e.g. MediaPipe's, which then runs in the reader thread;
+  with ``anchor_detector`` the poses are corrected by a second source every few frames,
+  :mod:`fml_taichi.recon.pose_anchor`), fits pose /
   shape / expression to each face's landmarks in the frame's own camera
   (:class:`~fml_taichi.recon.landmark_fit.LandmarkFitter`), runs the encoder on the face's crop
   every ``encoder_every`` frames of a track (reflectance, light and correctives; 0 = never), and
@@ -25,7 +28,7 @@ a ~53 degree horizontal field of view, typical of webcams; pass the real one whe
 
 **Outputs** (``OUT/NAME.*``), one row per (frame, face): ``params.npz`` (keys in :func:`write_outputs`),
 ``params.csv`` (frame, time_s, face_id, rx/ry/rz_deg (smoothed), tx/ty/tz_mm (smoothed),
-detector_score (empty unless detected that frame; ``inf`` for annotated landmarks), fit_nme),
+detector_score (empty unless detected that frame; ``inf`` for annotated or MediaPipe landmarks), fit_nme),
 ``overlay.mp4`` and ``track.png``
 (head angles against time, raw and smoothed, per face id). Files are written to temporary names
 and renamed at the end; a failure leaves none of them.
@@ -55,7 +58,8 @@ from ..io.plots import plot_curves
 from ..model import FaceParams
 from .landmark_fit import LandmarkFitConfig, LandmarkFitter, euler_to_matrix_np
 from .outputs import OutputSet
-from .tracking import FaceTracker, TrackerConfig
+from .pose_anchor import ANCHOR_EVERY, PoseAnchor
+from .tracking import FaceTracker, TrackerConfig, tracker_defaults
 from .window_smoothing import DEFAULT_HALF_WINDOW, smooth_window
 
 __all__ = ["CAMERA_LOOKAHEAD", "WIREFRAME_STRIDE", "OVERLAYS", "DETECT_MAX_SIDE", "open_source", "reconstruct_stream",
@@ -117,12 +121,14 @@ def _cap_get(cap, prop, default=0.0) -> float:
 
 
 class _Reader(threading.Thread):
-    """Decodes frames into ``out`` as ``(index, time_s, rgb uint8, grey uint8)``; ``None`` ends the stream.
+    """Decodes frames into ``out`` as ``(index, time_s, rgb uint8, grey uint8, points)``; ``None`` ends
+    the stream. ``points``: ``annotate(rgb)`` when given (a landmark source run in this thread), else None.
     dlib's detector and shape predictor read grey levels: converting here keeps it off the main thread."""
 
-    def __init__(self, cap, live: bool, every: int, max_frames, fps: float, stop: threading.Event):
+    def __init__(self, cap, live: bool, every: int, max_frames, fps: float, stop: threading.Event, annotate=None):
         super().__init__(daemon=True)
         self.cap, self.live, self.every, self.max_frames, self.fps, self.stop = cap, live, every, max_frames, fps, stop
+        self.annotate = annotate  # (rgb) -> landmarks of the frame's faces, computed here beside the main thread
         self.out: queue.Queue = queue.Queue(_QUEUE)
         self.n_read, self.n_seen, self.error = 0, 0, None
         self.t0 = time.monotonic()
@@ -150,7 +156,8 @@ class _Reader(threading.Thread):
                 bgr = np.ascontiguousarray(bgr)
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 self.n_read += 1
-                self._put((i, t, rgb, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)))
+                points = self.annotate(rgb) if self.annotate is not None else None
+                self._put((i, t, rgb, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), points))
                 i += 1
             self.n_seen = i
         except Exception as e:  # reported by the main thread
@@ -369,7 +376,8 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
                        tracker_config: TrackerConfig | None = None, overlay: str = "wireframe",
                        encoder_every: int = 10, focal_px: float | None = None, show: bool | None = None,
                        detect_max_side: int = DETECT_MAX_SIDE, landmark_source=None,
-                       fit_config: LandmarkFitConfig | None = None) -> dict:
+                       fit_config: LandmarkFitConfig | None = None, landmark_detector=None,
+                       landmark_threaded: bool = True, anchor_detector=None, anchor_every: int = ANCHOR_EVERY) -> dict:
     """Reconstruct every face of a video, camera or stream in one pass (module docstring).
 
     Args:
@@ -387,8 +395,18 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
             shape predictor (and ``(frame_index, image) -> detections`` via ``.detect``): for measuring
             the chain with synthetic landmarks.
         fit_config: the per-frame landmark fit (default :data:`TRACK_FIT`; :data:`FAST_TRACK_FIT` is faster).
+        landmark_detector: detector + landmarks in boxes for tracking instead of ``pipe.detector``
+            (e.g. :class:`~fml_taichi.data.mediapipe_landmarks.MediaPipeDetector`); one with
+            ``handles_roll`` gets no upright patches, one with ``wants_colour`` the RGB frames.
+        landmark_threaded: a ``landmark_detector`` with ``follow`` (MediaPipe) runs in the decoding
+            thread, following each face in crops around its own previous points, beside the main
+            thread's fit (False: in the main thread, in the boxes of the tracker's 3D fit).
+        anchor_detector: a second landmark source with ``follow`` (MediaPipe) run every
+            ``anchor_every``-th frame in the decoding thread; its points correct the tracked poses
+            (:class:`~fml_taichi.recon.pose_anchor.PoseAnchor`). Not with ``landmark_detector``.
 
-    Returns a summary dict (frames, frames_with_face, face_ids, detections, seconds, fps, outputs, ...).
+    Returns a summary dict (frames, frames_with_face, face_ids, detections, seconds, cpu_seconds (the
+    process's CPU time over the pass, all threads), fps, outputs, ...).
     """
     if not isinstance(every, int) or every < 1:
         raise ValueError(f"every: expected an int >= 1, got {every!r}")
@@ -396,6 +414,10 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
         raise ValueError(f"overlay: expected one of {OVERLAYS}, got {overlay!r}")
     if back < 0 or (ahead is not None and ahead < 0):
         raise ValueError(f"back, ahead: expected >= 0, got {back}, {ahead}")
+    if anchor_detector is not None and (landmark_detector is not None or landmark_source is not None):
+        raise ValueError("anchor_detector corrects the default landmark source: not with landmark_detector / landmark_source")
+    if not isinstance(anchor_every, int) or anchor_every < 1:
+        raise ValueError(f"anchor_every: expected an int >= 1, got {anchor_every!r}")
     cap, description, live = open_source(source)
     switch = sys.getswitchinterval()
     # The main thread's many short C calls release the GIL; with the default 5 ms switch interval
@@ -403,7 +425,8 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         return _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, ahead, tracker_config,
-                    overlay, encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config)
+                    overlay, encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config,
+                    landmark_detector, landmark_threaded, anchor_detector, anchor_every)
     finally:
         sys.setswitchinterval(switch)
         release = getattr(cap, "release", None)
@@ -412,7 +435,8 @@ def reconstruct_stream(pipe, source, out_dir: str, name: str | None = None, *, e
 
 
 def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, ahead, tracker_config, overlay,
-         encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config=None) -> dict:
+         encoder_every, focal_px, show, detect_max_side, landmark_source, fit_config=None,
+         landmark_detector=None, landmark_threaded=True, anchor_detector=None, anchor_every=ANCHOR_EVERY) -> dict:
     fps = _cap_get(cap, cv2.CAP_PROP_FPS, 0.0)
     fps = fps if 1.0 <= fps <= 1000.0 else 30.0
     declared = int(_cap_get(cap, cv2.CAP_PROP_FRAME_COUNT, 0))
@@ -420,7 +444,15 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
         ahead = CAMERA_LOOKAHEAD if live else back
     ahead = min(ahead, back) if back else ahead
     stop = threading.Event()
-    reader = _Reader(cap, live, every, max_frames, fps, stop)
+    threaded = (landmark_source is None and landmark_detector is not None and landmark_threaded
+                and hasattr(landmark_detector, "follow"))
+    if threaded:
+        landmark_source = _FrameLandmarks()
+        tracker_config = tracker_config or tracker_defaults(getattr(landmark_detector, "source", "dlib"))
+    anchor = PoseAnchor() if anchor_detector is not None else None
+    annotate = (landmark_detector.follow if threaded
+                else _EveryNth(anchor_detector.follow, anchor_every) if anchor is not None else None)
+    reader = _Reader(cap, live, every, max_frames, fps, stop, annotate)
     reader.start()
     first = reader.out.get()
     if first is None:
@@ -431,7 +463,8 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
     h, w = first[2].shape[:2]
     f = float(focal_px) if focal_px else float(w)
     k = np.array([f, f, (w - 1) / 2, (h - 1) / 2])
-    tracker = _make_tracker(pipe, k, tracker_config, detect_max_side, landmark_source, fit_config)
+    tracker = _make_tracker(pipe, k, tracker_config, detect_max_side, landmark_source, fit_config, landmark_detector)
+    colour = landmark_source is None and getattr(landmark_detector or pipe.detector, "wants_colour", False)
     encoder = _Encoder(pipe, encoder_every)
     history = _TrackHistory(back, ahead)
     base = os.path.join(out_dir, *(name or _safe_name(description)).split("/"))
@@ -444,14 +477,18 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
         writer = _Writer(video, _Overlay(pipe.face_model, overlay, k), show, description, stop)
         writer.start()
         pending: collections.deque = collections.deque()
-        t_start = time.perf_counter()
+        t_start, cpu_start = time.perf_counter(), time.process_time()
         n_frames = n_with_face = 0
         item = first
         interrupted = False
         try:
             while item is not None:
-                index, t_s, rgb, grey = item
-                faces = tracker(grey) if landmark_source is None else tracker(grey, index)
+                index, t_s, rgb, grey, points = item
+                if threaded:
+                    landmark_source.faces = points
+                faces = tracker(rgb if colour else grey) if landmark_source is None else tracker(grey, index)
+                if anchor is not None:
+                    faces = anchor(faces, points, tracker.refit)
                 encoder(index, rgb, faces)
                 for fc in faces:
                     history.add(index, fc)
@@ -476,6 +513,7 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
         writer.inbox.put(None)
         writer.join()
         seconds = time.perf_counter() - t_start
+        cpu_seconds = time.process_time() - cpu_start  # every thread of the process
         reader.join(timeout=5)
         if writer.error is not None:
             video.abort()
@@ -496,10 +534,12 @@ def _run(pipe, cap, description, live, out_dir, name, every, max_frames, back, a
     det_s = tracker.detection_seconds
     return {"source": description, "frames": n_frames, "frames_with_face": n_with_face,
             "face_ids": sorted({int(r["face_id"]) for r in rows}), "detections": tracker.n_detections,
-            "seconds": seconds, "detection_seconds": det_s, "encoder_seconds": encoder.seconds,
+            "seconds": seconds, "cpu_seconds": cpu_seconds, "detection_seconds": det_s,
+            "encoder_seconds": encoder.seconds,
             "fps_end_to_end": n_frames / seconds if seconds > 0 else float("inf"),
             "fps_without_detection": n_frames / max(seconds - det_s, 1e-9), "video_fps": fps,
-            "truncated": bool(truncated), "outputs": outputs.paths}
+            "truncated": bool(truncated), "outputs": outputs.paths,
+            "anchor_updates": anchor.n_updates if anchor is not None else 0}
 
 
 def _next(reader: _Reader):
@@ -510,6 +550,44 @@ def _next(reader: _Reader):
         except queue.Empty:
             if not reader.is_alive():
                 return None
+
+
+class _EveryNth:
+    """``fn(x)`` on the 1st, (n+1)-th, ... call, None on the others."""
+
+    def __init__(self, fn, n: int):
+        self.fn, self.n, self.calls = fn, n, 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return self.fn(x) if (self.calls - 1) % self.n == 0 else None
+
+
+class _FrameLandmarks:
+    """The current frame's faces (``faces``: [68, 2] arrays, set per frame) as a tracker's landmark
+    source: each box gets the face whose points' centre lies nearest its own, within half its side."""
+
+    faces: list = []
+
+    def detect(self, index, image=None) -> list:
+        from .tracking import landmark_box
+
+        return [_Found(landmark_box(f), f, float("inf")) for f in self.faces]
+
+    def __call__(self, index, image, boxes) -> list:
+        out = []
+        for b in boxes:
+            c, side = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]), b[2] - b[0]
+            dist = [float(np.linalg.norm(f.mean(0) - c)) for f in self.faces]
+            out.append(self.faces[int(np.argmin(dist))] if dist and min(dist) < side / 2 else None)
+        return out
+
+
+@dataclasses.dataclass
+class _Found:
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float
 
 
 class _TimedTracker(FaceTracker):
@@ -552,13 +630,16 @@ TRACK_FIT = LandmarkFitConfig(expression_scale=2.0)
 FAST_TRACK_FIT = LandmarkFitConfig(iterations=2, pose_steps=1)
 
 
-def _make_tracker(pipe, k, config, detect_max_side, landmark_source, fit_config=None) -> FaceTracker:
+def _make_tracker(pipe, k, config, detect_max_side, landmark_source, fit_config=None,
+                  landmark_detector=None) -> FaceTracker:
     fitter = LandmarkFitter(pipe.face_model, fit_config or TRACK_FIT)
     if landmark_source is not None:  # its points are the frame's, whatever patch the tracker would turn
         return _SourceTracker(landmark_source, fitter, k, dataclasses.replace(config or TrackerConfig(), upright=False))
-    det = pipe.detector
+    det = landmark_detector or pipe.detector
     if not hasattr(det, "landmarks_in_boxes"):
-        raise ValueError("video tracking needs a detector with landmarks_in_boxes (dlib)")
+        raise ValueError("video tracking needs a detector with landmarks_in_boxes (dlib, mediapipe)")
+    if getattr(det, "handles_roll", False):
+        config = dataclasses.replace(config or tracker_defaults(det.source), upright=False)
     if hasattr(det, "max_side"):
         det = copy.copy(det)  # the same predictor, detection on shrunk frames
         det.max_side = min(det.max_side, int(detect_max_side))

@@ -32,6 +32,10 @@ change measured on both clips of ``benchmarks/bench_video.py`` (``docs/video.md`
 
 ``PER_FRAME_TRACKING`` restores the first settings (all points alike, a shape per frame).
 
+**Landmark sources**: any object with ``__call__(image)`` (detections) and ``landmarks_in_boxes``;
+dlib's is the default, MediaPipe's (:mod:`fml_taichi.data.mediapipe_landmarks`) runs with
+:func:`tracker_defaults` ``("mediapipe")`` (:data:`MEDIAPIPE_TRACKING`).
+
 **A track is lost** when its landmark fit degrades, i.e. the fit's mean residual in inter-ocular
 distances exceeds ``max_fit_nme`` (:data:`MAX_FIT_NME`, 0.10: on the synthetic clip the fit of
 dlib's points leaves 0.02-0.07, and a point set that is no face shape, far more; real faces were not
@@ -53,7 +57,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MAX_FIT_NME", "JAW_WEIGHT", "IDENTITY_FRAMES", "PER_FRAME_TRACKING", "REDETECT_EVERY", "TrackerConfig",
+__all__ = ["MAX_FIT_NME", "JAW_WEIGHT", "IDENTITY_FRAMES", "PER_FRAME_TRACKING", "MEDIAPIPE_TRACKING",
+           "MEDIAPIPE_JAW_WEIGHT", "tracker_defaults", "REDETECT_EVERY", "TrackerConfig",
            "TrackedFace", "FaceTracker", "landmark_box", "pose_box", "box_iou", "AnnotatedLandmarks", "inside_fraction",
            "facing_weight", "identity_fitter", "rotation_step_deg", "upright_landmarks"]
 
@@ -116,6 +121,21 @@ class TrackerConfig:
 
 #: The tracker as first built (every point weighted alike, a shape per frame): kept for comparison.
 PER_FRAME_TRACKING = {"jaw_weight": 1.0, "facing_weights": False, "identity_frames": 0}
+#: Tracker settings for MediaPipe's points (:mod:`fml_taichi.data.mediapipe_landmarks`): it follows
+#: roll itself (no upright patch), and its jaw contour is weighed :data:`MEDIAPIPE_JAW_WEIGHT` (of
+#: 0.15 / 0.3 / 0.5 / 1, 0.3 read both benchmark clips best: median rotation error 2.61 / 2.80 degrees
+#: on the photo / model clip, 2.72 / 3.06 at 0.5; ``docs/video.md``).
+MEDIAPIPE_JAW_WEIGHT = 0.3
+MEDIAPIPE_TRACKING = {"jaw_weight": MEDIAPIPE_JAW_WEIGHT, "upright": False}
+
+
+def tracker_defaults(landmarks: str = "dlib") -> "TrackerConfig":
+    """The default :class:`TrackerConfig` for a landmark source: ``"dlib"`` or ``"mediapipe"``."""
+    if landmarks == "dlib":
+        return TrackerConfig()
+    if landmarks == "mediapipe":
+        return TrackerConfig(**MEDIAPIPE_TRACKING)
+    raise ValueError(f"landmarks: expected 'dlib' or 'mediapipe', got {landmarks!r}")
 
 
 @dataclass
@@ -310,6 +330,11 @@ class FaceTracker:
                     fits[-1].shape = fits[-1].shape + fixed[i][0]
             return _concat_fits(fits)
         return self._fit_with(self.fitter, landmarks, previous)
+
+    def refit(self, face: TrackedFace, landmarks: np.ndarray):
+        """The tracker's fit of other 68 points ``landmarks`` [68, 2] of ``face`` (this frame's track):
+        its fixed identity and facing weights, as its own points were fitted. Returns the LandmarkFit."""
+        return self._fit([np.asarray(landmarks, np.float64)], [face])
 
     def _remember_shape(self, face: TrackedFace) -> None:
         """Collect a track's fitted shapes until ``identity_frames``, then fix its identity."""
