@@ -109,6 +109,21 @@ def landmark_fit_error(landmarks_2d, landmarks_3d) -> float:
     return rms / iod if iod > 1e-6 else float("inf")
 
 
+def given_model_file(path: str | None, env_name: str, what: str) -> str | None:
+    """A model file the user named: ``path``, else the environment variable ``env_name``; None when
+    neither is set. DetectorUnavailable naming ``what`` when the named file is missing."""
+    if path is not None:
+        if not os.path.isfile(path):
+            raise DetectorUnavailable(f"{what} not found: {path!r}")
+        return os.fspath(path)
+    env = os.environ.get(env_name)
+    if env:
+        if not os.path.isfile(env):
+            raise DetectorUnavailable(f"${env_name} points to a missing file: {env!r}")
+        return env
+    return None
+
+
 def find_dlib_predictor(path: str | None = None) -> str:
     """Path of dlib's 68-point predictor: ``path``, else ``$FML_TAICHI_DLIB_PREDICTOR``, else the
     ``face_recognition_models`` package, else Debian's ``/usr/share/dlib``.
@@ -116,15 +131,9 @@ def find_dlib_predictor(path: str | None = None) -> str:
     Raises:
         DetectorUnavailable: naming the install commands when none is found (or ``path`` is missing).
     """
-    if path is not None:
-        if not os.path.isfile(path):
-            raise DetectorUnavailable(f"dlib landmark model not found: {path!r}")
-        return os.fspath(path)
-    env = os.environ.get(_PREDICTOR_ENV)
-    if env:
-        if not os.path.isfile(env):
-            raise DetectorUnavailable(f"${_PREDICTOR_ENV} points to a missing file: {env!r}")
-        return env
+    given = given_model_file(path, _PREDICTOR_ENV, "dlib landmark model")
+    if given is not None:
+        return given
     candidates = []
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is not None and spec.submodule_search_locations:

