@@ -27,17 +27,11 @@ STEP = 10
 
 
 def _frames(path: str) -> list:
-    import cv2
+    """Every frame of ``path`` as uint8 RGB (the library's reader, exact back to 8 bits)."""
+    from fml_taichi.data.video import VideoReader
 
-    cap = cv2.VideoCapture(path)
-    out = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return out
+    with VideoReader(path) as reader:
+        return [(f * 255.0 + 0.5).astype(np.uint8) for f in reader]
 
 
 def _clip(work: str, appearance: str, face_model):

@@ -108,17 +108,13 @@ def huber_smooth_track(track, half_window=16, c=1.5, iterations=3, floor_deg=0.5
 
 
 def _decode(path: str) -> list:
+    """Every frame of ``path`` as uint8 grey (the library's reader, exact back to 8 bits)."""
     import cv2
 
-    cap = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
-    cap.release()
-    return frames
+    from fml_taichi.data.video import VideoReader
+
+    with VideoReader(path) as reader:
+        return [cv2.cvtColor((f * 255.0 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY) for f in reader]
 
 
 def _photo_clip(work: str, frames: int, face_model):

@@ -104,18 +104,10 @@ def test_numpy_fitter_matches_the_torch_path(face_model):
     residuals and weights to float32 rounding, coefficients to 1e-3 of their size (the 64 x 64
     normal equations are summed in another order and solved in float64 instead of float32; their
     condition number, ~1e3 with this ridge, scales the ~1e-7 rounding of the sums)."""
-    from fml_taichi.model import FaceParams
     from fml_taichi.recon.corrective_fit import (ReflectanceCoefficientFitter, fitted_reflectance_coefficients,
                                                  reflectance_residuals_at)
 
-    ren = SyntheticRenderer(face_model, SyntheticConfig(image_size=96, variation=0.0, noise_sd=0.0, blur_px=0.0))
-    b = ren.render([3, 4])
-    p, k = b["gt_params"], b["intrinsics"][0]
-    ml = MultiLevelModel(face_model, n_correctives_geometry=2, n_correctives_reflectance=8)
-    with torch.no_grad():
-        ml.reflectance_corrective.theta.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
-    p = FaceParams(**{**vars(p), "delta_geometry": torch.zeros(2, 2), "delta_reflectance": torch.zeros(2, 8)})
-    out = ml(p)
+    b, p, k, ml, out = _scene_with_random_theta(face_model, [3, 4], theta_seed=1)
     out.base_reflectance = out.base_reflectance * 0.9  # a residual to fit
     fitter = ReflectanceCoefficientFitter(face_model, ml.reflectance_corrective, 3, prior=0.01)
     args = (out.final_geometry, out.base_reflectance, p.rotation, p.translation, p.light, b["image"], k)
@@ -152,17 +144,9 @@ def test_grey_fit_is_the_ridge_solution_over_grey_offsets(face_model):
     least-squares solve of every (vertex, channel) row written out; the tolerance decides grey from
     the sampled colours (grey image: yes; its colour original: no), and colour faces of the batch
     keep the colour solution."""
-    from fml_taichi.model import FaceParams
     from fml_taichi.recon.corrective_fit import ReflectanceCoefficientFitter
 
-    ren = SyntheticRenderer(face_model, SyntheticConfig(image_size=96, variation=0.0, noise_sd=0.0, blur_px=0.0))
-    b = ren.render([5, 6])
-    p, k = b["gt_params"], b["intrinsics"][0]
-    ml = MultiLevelModel(face_model, n_correctives_geometry=2, n_correctives_reflectance=8)
-    with torch.no_grad():
-        ml.reflectance_corrective.theta.normal_(0, 0.05, generator=torch.Generator().manual_seed(4))
-    p = FaceParams(**{**vars(p), "delta_geometry": torch.zeros(2, 2), "delta_reflectance": torch.zeros(2, 8)})
-    out = ml(p)
+    b, p, k, ml, out = _scene_with_random_theta(face_model, [5, 6], theta_seed=4)
     base = out.base_reflectance * 0.9
     colour = b["image"].numpy()
     grey_img = colour.copy()
@@ -192,3 +176,19 @@ def test_grey_fit_is_the_ridge_solution_over_grey_offsets(face_model):
     free = (np.abs(r_g) < 0.49) & (np.abs(r_c) < 0.49)
     assert free.mean() > 0.5
     np.testing.assert_allclose((r_g - r_c)[free], (base_rows - base_rows.mean(-1, keepdims=True))[free], atol=1e-5)
+
+
+def _scene_with_random_theta(face_model, seeds, theta_seed):
+    """Clean renders of ``seeds`` with their true parameters, and a model whose reflectance basis is
+    random (8 columns): (batch, params with zero correctives, intrinsics, model, its output)."""
+    from fml_taichi.model import FaceParams
+
+    ren = SyntheticRenderer(face_model, SyntheticConfig(image_size=96, variation=0.0, noise_sd=0.0, blur_px=0.0))
+    b = ren.render(list(seeds))
+    p, k = b["gt_params"], b["intrinsics"][0]
+    ml = MultiLevelModel(face_model, n_correctives_geometry=2, n_correctives_reflectance=8)
+    with torch.no_grad():
+        ml.reflectance_corrective.theta.normal_(0, 0.05, generator=torch.Generator().manual_seed(theta_seed))
+    n = len(seeds)
+    p = FaceParams(**{**vars(p), "delta_geometry": torch.zeros(n, 2), "delta_reflectance": torch.zeros(n, 8)})
+    return b, p, k, ml, ml(p)
