@@ -8,6 +8,9 @@ Why the environment variables:
   which is why ``fml_taichi/__init__.py`` imports this module first.
 - ``OPENBLAS_NUM_THREADS=1``: numpy's OpenBLAS threads the reconstruction start's small products
   (~50 x 600) and, woken between encoder calls, made a 1.6 ms colour fit take 7-47 ms (measured on 2 cores).
+- ``NUMBA_CACHE_DIR``: the reconstruction's fits are compiled by numba on first use (seconds) and
+  cached; next to an installed package the cache may not be writable, so it lives with the Taichi
+  kernel cache in ``$FML_TAICHI_CACHE/numba``.
 
 Quiet start-up: Taichi prints a banner (``[Taichi] version ...``) when it is imported and
 ``[Taichi] Starting on arch=...`` in ``ti.init``, on stdout, where they mix with a command's output.
@@ -34,6 +37,8 @@ _HEADER_ENV = "ENABLE_TAICHI_HEADER_PRINT"
 _HEADER_QUIETED = _HEADER_ENV not in os.environ and "taichi" not in sys.modules
 os.environ.setdefault(_HEADER_ENV, "False")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
+    os.environ.get("FML_TAICHI_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "fml_taichi")), "numba"))
 
 _lock = threading.Lock()
 _state: dict = {"arch": None, "verbose": False}
