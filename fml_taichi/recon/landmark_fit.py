@@ -59,6 +59,9 @@ class LandmarkFitConfig:
     jaw: ``"contour"`` (default): each jaw landmark slides along its contour to the silhouette, as a
         2D detector trained on 300-W marks it (dlib); ``"fixed"``: each stays at its own vertex, for
         detectors that mark fixed points of a 3D face mesh whatever the pose (MediaPipe's face oval).
+    impl: ``"auto"`` (default: the numba-compiled joint solver, :mod:`~fml_taichi.recon.landmark_fit_jit`,
+        when numba imports, else numpy), ``"numba"`` or ``"numpy"`` (this module's code, the
+        reference; the alternating solver always runs here).
     """
 
     iterations: int = 3
@@ -70,8 +73,11 @@ class LandmarkFitConfig:
     expression_scale: float = 1.0
     solver: str = "joint"
     jaw: str = "contour"
+    impl: str = "auto"
 
     def __post_init__(self):
+        if self.impl not in ("auto", "numba", "numpy"):
+            raise ValueError(f"impl must be 'auto', 'numba' or 'numpy', got {self.impl!r}")
         if self.jaw not in ("contour", "fixed"):
             raise ValueError(f"jaw must be 'contour' or 'fixed', got {self.jaw!r}")
         if self.solver not in ("joint", "alternating"):
@@ -254,6 +260,7 @@ class LandmarkFitter:
         self.frontal_iod_mm = float(np.linalg.norm(mean[self.fixed[OUTER_EYE_CORNERS[0]]]
                                                    - mean[self.fixed[OUTER_EYE_CORNERS[1]]]))
         self.inner_pinv = np.linalg.pinv(np.concatenate([self.mean_inner, np.ones((len(INNER), 1))], 1))
+        self._jit_arrays = None  # the compiled solver's contiguous copies, made on first use
 
     def _weighted_affine_pose(self, x2, w, k):
         """:func:`affine_pose` with per-point weights (one small solve per face)."""
@@ -370,6 +377,34 @@ class LandmarkFitter:
         step = np.linalg.solve(h, grad[..., None])[..., 0]
         return rodrigues(step[:, :3]) @ rot, t + step[:, 3:6], coef + step[:, 6:]
 
+    def _compiled(self):
+        """The compiled twin's module when ``impl`` selects it (and numba imports), else None."""
+        if self.config.impl == "numpy":
+            return None
+        try:
+            from . import landmark_fit_jit
+        except ImportError:
+            if self.config.impl == "numba":
+                raise
+            return None
+        return landmark_fit_jit
+
+    def _fit_compiled(self, x2, k, w, weights, rot, t, sigma_px):
+        """The joint solver's steps (from the rigid start) in :mod:`~fml_taichi.recon.landmark_fit_jit`:
+        ``(rot, t, coef, idx, uv)``."""
+        jit = self._compiled()
+        if self._jit_arrays is None:
+            self._jit_arrays = (np.ascontiguousarray(self.mean), np.ascontiguousarray(self.basis), self._basis_flat,
+                                self.fixed_local.astype(np.int64), np.ascontiguousarray(self.jaw_local, np.int64),
+                                np.ascontiguousarray(self.jaw_valid), self.own_k.astype(np.int64),
+                                np.ascontiguousarray(self._jaw_normals[0]))
+        mean, basis, basis_flat, fixed, jaw, valid, own, normals = self._jit_arrays
+        return jit.fit_joint_batch(np.ascontiguousarray(x2), np.ascontiguousarray(k), np.ascontiguousarray(w, np.float64),
+                                   np.ascontiguousarray(rot), np.ascontiguousarray(t), np.ascontiguousarray(sigma_px),
+                                   mean, basis, basis_flat, fixed, jaw, valid, own, normals,
+                                   np.ascontiguousarray(self.prior, np.float64), int(self.config.pose_steps),
+                                   int(self.config.iterations), self.config.jaw == "fixed")
+
     # -- the fit -----------------------------------------------------------------------------------
     def __call__(self, landmarks, intrinsics, weights=None) -> LandmarkFit:
         x2 = _np(landmarks)
@@ -382,7 +417,10 @@ class LandmarkFitter:
         w = np.ones((b, 68)) if weights is None else np.broadcast_to(_np(weights).reshape(-1, 68), (b, 68)).copy()
         iod = np.linalg.norm(x2[:, OUTER_EYE_CORNERS[0]] - x2[:, OUTER_EYE_CORNERS[1]], axis=-1)
         # The inter-ocular distance shrinks with yaw; the face's scale (affine fit) does not.
-        if weights is None:
+        if weights is None and self._compiled() is not None:
+            rot, t = self._compiled().affine_pose_batch(np.ascontiguousarray(x2[:, INNER]), np.ascontiguousarray(k),
+                                                        self.inner_pinv, self.mean_inner)
+        elif weights is None:
             rot, t = affine_pose(x2[:, INNER], self.mean_inner, k, self.inner_pinv)
         else:
             rot, t = self._weighted_affine_pose(x2, w, k)
@@ -393,7 +431,10 @@ class LandmarkFitter:
         pts = self.points(coef)
         w_inner = w.copy()
         w_inner[:, :N_JAW] = 0.0
-        if self.config.solver == "joint":
+        if self.config.solver == "joint" and self._compiled() is not None:
+            rot, t, coef, idx, uv = self._fit_compiled(x2, k, w, weights, rot, t, sigma_px)
+            pts = None
+        elif self.config.solver == "joint":
             x3 = pts[:, self.fixed_local]
             for _ in range(self.config.pose_steps):  # the rigid pose on the inner points first
                 rot, t = self.pose_step(rot, t, x3, x2, w_inner, k)
@@ -418,8 +459,8 @@ class LandmarkFitter:
             x3 = _gather(pts, idx)
             rot, t = self.pose_step(rot, t, x3, x2, w, k)
             idx = self.jaw_vertices(rot, t, pts)
-        x3 = _gather(pts, idx)
-        uv, _ = self.project(rot, t, x3, k)
+        if pts is not None:
+            uv, _ = self.project(rot, t, _gather(pts, idx), k)
         err = np.linalg.norm(uv - x2, axis=-1)
         frontal_iod = k[:, 0] / np.maximum(t[:, 2], 1e-6) * self.frontal_iod_mm
         return LandmarkFit(rotation=matrix_to_euler(rot), matrix=rot, translation=t,
