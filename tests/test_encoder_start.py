@@ -118,3 +118,36 @@ def test_numpy_heads_hold_masked_outputs_at_the_start_exactly_and_match_torch(fa
             base_cols = np.r_[np.arange(heads.n_identity), np.arange(z.shape[1] - heads.n_identity) + heads.n_identity + 8]
             assert len(held) > 0 and np.array_equal(got[:, base_cols[held]], z.numpy()[:, held])
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_heads_that_keep_the_geometry_pass_the_start_on_exactly(face_model):
+    """``keeps_geometry`` (reflectance residuals only, a zero geometry head): everything of the flat
+    vector but the reflectance and its corrective is the start's, bit for bit, so the pipeline may use
+    it (``start_flat``) before the features exist; a trained geometry head or pose residuals say no."""
+    from fml_taichi.recon.runners import EncoderHeads
+
+    g = torch.Generator().manual_seed(5)
+    images = torch.rand(2, 3, 64, 64, generator=g)
+    enc = FaceEncoder.for_model(face_model, 4, 4, EncoderConfig(input_size=32, width=0.5, n_features=32,
+                                                                input="image+start", residuals="reflectance")).eval()
+    with torch.no_grad():
+        for head in (enc.head_base, enc.head_reflectance):
+            for p in (head.weight, head.bias):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        feats = enc.backbone(enc.preprocess(images)).numpy()
+    start = FaceParams.zeros(2, face_model.m_shape, face_model.m_expression, face_model.m_reflectance, 4, 4)
+    start = start.replace(translation=torch.tensor([[5.0, -3.0, 480.0], [0.0, 2.0, 520.0]]),
+                          shape=torch.randn(2, face_model.m_shape, generator=g))
+    z = enc.codec.pack_base(start).numpy()
+    heads = EncoderHeads(enc)
+    assert heads.keeps_geometry
+    full, early = heads.unpack(heads.flat(feats, z)), heads.unpack(heads.start_flat(z))
+    for name in ("shape", "expression", "rotation", "translation", "light", "delta_geometry"):
+        assert np.array_equal(full[name], early[name]), name
+    assert not np.array_equal(full["reflectance"], early["reflectance"])
+    with torch.no_grad():
+        enc.head_geometry.bias.add_(0.1)
+    assert not EncoderHeads(enc).keeps_geometry
+    enc_all = FaceEncoder.for_model(face_model, 4, 4, EncoderConfig(input_size=32, width=0.5, n_features=32,
+                                                                    input="image+start", residuals="all")).eval()
+    assert not EncoderHeads(enc_all).keeps_geometry

@@ -123,6 +123,12 @@ class EncoderHeads:
             "light": (f32(codec.light_mean), np.float32(sc.light_scale)),
         }
         self._slices = lay.slices()
+        # Whether the heads can move only the base reflectance and the reflectance corrective: the
+        # geometry head is exactly zero and every residual column is a reflectance one. Pose, shape,
+        # expression, light and the final geometry are then the start's, known before the features.
+        lo, hi = lay.n_shape + lay.n_expression, self.n_identity
+        self.keeps_geometry = bool(self.takes_start and not (self.geometry[0].any() or self.geometry[1].any())
+                                   and np.all((self._active >= lo) & (self._active < hi)))
         self._base_parts = ("shape", "expression", "reflectance", "rotation", "translation", "light")
 
     def _inputs(self, features: np.ndarray, start_z: np.ndarray | None) -> np.ndarray:
@@ -158,6 +164,14 @@ class EncoderHeads:
             base = y[:, :n_act]
         n_id = self.n_identity
         return np.concatenate([base[:, :n_id], y[:, n_act:n_act + n_g], y[:, n_act + n_g:], base[:, n_id:]], 1)
+
+    def start_flat(self, start_z: np.ndarray) -> np.ndarray:
+        """:meth:`flat` with every head output zero: the start's z as the heads pass it on (its
+        parts without a residual come out of :meth:`flat` exactly so), zero corrective z."""
+        z = np.asarray(start_z, np.float32)
+        n_g, n_r = self.geometry[0].shape[1], self.reflectance[0].shape[1]
+        n_id = self.n_identity
+        return np.concatenate([z[:, :n_id], np.zeros((len(z), n_g + n_r), np.float32), z[:, n_id:]], 1)
 
     def params(self, features: np.ndarray, start_z: np.ndarray | None = None) -> FaceParams:
         """:meth:`flat` unpacked to float32 :class:`FaceParams`."""
