@@ -151,3 +151,7 @@ def test_heads_that_keep_the_geometry_pass_the_start_on_exactly(face_model):
     enc_all = FaceEncoder.for_model(face_model, 4, 4, EncoderConfig(input_size=32, width=0.5, n_features=32,
                                                                     input="image+start", residuals="all")).eval()
     assert not EncoderHeads(enc_all).keeps_geometry
+    # The residual columns alone give the reflectance that flat + unpack give.
+    np.testing.assert_allclose(heads.base_reflectance(feats, z), full["reflectance"], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="keeps_geometry"):
+        EncoderHeads(enc_all).base_reflectance(feats, z)

@@ -165,6 +165,23 @@ class EncoderHeads:
         n_id = self.n_identity
         return np.concatenate([base[:, :n_id], y[:, n_act:n_act + n_g], y[:, n_act + n_g:], base[:, n_id:]], 1)
 
+    def base_reflectance(self, features: np.ndarray, start_z: np.ndarray) -> np.ndarray:
+        """For heads that :attr:`keeps_geometry`: the base reflectance coefficients [B, m_r] float32
+        that :meth:`flat` and :meth:`unpack` give, from the residual columns' product alone (a third
+        of the weights :meth:`flat` reads; every other output is :meth:`start_flat`'s)."""
+        if not self.keeps_geometry:
+            raise ValueError("base_reflectance: these heads move more than the reflectance (keeps_geometry is False)")
+        x = self._inputs(features, start_z)
+        n_act = len(self._active)
+        if getattr(self, "_residual_columns", None) is None:
+            self._residual_columns = (np.ascontiguousarray(self._fused[0][:, :n_act]), self._fused[1][:n_act].copy())
+        w, b = self._residual_columns
+        lo = self.n_identity - self.codec.layout.n_reflectance
+        z = x[:, self.n_features + lo:self.n_features + self.n_identity].copy()
+        z[:, self._active - lo] += x @ w + b
+        offset, scale = self._maps["reflectance"]
+        return offset + z * scale
+
     def start_flat(self, start_z: np.ndarray) -> np.ndarray:
         """:meth:`flat` with every head output zero: the start's z as the heads pass it on (its
         parts without a residual come out of :meth:`flat` exactly so), zero corrective z."""
