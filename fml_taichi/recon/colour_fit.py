@@ -27,7 +27,26 @@ import numpy as np
 from .landmark_fit import _cross
 from .skin_tone import constant_colour_coefficients, skin_modes
 
-__all__ = ["ColourFit", "ColourFitConfig", "ColourFitter", "sh_basis_np"]
+__all__ = ["ColourFit", "ColourFitConfig", "ColourFitter", "sh_basis_np", "default_impl"]
+
+IMPLS = ("numba", "numpy")
+
+
+def default_impl() -> str:
+    """"numba" when numba imports, else "numpy"."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "numba"
+
+
+def resolve_impl(impl: str | None) -> str:
+    """``impl`` checked (None: :func:`default_impl`)."""
+    impl = default_impl() if impl is None else impl
+    if impl not in IMPLS:
+        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
+    return impl
 
 SH_C = (0.28209479177387814, 0.4886025119029199, 1.0925484305920792, 0.31539156525252005, 0.5462742152960396)
 
@@ -44,7 +63,9 @@ class ColourFitConfig:
     the colour residual; after the first round samples beyond it are down-weighted (eyes, brows,
     hair strands, specular spots are outliers of a skin albedo). min_facing: visible only when ``-n . v / |v|`` exceeds this.
     n_local_modes: how many of the model's reflectance modes (lowest first) the fit solves for (None: all);
-    under the strong local prior the higher ones barely move, and each costs solve time."""
+    under the strong local prior the higher ones barely move, and each costs solve time.
+    impl: "numba" (the same maths compiled, :mod:`fml_taichi.recon.colour_fit_jit`; the default when
+    numba imports), "numpy" (the array code of this module), or None (that default)."""
 
     iterations: int = 2
     n_samples: int = 200
@@ -57,6 +78,7 @@ class ColourFitConfig:
     local_prior_weight: float = 30.0
     robust_delta: float = 0.06
     n_local_modes: int | None = None
+    impl: str | None = None
 
 
 @dataclass
@@ -107,8 +129,10 @@ class ColourFitter:
     [B, len(vertices), 3]), rotation matrices [B, 3, 3], translation [B, 3], intrinsics [4] / [B, 4])``.
     """
 
-    def __init__(self, face_model, config: ColourFitConfig | None = None):
+    def __init__(self, face_model, config: ColourFitConfig | None = None, impl: str | None = None):
         self.config = cfg = config or ColourFitConfig()
+        #: "numba" or "numpy": which code :meth:`__call__` runs (``impl`` here wins over the config's).
+        self.impl = resolve_impl(impl if impl is not None else cfg.impl)
         skin = face_model.skin_mask.cpu().numpy()
         cand = np.nonzero(skin)[0] if skin.sum() >= 50 else np.arange(face_model.n_vertices)
         step = max(1, len(cand) // cfg.n_samples)
@@ -155,6 +179,10 @@ class ColourFitter:
         self._skin_inv = np.linalg.inv(self.skin_modes)
         self._base_c = self._base.mean(0) @ self._skin_inv
         self._scales = np.exp(np.linspace(-1.2, 1.2, 49))[None]
+        # The compiled path's tables: contiguous, and the basis as [3S, m] rows.
+        self._basis_rows = np.ascontiguousarray(self._basis.reshape(-1, self._basis.shape[2]))
+        self._design = np.ascontiguousarray(self._design)
+        self._scales_flat = np.ascontiguousarray(self._scales[0])
 
     # -- pieces ------------------------------------------------------------------------------------
     def _indices(self, geometry: np.ndarray) -> tuple:
@@ -261,8 +289,10 @@ class ColourFitter:
             raise ValueError(f"images [B, H, W, 3] and geometry [B, N, 3] expected, got {img.shape}, {geo.shape}")
         b = len(img)
         k = np.broadcast_to(np.asarray(intrinsics, np.float64).reshape(-1, 4), (b, 4))
-        colours, sh, weight = self.observe(img, geo, np.asarray(rotation, np.float64),
-                                           np.asarray(translation, np.float64), k)
+        rot, t = np.asarray(rotation, np.float64), np.asarray(translation, np.float64)
+        if self.impl == "numba":
+            return self._fit_numba(img, geo, rot, t, k)
+        colours, sh, weight = self.observe(img, geo, rot, t, k)
         skin = np.zeros((b, 3))
         coef = np.zeros((b, self._basis.shape[2]))
         albedo = self.albedo(skin, coef)
@@ -275,7 +305,26 @@ class ColourFitter:
             weight = visible * self.huber_weights(albedo * (sh @ light) - colours)
         light = self.solve_light(colours, sh, weight, albedo)
         skin, coef, light = self.resolve_scale(skin, coef, light, sh, weight)
-        albedo = self.albedo(skin, coef)
+        return self._result(colours, sh, visible, self.albedo(skin, coef), skin, coef, light)
+
+    def _fit_numba(self, img, geo, rot, t, k) -> ColourFit:
+        """:meth:`__call__` by the compiled functions (same maths; OpenCV's remap samples in between)."""
+        from . import colour_fit_jit as jit
+
+        cfg = self.config
+        samples, (c0, c1, c2) = self._indices(geo)
+        h, w = img.shape[1:3]
+        uv, sh, visible = jit.observe(np.ascontiguousarray(geo), samples, c0, c1, c2, np.ascontiguousarray(rot),
+                                      np.ascontiguousarray(t), np.ascontiguousarray(k), h, w, float(cfg.min_facing))
+        colours = _bilinear(img, uv).astype(np.float64)
+        light, skin, coef, albedo = jit.fit(
+            colours, sh, visible, self._base, self.skin_modes, self._basis_rows, self._design,
+            self._refl_prior, self._light_prior, self._prior, self._base_c, self._scales_flat, int(cfg.iterations),
+            float(cfg.sigma_colour), float(cfg.light_level), float(cfg.light_level_sd), float(cfg.robust_delta))
+        return self._result(colours, sh, visible, albedo, skin, coef, light)
+
+    def _result(self, colours, sh, visible, albedo, skin, coef, light) -> ColourFit:
+        """The :class:`ColourFit` of the final albedo [B, S, 3], coefficients and light."""
         pred = albedo * (sh @ light)
         n_vis = visible.sum(1)
         rms = np.sqrt((((pred - colours) ** 2).sum(-1) * visible).sum(1) / np.maximum(n_vis, 1))

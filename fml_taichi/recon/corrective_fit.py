@@ -19,17 +19,20 @@ Everything is read from the image and the model's own base level: no ground trut
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
 from ..common.constants import NORMAL_EPS
 from ..ops.image_formation import image_formation
-from .colour_fit import sh_basis_np
+from .colour_fit import resolve_impl, sh_basis_np
 from .landmark_fit import _cross, euler_to_matrix_np
 from ..reference.image_formation import Z_MIN, bilinear_sample, euler_to_matrix, project, safe_normalize, sh_basis
 
 __all__ = ["MIN_SHADING", "MAX_RESIDUAL", "DEFAULT_PRIOR", "reflectance_residuals", "reflectance_residuals_at", "fit_reflectance_coefficients",
            "fitted_reflectance_coefficients", "ReflectanceCoefficientFitter",
+           "PreparedReflectanceFit",
            "with_fitted_reflectance", "reflectance_prior_of"]
 
 #: Vertices shaded below this (any channel) are left out: their ``I / s`` is mostly noise.
@@ -192,7 +195,10 @@ class ReflectanceCoefficientFitter:
     and ``rho_i`` the ``w``-weighted channel mean, so the grey solve is one row per vertex;
     ``grey(base) + grey(Theta delta)`` is then the final reflectance the fit chose (grey)."""
 
-    def __init__(self, face_model, corrective, stride: int, prior: float = DEFAULT_PRIOR):
+    def __init__(self, face_model, corrective, stride: int, prior: float = DEFAULT_PRIOR, impl: str | None = None):
+        #: "numba" (the observation and design rows compiled, :mod:`fml_taichi.recon.corrective_fit_jit`;
+        #: the default when numba imports) or "numpy".
+        self.impl = resolve_impl(impl)
         if prior <= 0:
             raise ValueError(f"prior: expected a positive ridge weight, got {prior!r}")
         if not hasattr(corrective, "theta"):
@@ -231,9 +237,23 @@ class ReflectanceCoefficientFitter:
 
     def _residuals(self, geometry, base_reflectance, rotation, translation, light, images, intrinsics, grey=None):
         """``(rho, weight, grey)``; ``grey`` a float: the tolerance of :meth:`grey_samples`, which decides."""
+        obs = self._observe(geometry, rotation, translation, light, images, intrinsics, grey)
+        return obs.residuals(base_reflectance), obs.weight, obs.grey
+
+    def _observe(self, geometry, rotation, translation, light, images, intrinsics, grey) -> "PreparedReflectanceFit":
+        """The observation at :attr:`rows` (no per-face systems yet): what the base reflectance does not enter."""
         geo = _f32(geometry)
-        b = len(geo)
         rot = euler_to_matrix_np(_f32(rotation)).astype(np.float32)  # float32 angles, as the torch path
+        img = _f32(images)
+        observe = self._observe_numba if self.impl == "numba" else self._observe_numpy
+        quotient, weight, ok, sampled, inside = observe(geo, rot, _f32(translation), _f32(intrinsics), _f32(light), img)
+        if isinstance(grey, float):
+            grey = self.grey_samples(sampled, inside, grey)
+        return PreparedReflectanceFit(self.rows, quotient, ok, weight, grey, [])
+
+    def _observe_numpy(self, geo, rot, translation, intrinsics, light, img) -> tuple:
+        """(sampled / clamped shading, weight, ok [B, M, 1], sampled, inside) by numpy array code."""
+        b = len(geo)
         # Coordinates as planes [B, 3, N]: the ring gathers and the cross products then work on
         # contiguous [D, M] slabs (fancy indexing on the last axis cost 4x more).
         planes = np.ascontiguousarray(geo.transpose(0, 2, 1))
@@ -244,25 +264,30 @@ class ReflectanceCoefficientFitter:
         norm = np.sqrt((sums * sums).sum(1, keepdims=True))
         ok_norm = norm > NORMAL_EPS
         normals = rot @ np.where(ok_norm, sums / np.where(ok_norm, norm, 1), 0).astype(np.float32)  # [B, 3, M] camera
-        v_cam = rot @ np.take(planes, self.rows, axis=2) + _f32(translation)[:, :, None]  # [B, 3, M]
-        k = np.broadcast_to(_f32(intrinsics).reshape(-1, 4), (b, 4))[..., None]
+        v_cam = rot @ np.take(planes, self.rows, axis=2) + translation[:, :, None]  # [B, 3, M]
+        k = np.broadcast_to(intrinsics.reshape(-1, 4), (b, 4))[..., None]
         z = np.maximum(v_cam[:, 2], Z_MIN)
         u = k[:, 0] * v_cam[:, 0] / z + k[:, 2]
         v = k[:, 1] * v_cam[:, 1] / z + k[:, 3]
-        img = _f32(images)
         h, w = img.shape[1], img.shape[2]
         inside = (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1) & (v_cam[:, 2] > Z_MIN)
         visible = ((normals * v_cam).sum(1) < 0) & inside
-        shading = sh_basis_np(normals.transpose(0, 2, 1)) @ _f32(light)  # [B, M, 3]
+        shading = sh_basis_np(normals.transpose(0, 2, 1)) @ light  # [B, M, 3]
         ok = (visible & (shading > MIN_SHADING).all(-1))[..., None]
         sampled = _bilinear_np(img, u, v)
-        if isinstance(grey, float):
-            grey = self.grey_samples(sampled, inside, grey)
-        base = np.take(_f32(base_reflectance), self.rows, axis=1)
-        if grey is not None and np.any(grey):
-            base = np.where(np.asarray(grey, bool)[:, None, None], base.mean(-1, keepdims=True), base)
-        rho = sampled / np.maximum(shading, MIN_SHADING) - base
-        return np.clip(rho, -MAX_RESIDUAL, MAX_RESIDUAL) * ok, shading * shading * ok, grey
+        return sampled / np.maximum(shading, MIN_SHADING), shading * shading * ok, ok, sampled, inside
+
+    def _observe_numba(self, geo, rot, translation, intrinsics, light, img) -> tuple:
+        """:meth:`_observe_numpy` by one compiled loop (:mod:`fml_taichi.recon.corrective_fit_jit`)."""
+        from . import corrective_fit_jit as jit
+
+        k = np.ascontiguousarray(np.broadcast_to(intrinsics.reshape(-1, 4), (len(geo), 4)))
+        light = np.broadcast_to(light, (len(geo), 9, 3))
+        quotient, weight, ok, sampled, inside = jit.observe(
+            np.ascontiguousarray(geo), self.rows, *self._corners, np.ascontiguousarray(rot),
+            np.ascontiguousarray(translation), k, np.ascontiguousarray(img), np.ascontiguousarray(light),
+            np.float32(Z_MIN), np.float32(NORMAL_EPS), np.float32(MIN_SHADING))
+        return quotient, weight, ok[..., None], sampled, inside
 
     @staticmethod
     def grey_samples(sampled: np.ndarray, inside: np.ndarray, tolerance: float) -> np.ndarray:
@@ -278,29 +303,43 @@ class ReflectanceCoefficientFitter:
         ``grey`` is set: the grey-restricted solution (class docstring)."""
         out = np.empty((len(rho), self.theta.shape[2]), np.float32)
         for i in range(len(rho)):
-            keep = np.flatnonzero(weight[i, :, 0])  # weight is 0 in all channels or none
-            if grey is not None and grey[i]:
-                out[i] = self._solve_grey(rho[i], weight[i], keep)
-                continue
-            sw = np.sqrt(np.take(weight[i], keep, axis=0))  # [K, 3]
+            out[i] = self._face_system(weight[i], grey is not None and bool(grey[i])).solve(rho[i])
+        return out
+
+    def _face_system(self, weight: np.ndarray, grey: bool) -> "_FaceSystem":
+        """One face's normal equations from its weights [M, 3] (only vertices with weight enter; the
+        weight is 0 in all channels or none): rows ``sqrt(w) Theta``, or for a grey face rows
+        ``sqrt(W_i) mean_c Theta_i`` against the ``w``-weighted channel mean (class docstring)."""
+        keep = np.flatnonzero(weight[:, 0])
+        if grey:
+            w = np.take(weight, keep, axis=0)  # [K, 3]
+            total = w.sum(1)  # [K], > 0: kept vertices are lit in every channel
+            sw = np.sqrt(total)
+            a = np.take(self.theta_grey, keep, axis=0) * sw[:, None]  # [K, C]
+        elif self.impl == "numba":
+            from . import corrective_fit_jit as jit
+
+            w = total = None
+            a, sw = jit.design_rows(self.theta, keep, weight)
+        else:
+            w = total = None
+            sw = np.sqrt(np.take(weight, keep, axis=0))  # [K, 3]
             a = np.take(self.theta, keep, axis=0)  # a copy: scaled in place to sqrt(w) Theta rows
             a *= sw[..., None]
             a = a.reshape(-1, self.theta.shape[2])
-            normal = (a.T @ a).astype(np.float64) + self._ridge
-            rhs = a.T @ (sw * np.take(rho[i], keep, axis=0)).reshape(-1)
-            out[i] = np.linalg.solve(normal, rhs.astype(np.float64))
-        return out
-
-    def _solve_grey(self, rho: np.ndarray, weight: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        """One face's ridge solution [C] over grey offsets: rows ``sqrt(W_i) mean_c Theta_i`` against the
-        ``w``-weighted channel mean of ``rho`` (class docstring)."""
-        w = np.take(weight, keep, axis=0)  # [K, 3]
-        total = w.sum(1)  # [K], > 0: kept vertices are lit in every channel
-        target = (w * np.take(rho, keep, axis=0)).sum(1) / total
-        sw = np.sqrt(total)
-        a = np.take(self.theta_grey, keep, axis=0) * sw[:, None]  # [K, C]
         normal = (a.T @ a).astype(np.float64) + self._ridge
-        return np.linalg.solve(normal, (a.T @ (sw * target)).astype(np.float64))
+        return _FaceSystem(keep, sw, a, normal, w, total)
+
+    def prepare(self, geometry, rotation, translation, light, images, intrinsics, grey=None) -> "PreparedReflectanceFit":
+        """Everything of :meth:`fit` that the base reflectance does not enter: the observation (sampled
+        colour over clamped shading, the ok mask, the weights, the grey decision) and each face's
+        normal matrix and scaled design rows. :meth:`PreparedReflectanceFit.solve` of a base
+        reflectance then finishes the fit (a caller may overlap this with computing the base)."""
+        obs = self._observe(geometry, rotation, translation, light, images, intrinsics, grey)
+        grey = obs.grey
+        obs.faces.extend(self._face_system(obs.weight[i], grey is not None and bool(grey[i]))
+                         for i in range(len(obs.weight)))
+        return obs
 
     def offsets(self, delta: np.ndarray) -> np.ndarray:
         """The corrective's offsets ``Theta delta`` [B, N, 3] float32 of coefficients [B, C] (the
@@ -314,9 +353,62 @@ class ReflectanceCoefficientFitter:
     def fit(self, geometry, base_reflectance, rotation, translation, light, images, intrinsics, grey=None) -> tuple:
         """``(delta [B, C], grey [B] bool or None)``; ``grey``: None (every face in colour), [B] bool,
         or a float tolerance: faces whose sampled colours are grey to within it (:meth:`grey_samples`)."""
-        rho, weight, grey = self._residuals(geometry, base_reflectance, rotation, translation, light, images,
-                                            intrinsics, grey)
-        return self.solve(rho, weight, grey), grey
+        prepared = self.prepare(geometry, rotation, translation, light, images, intrinsics, grey)
+        return prepared.solve(base_reflectance), prepared.grey
+
+
+@dataclass
+class _FaceSystem:
+    """One face's ridge normal equations: kept vertices [K], ``sqrt`` weights ([K, 3]; grey: [K] of the
+    channel sums), the scaled design rows ``a`` ([3K, C]; grey: [K, C]), the normal matrix
+    ``a^T a + prior I`` [C, C] float64; grey faces also their weights [K, 3] and channel sums [K]."""
+
+    keep: np.ndarray
+    sw: np.ndarray
+    a: np.ndarray
+    normal: np.ndarray
+    w: np.ndarray | None = None
+    total: np.ndarray | None = None
+
+    def solve(self, rho: np.ndarray) -> np.ndarray:
+        """The coefficients [C] float64 for this face's residuals [M, 3]."""
+        r = np.take(rho, self.keep, axis=0)
+        if self.total is not None:  # grey: against the w-weighted channel mean
+            rhs = self.a.T @ (self.sw * ((self.w * r).sum(1) / self.total))
+        else:
+            rhs = self.a.T @ (self.sw * r).reshape(-1)
+        return np.linalg.solve(self.normal, rhs.astype(np.float64))
+
+
+@dataclass
+class PreparedReflectanceFit:
+    """:meth:`ReflectanceCoefficientFitter.prepare`'s result: at the fitter's ``rows`` [M], the sampled
+    colour over the clamped shading ``quotient`` [B, M, 3], ``ok`` [B, M, 1], ``weight`` [B, M, 3]
+    (``shading^2 ok``), ``grey`` ([B] bool or None) and one normal system per face."""
+
+    rows: np.ndarray
+    quotient: np.ndarray
+    ok: np.ndarray
+    weight: np.ndarray
+    grey: np.ndarray | None
+    faces: list = field(default_factory=list)
+
+    def residuals(self, base_reflectance) -> np.ndarray:
+        """``rho`` [B, M, 3] float32 of a base reflectance [B, N, 3] (grey faces: its channel mean)."""
+        base = np.take(_f32(base_reflectance), self.rows, axis=1)
+        if self.grey is not None and np.any(self.grey):
+            base = np.where(np.asarray(self.grey, bool)[:, None, None], base.mean(-1, keepdims=True), base)
+        return np.clip(self.quotient - base, -MAX_RESIDUAL, MAX_RESIDUAL) * self.ok
+
+    def solve(self, base_reflectance) -> np.ndarray:
+        """``delta`` [B, C] float32: the fit's coefficients for a base reflectance [B, N, 3]."""
+        if len(self.faces) != len(self.quotient):
+            raise ValueError("PreparedReflectanceFit: no face systems (made by ReflectanceCoefficientFitter.prepare)")
+        rho = self.residuals(base_reflectance)
+        out = np.empty((len(rho), self.faces[0].normal.shape[0] if self.faces else 0), np.float32)
+        for i, system in enumerate(self.faces):
+            out[i] = system.solve(rho[i])
+        return out
 
 
 def _f32(x) -> np.ndarray:
