@@ -50,9 +50,11 @@ def tiny_config(encoder_input: str = "image", reflectance: str = "predicted", re
     return cfg
 
 
-def write_tiny_checkpoint(path, encoder_input: str = "image", head_std: float = 0.01, **config) -> str:
+def write_tiny_checkpoint(path, encoder_input: str = "image", head_std: float = 0.01, geometry_head: bool = True,
+                          **config) -> str:
     """An untrained checkpoint whose heads are small random weights (outputs depend on the input, stay
-    near the mean face, frontal, 0.5 m away); ``head_std=0``: zero heads, as a fresh encoder has them."""
+    near the mean face, frontal, 0.5 m away); ``head_std=0``: zero heads, as a fresh encoder has them;
+    ``geometry_head=False``: the geometry head zero (a default run trains no geometry corrective)."""
     from fml_taichi.nets.checkpoint import save_checkpoint
     from fml_taichi.nets.config import from_dict
     from fml_taichi.nets.models import build_networks, face_model_from_spec, face_model_spec
@@ -64,6 +66,9 @@ def write_tiny_checkpoint(path, encoder_input: str = "image", head_std: float = 
     with torch.no_grad():
         for head in (encoder.head_base, encoder.head_geometry, encoder.head_reflectance):
             head.weight.copy_(torch.randn(head.weight.shape, generator=g) * head_std)
+        if not geometry_head:
+            encoder.head_geometry.weight.zero_()
+            encoder.head_geometry.bias.zero_()
     # Untrained BatchNorm statistics (mean 0, var 1) let activations vanish in eval mode: estimate
     # them from a few random images, as a short training run would.
     for m in encoder.modules():

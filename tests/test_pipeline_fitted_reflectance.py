@@ -150,3 +150,31 @@ def test_a_greyscale_crop_gets_a_grey_final_reflectance_and_colour_is_unchanged(
     assert greyscale_crops(colour_on.crop[None]).tolist() == [False]
     torch.testing.assert_close(colour_on.output.final_reflectance, colour_off.output.final_reflectance, atol=0, rtol=0)
     torch.testing.assert_close(colour_on.params.delta_reflectance, colour_off.params.delta_reflectance, atol=0, rtol=0)
+
+
+def test_work_done_before_the_features_gives_the_same_reconstruction(face, tmp_path):
+    """Heads that move only the reflectance (zero geometry head, reflectance residuals): the base
+    geometry and the reflectance fit's observation and normal equations are done from the start while
+    the backbone runs (``_before_features``); the reconstruction is bit for bit the one computed
+    after the features. Heads that may move the geometry skip it."""
+    from fml_taichi.recon.pipeline import FacePipeline
+
+    img, lm = face
+    ck = write_tiny_checkpoint(tmp_path / "keep.pt", "image+start", reflectance="fitted", residuals="reflectance",
+                               geometry_head=False)
+    pipe = FacePipeline.from_checkpoint(ck, detector=_detector(lm), runner="torch")
+    assert pipe.runner.heads.keeps_geometry
+    early = pipe(img)[0]
+    assert pipe.last_timings["before_features"] > 0
+    pipe._before_features = lambda *a: None  # the path after the features only
+    late = pipe(img)[0]
+    for name in ("final_geometry", "base_geometry", "base_reflectance", "final_reflectance"):
+        assert torch.equal(getattr(early.output, name), getattr(late.output, name)), name
+    for name in ("rotation", "translation", "light", "shape", "expression", "reflectance", "delta_reflectance"):
+        assert torch.equal(getattr(early.params, name), getattr(late.params, name)), name
+    moving = FacePipeline.from_checkpoint(write_tiny_checkpoint(tmp_path / "move.pt", "image+start", reflectance="fitted",
+                                                                residuals="reflectance"),
+                                          detector=_detector(lm), runner="torch")
+    assert not moving.runner.heads.keeps_geometry
+    moving(img)
+    assert moving.last_timings["before_features"] < 1e-3  # nothing done early (the check only)

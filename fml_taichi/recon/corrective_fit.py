@@ -204,7 +204,8 @@ class ReflectanceCoefficientFitter:
         if not hasattr(corrective, "theta"):
             raise ValueError("fitted reflectance coefficients need a linear reflectance corrective (model.kind 'linear')")
         n = int(face_model.n_vertices)
-        self.rows = np.arange(0, n, int(max(1, stride)))
+        self.stride = int(max(1, stride))
+        self.rows = np.arange(0, n, self.stride)
         ring = _incident_triangles(face_model.triangles, n, torch.from_numpy(self.rows)).numpy()  # [M, D, 3]
         # Ring slot first ([D, M] per corner): the sum over a vertex's triangles adds whole [M, 3] slabs.
         self._corners = tuple(np.ascontiguousarray(ring[..., c].T) for c in range(3))
