@@ -192,7 +192,11 @@ START_VARIANTS = (
     ("image+start encoder, auto", "image+start", True, "auto"),
     ("image+start encoder, serial, torch reflectance fit (before)", "image+start", True, False),
     ("image+start encoder, overlapped, torch reflectance fit (before)", "image+start", True, True),
+    ("image+start encoder, overlapped, numpy fits (before the compiled fits)", "image+start", True, True),
 )
+#: Variants run as before the compiled fits: the landmark, colour and reflectance fits in numpy
+#: (``impl="numpy"``), the reflectance fit at every 3rd vertex and nothing done before the features.
+NUMPY_FITS = tuple(v for v in START_VARIANTS if "before the compiled fits" in v[0])
 #: Variants whose reflectance fit runs through the torch functions (``FacePipeline.reflectance_fit_impl
 #: = "torch"``: the path before the numpy fitter, the shipped default's baseline); all others numpy.
 TORCH_REFLECTANCE_FIT = tuple(v for v in START_VARIANTS if "torch reflectance fit" in v[0])
@@ -226,6 +230,7 @@ def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, rounds
             pipes[kind] = FacePipeline(recs[kind], detector="pts", threads=threads)
         scene = scene or landmark_scene(pipes[kind])
     frame, det, box, crops = scene
+    fit_sets = {kind: {False: _compiled_fits(pipe), True: _numpy_fits(pipe)} for kind, pipe in pipes.items()}
     variants = START_VARIANTS + DETECTION_VARIANTS
     samples = {v[0]: [] for v in variants}
     cpu = {v[0]: [] for v in variants}
@@ -236,6 +241,7 @@ def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, rounds
             pipe = pipes[kind]
             pipe.split_encoder, pipe.overlap_encoder = split, overlap
             pipe.reflectance_fit_impl = "torch" if (name, kind, split, overlap) in TORCH_REFLECTANCE_FIT else "numpy"
+            _use_fits(pipe, fit_sets[kind][(name, kind, split, overlap) in NUMPY_FITS])
             call = (pipe.reconstruct_detections if (name, kind, split, overlap) in DETECTION_VARIANTS
                     else pipe.reconstruct_landmarks)
             for i in range(per_round):
@@ -253,6 +259,7 @@ def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, rounds
         med = {k: statistics.median(v) for k, v in parts[name].items()}
         out.append({"variant": name, "encoder_input": kind, "split_encoder": split, "overlap_encoder": overlap,
                     "reflectance_fit_impl": "torch" if (name, kind, split, overlap) in TORCH_REFLECTANCE_FIT else "numpy",
+                    "fits": "numpy" if (name, kind, split, overlap) in NUMPY_FITS else "default",
                     "call": "reconstruct_detections" if (name, kind, split, overlap) in DETECTION_VARIANTS
                     else "reconstruct_landmarks",
                     "ms_batch1": statistics.median(samples[name]), "best_ms_batch1": min(samples[name]),
@@ -260,6 +267,36 @@ def bench_landmark_start(checkpoint: str, repeats: int, threads: int = 1, rounds
                     "caller_cpu_ms": statistics.median(cpu[name]), "best_caller_cpu_ms": min(cpu[name]),
                     "runner": pipes[kind].runner_name, "calls": len(samples[name])})
     return out
+
+
+def _compiled_fits(pipe) -> dict:
+    """The pipeline's own fits (compiled when numba is installed) and settings, to restore."""
+    if pipe.fits_reflectance:
+        pipe._numpy_reflectance_fitter()
+    return {"landmarks": pipe.start.landmarks, "colour": pipe.start.colour, "stride": pipe.reflectance_fit_stride,
+            "fitter": pipe._reflectance_fitter, "before_features": type(pipe)._before_features.__get__(pipe)}
+
+
+def _numpy_fits(pipe) -> dict:
+    """The fits as before the compiled ones (:data:`NUMPY_FITS`)."""
+    import dataclasses
+
+    from fml_taichi.recon.colour_fit import ColourFitter
+    from fml_taichi.recon.corrective_fit import ReflectanceCoefficientFitter
+    from fml_taichi.recon.landmark_fit import LandmarkFitter
+
+    fm, st = pipe.face_model, pipe.start
+    corrective, prior = pipe.multilevel.reflectance_corrective, pipe.reconstructor.reflectance_prior
+    fitter = ReflectanceCoefficientFitter(fm, corrective, 3, prior, impl="numpy") if prior is not None else None
+    return {"landmarks": LandmarkFitter(fm, dataclasses.replace(st.landmarks.config, impl="numpy")),
+            "colour": ColourFitter(fm, st.colour.config, impl="numpy"), "stride": 3, "fitter": fitter,
+            "before_features": lambda *a: None}
+
+
+def _use_fits(pipe, fits: dict) -> None:
+    pipe.start.landmarks, pipe.start.colour = fits["landmarks"], fits["colour"]
+    pipe.reflectance_fit_stride, pipe._reflectance_fitter = fits["stride"], fits["fitter"]
+    pipe._before_features = fits["before_features"]
 
 
 def bench_backbone_sweep(repeats: int, threads: int, size: int = 240) -> list[dict]:
@@ -423,7 +460,9 @@ def main() -> int:
         image_row = next(v for v in variants if v["encoder_input"] == "image" and v["split_encoder"]
                          and v["overlap_encoder"] is True)
         start_enc = next(v for v in variants if v["encoder_input"] == "image+start" and v["overlap_encoder"] is True
-                         and v["reflectance_fit_impl"] == "numpy" and v["call"] == "reconstruct_landmarks")
+                         and v["reflectance_fit_impl"] == "numpy" and v["call"] == "reconstruct_landmarks"
+                         and v["fits"] == "default")
+        numpy_fits = next((v for v in variants if v["fits"] == "numpy"), None)
         before = next((v for v in variants if v["encoder_input"] == "image+start" and v["overlap_encoder"] is True
                        and v["reflectance_fit_impl"] == "torch"), None)
         # The headline row (JSON "landmark_start") is the checkpoint's own path: the shipped default's
@@ -445,7 +484,12 @@ def main() -> int:
                   f"({before['ms_batch1']:.2f} / {before['best_ms_batch1']:.2f} ms); reflectance fit "
                   f"{before['parts_ms'].get('reflectance_fit', 0.0):.2f} -> "
                   f"{start_enc['parts_ms'].get('reflectance_fit', 0.0):.2f} ms median")
+        if numpy_fits is not None:
+            print(f"  x {numpy_fits['ms_batch1'] / start_enc['ms_batch1']:.2f} median, x "
+                  f"{numpy_fits['best_ms_batch1'] / start_enc['best_ms_batch1']:.2f} best against the numpy fits "
+                  f"({numpy_fits['ms_batch1']:.2f} / {numpy_fits['best_ms_batch1']:.2f} ms)")
         start["before_numpy_reflectance_fit"] = before["variant"] if before else None
+        start["before_compiled_fits"] = numpy_fits["variant"] if numpy_fits else None
 
     fits_alone = None
     if ckpt:
