@@ -33,6 +33,7 @@ def observe(geometry, rows, c0, c1, c2, rot, t, k, image, light, z_min, normal_e
     sampled = np.empty((b, m, 3), np.float32)
     inside = np.empty((b, m), np.bool_)
     sh = np.empty(9, np.float32)
+    shade = np.empty(3, np.float32)
     for f in range(b):
         g, r, img, lt = geometry[f], rot[f], image[f], light[f]
         for i in range(m):
@@ -79,7 +80,6 @@ def observe(geometry, rows, c0, c1, c2, rot, t, k, image, light, z_min, normal_e
             ix, iy = int(x0), int(y0)
             ix1, iy1 = min(ix + 1, w - 1), min(iy + 1, h - 1)
             lit = True
-            shade = np.empty(3, np.float32)
             for c in range(3):
                 acc = ZERO
                 for j in range(9):
