@@ -193,7 +193,14 @@ class ReflectanceCoefficientFitter:
     offsets by ``mean_c (Theta delta)_ic`` (equal in all channels). For fixed grey offsets ``g_i``,
     ``sum_c w_ic (g_i - rho_ic)^2`` is ``W_i (g_i - rho_i)^2`` plus a constant, with ``W_i = sum_c w_ic``
     and ``rho_i`` the ``w``-weighted channel mean, so the grey solve is one row per vertex;
-    ``grey(base) + grey(Theta delta)`` is then the final reflectance the fit chose (grey)."""
+    ``grey(base) + grey(Theta delta)`` is then the final reflectance the fit chose (grey).
+
+    :meth:`fit` is :meth:`prepare` (the observation and each face's normal matrix: the base reflectance
+    does not enter, so it may run while the base is computed) then :meth:`PreparedReflectanceFit.solve`
+    of the base. ``impl="numba"`` (the default when numba imports) runs the observation, the design
+    rows and the solve compiled (:mod:`fml_taichi.recon.corrective_fit_jit`), ``"numpy"`` the array code
+    here; both float32 with the normal matrix on BLAS, agreeing to ~1e-5 of the coefficients' size
+    (the projection's rounding; tests/test_fits_jit.py)."""
 
     def __init__(self, face_model, corrective, stride: int, prior: float = DEFAULT_PRIOR, impl: str | None = None):
         #: "numba" (the observation and design rows compiled, :mod:`fml_taichi.recon.corrective_fit_jit`;
