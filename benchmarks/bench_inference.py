@@ -329,10 +329,15 @@ def bench_backbone_sweep(repeats: int, threads: int, size: int = 240) -> list[di
 def bench_fits_alone(checkpoint: str, repeats: int) -> dict:
     """The start's two fits and the reflectance fit called alone, back to back on the benchmark scene
     (caches warm: the figure the fits' own code sets, against the pipeline's parts above, where the
-    encoder and the model decode run in between): median / best ms each; the reflectance fit numpy
-    (default) and torch (the path before) in turns, and its offsets from the fitter's Theta and from
-    the corrective module."""
+    encoder and the model decode run in between): median / best ms each, in turns in this process:
+    the colour fit numba (the default, also ``colour_fit``: the start's own fitter) and numpy, the
+    reflectance fit numba (default), numpy and torch (the path before), its two halves (numba:
+    ``prepare`` without the base reflectance, ``solve`` given it), and its offsets from the fitter's
+    Theta and from the corrective module."""
+    import functools
+
     from fml_taichi.recon.align import warp_aligned
+    from fml_taichi.recon.colour_fit import ColourFitter
     from fml_taichi.recon.corrective_fit import ReflectanceCoefficientFitter, fitted_reflectance_coefficients
     from fml_taichi.recon.pipeline import FIT_VERTEX_STRIDE, FacePipeline
 
@@ -346,20 +351,31 @@ def bench_fits_alone(checkpoint: str, repeats: int) -> dict:
     st = pipe.start
     fit = st.landmarks(lm, k_al)
     geo = st.colour_geometry(pipe.last_start.params.shape, pipe.last_start.params.expression)
+    colour = {impl: ColourFitter(pipe.face_model, st.colour.config, impl=impl) for impl in ("numba", "numpy")}
     calls = {"landmark_fit": lambda: st.landmarks(lm, k_al),
              "colour_fit": lambda: st.colour(warped, geo, fit.matrix, fit.translation, k_al)}
+    for impl, fitter in colour.items():
+        calls[f"colour_fit_{impl}"] = functools.partial(fitter, warped, geo, fit.matrix, fit.translation, k_al)
     prior = pipe.reconstructor.reflectance_prior
     if prior is not None and hasattr(pipe.multilevel.reflectance_corrective, "theta"):
         ml = pipe.multilevel
         k_crop = pipe.crop_cameras([box], frame.shape)
-        fitter = ReflectanceCoefficientFitter(pipe.face_model, ml.reflectance_corrective, FIT_VERTEX_STRIDE, prior)
+        fitters = {impl: ReflectanceCoefficientFitter(pipe.face_model, ml.reflectance_corrective, FIT_VERTEX_STRIDE,
+                                                      prior, impl=impl) for impl in ("numba", "numpy")}
         images, k_t = torch.from_numpy(np.ascontiguousarray(crops, np.float32)), torch.as_tensor(k_crop, dtype=torch.float32)
-        calls["reflectance_fit_numpy"] = lambda: fitter(out.final_geometry, out.base_reflectance, params.rotation,
-                                                        params.translation, params.light, crops, k_crop)
+        for impl, fitter in fitters.items():
+            calls[f"reflectance_fit_{impl}"] = functools.partial(
+                fitter, out.final_geometry, out.base_reflectance, params.rotation, params.translation, params.light,
+                crops, k_crop)
+        pose = (out.final_geometry, params.rotation, params.translation, params.light, crops, k_crop)
+        calls["reflectance_prepare_numba"] = functools.partial(fitters["numba"].prepare, *pose)
+        prepared = fitters["numba"].prepare(*pose)
+        calls["reflectance_solve_numba"] = functools.partial(prepared.solve, out.base_reflectance)
         calls["reflectance_fit_torch"] = lambda: fitted_reflectance_coefficients(ml, params, out, images, k_t, prior,
                                                                                  FIT_VERTEX_STRIDE)
         # The fitted coefficients' offsets Theta_r delta over all vertices: the fitter's copy of Theta
         # (the pipeline's path) against the corrective module's forward (the path before).
+        fitter = fitters["numpy"]
         delta = fitter(out.final_geometry, out.base_reflectance, params.rotation, params.translation, params.light,
                        crops, k_crop)
         delta_t = torch.from_numpy(delta)

@@ -133,3 +133,16 @@ def test_prepare_then_solve_is_fit(scene, impl):
     # The pieces the tests of the numpy path use agree with it.
     rho, w = fitter.residuals(geo, base, rot, t, light, img, k, grey)
     np.testing.assert_array_equal(fitter.solve(rho, w, grey), want)
+
+
+@pytest.mark.parametrize("impl", ["numpy", "numba"])
+def test_reflectance_fit_of_a_face_outside_the_image_is_zero(scene, impl):
+    """No vertex inside the crop: no rows enter, and the ridge solution is 0 (colour and grey faces)."""
+    fm, b, p, k, ml, out = scene
+    geo, base, rot, t, light, img, k = _reflectance_args(scene, b["image"].numpy(), 2)
+    t = t.clone()
+    t[:, 0] += 10 * float(t[:, 2].abs().max())  # far to the side of the view
+    fitter = ReflectanceCoefficientFitter(fm, ml.reflectance_corrective, 3, prior=0.01, impl=impl)
+    for grey in (np.array([False, False]), np.array([True, False])):
+        delta, _ = fitter.fit(geo, base, rot, t, light, img, k, grey)
+        np.testing.assert_array_equal(delta, np.zeros_like(delta))

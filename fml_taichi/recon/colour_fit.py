@@ -183,6 +183,7 @@ class ColourFitter:
         self._basis_rows = np.ascontiguousarray(self._basis.reshape(-1, self._basis.shape[2]))
         self._design = np.ascontiguousarray(self._design)
         self._scales_flat = np.ascontiguousarray(self._scales[0])
+        self._constant_coef = np.ascontiguousarray(self.constant_coef, np.float64)
 
     # -- pieces ------------------------------------------------------------------------------------
     def _indices(self, geometry: np.ndarray) -> tuple:
@@ -321,7 +322,9 @@ class ColourFitter:
             colours, sh, visible, self._base, self.skin_modes, self._basis_rows, self._design,
             self._refl_prior, self._light_prior, self._prior, self._base_c, self._scales_flat, int(cfg.iterations),
             float(cfg.sigma_colour), float(cfg.light_level), float(cfg.light_level_sd), float(cfg.robust_delta))
-        return self._result(colours, sh, visible, albedo, skin, coef, light)
+        total, n_vis, rms, mean_albedo = jit.summarise(colours, sh, visible, albedo, light, skin, coef,
+                                                       self.skin_offset, self.skin_modes, self._constant_coef)
+        return ColourFit(light=light, reflectance=total, skin=skin, albedo=mean_albedo, n_visible=n_vis, rms=rms)
 
     def _result(self, colours, sh, visible, albedo, skin, coef, light) -> ColourFit:
         """The :class:`ColourFit` of the final albedo [B, S, 3], coefficients and light."""

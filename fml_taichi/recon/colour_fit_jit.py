@@ -142,18 +142,26 @@ def _shade(sh, light, out):
 
 @numba.njit(**_JIT)
 def _solve_reflectance(colours, shading, weight, base, design, refl_prior):
-    """[3 + m] skin-mode and model coefficients of one face for fixed shading (``solve_reflectance``)."""
+    """[3 + m] skin-mode and model coefficients of one face for fixed shading (``solve_reflectance``).
+    Samples of weight 0 (not visible) add exact zeros to the normal equations: left out."""
     s = colours.shape[0]
     n = design.shape[1]
-    rows = np.empty((3 * s, n))
-    rhs = np.empty(3 * s)
+    kept = 0
     for i in range(s):
+        kept += weight[i] != 0.0
+    rows = np.empty((3 * kept, n))
+    rhs = np.empty(3 * kept)
+    o = 0
+    for i in range(s):
+        if weight[i] == 0.0:
+            continue
         for c in range(3):
             r = 3 * i + c
             sw = shading[i, c] * weight[i]
-            rhs[r] = (colours[i, c] - shading[i, c] * base[i, c]) * weight[i]
+            rhs[o] = (colours[i, c] - shading[i, c] * base[i, c]) * weight[i]
             for m in range(n):
-                rows[r, m] = design[r, m] * sw
+                rows[o, m] = design[r, m] * sw
+            o += 1
     return np.linalg.solve(np.dot(rows.T, rows) + refl_prior, np.dot(rows.T, rhs))
 
 
@@ -224,3 +232,44 @@ def fit(colours, sh, visible, base, skin_modes, basis2, design, refl_prior, ligh
         coefs[f] = coef
         _albedo(base, skin, skin_modes, basis2, coef, albedo)
     return lights, skins, coefs, albedos
+
+
+@numba.njit(**_JIT)
+def summarise(colours, sh, visible, albedo, light, skin, coef, skin_offset, skin_modes, constant_coef):
+    """(model coefficients [B, m_all] with the global colour, visible count [B], colour rms [B], mean
+    albedo [B, 3] over the visible samples): ``ColourFitter.__call__``'s summary of the fit."""
+    b, s = colours.shape[0], colours.shape[1]
+    m_all, m = constant_coef.shape[0], coef.shape[1]
+    total = np.empty((b, m_all))
+    n_vis = np.empty(b)
+    rms = np.empty(b)
+    mean_albedo = np.empty((b, 3))
+    for f in range(b):
+        nv = 0.0
+        se = 0.0
+        acc = np.zeros(3)
+        for i in range(s):
+            nv += visible[f, i]
+            e = 0.0
+            for c in range(3):
+                shade = 0.0
+                for j in range(9):
+                    shade += sh[f, i, j] * light[f, j, c]
+                d = albedo[f, i, c] * shade - colours[f, i, c]
+                e += d * d
+                acc[c] += albedo[f, i, c] * visible[f, i]
+            se += e * visible[f, i]
+        n_vis[f] = nv
+        rms[f] = np.sqrt(se / max(nv, 1.0))
+        for c in range(3):
+            mean_albedo[f, c] = acc[c] / max(nv, 1.0)
+        # The constant RGB offset from the model's mean, written into the model's constant modes.
+        off = np.empty(3)
+        for c in range(3):
+            off[c] = skin_offset[c] + skin[f, 0] * skin_modes[0, c] + skin[f, 1] * skin_modes[1, c] \
+                + skin[f, 2] * skin_modes[2, c]
+        for j in range(m_all):
+            total[f, j] = off[0] * constant_coef[j, 0] + off[1] * constant_coef[j, 1] + off[2] * constant_coef[j, 2]
+        for j in range(m):
+            total[f, j] += coef[f, j]
+    return total, n_vis, rms, mean_albedo

@@ -193,7 +193,14 @@ class ReflectanceCoefficientFitter:
     offsets by ``mean_c (Theta delta)_ic`` (equal in all channels). For fixed grey offsets ``g_i``,
     ``sum_c w_ic (g_i - rho_ic)^2`` is ``W_i (g_i - rho_i)^2`` plus a constant, with ``W_i = sum_c w_ic``
     and ``rho_i`` the ``w``-weighted channel mean, so the grey solve is one row per vertex;
-    ``grey(base) + grey(Theta delta)`` is then the final reflectance the fit chose (grey)."""
+    ``grey(base) + grey(Theta delta)`` is then the final reflectance the fit chose (grey).
+
+    :meth:`fit` is :meth:`prepare` (the observation and each face's normal matrix: the base reflectance
+    does not enter, so it may run while the base is computed) then :meth:`PreparedReflectanceFit.solve`
+    of the base. ``impl="numba"`` (the default when numba imports) runs the observation, the design
+    rows and the solve compiled (:mod:`fml_taichi.recon.corrective_fit_jit`), ``"numpy"`` the array code
+    here; both float32 with the normal matrix on BLAS, agreeing to ~1e-5 of the coefficients' size
+    (the projection's rounding; tests/test_fits_jit.py)."""
 
     def __init__(self, face_model, corrective, stride: int, prior: float = DEFAULT_PRIOR, impl: str | None = None):
         #: "numba" (the observation and design rows compiled, :mod:`fml_taichi.recon.corrective_fit_jit`;
@@ -244,17 +251,18 @@ class ReflectanceCoefficientFitter:
     def _observe(self, geometry, rotation, translation, light, images, intrinsics, grey) -> "PreparedReflectanceFit":
         """The observation at :attr:`rows` (no per-face systems yet): what the base reflectance does not enter."""
         geo = _f32(geometry)
-        rot = euler_to_matrix_np(_f32(rotation)).astype(np.float32)  # float32 angles, as the torch path
         img = _f32(images)
         observe = self._observe_numba if self.impl == "numba" else self._observe_numpy
-        quotient, weight, ok, sampled, inside = observe(geo, rot, _f32(translation), _f32(intrinsics), _f32(light), img)
+        quotient, weight, ok, sampled, inside = observe(geo, _f32(rotation), _f32(translation), _f32(intrinsics),
+                                                        _f32(light), img)
         if isinstance(grey, float):
             grey = self.grey_samples(sampled, inside, grey)
-        return PreparedReflectanceFit(self.rows, quotient, ok, weight, grey, [])
+        return PreparedReflectanceFit(self.rows, quotient, ok, weight, grey, [], self.impl)
 
-    def _observe_numpy(self, geo, rot, translation, intrinsics, light, img) -> tuple:
+    def _observe_numpy(self, geo, rotation, translation, intrinsics, light, img) -> tuple:
         """(sampled / clamped shading, weight, ok [B, M, 1], sampled, inside) by numpy array code."""
         b = len(geo)
+        rot = euler_to_matrix_np(rotation).astype(np.float32)  # float32 angles, as the torch path
         # Coordinates as planes [B, 3, N]: the ring gathers and the cross products then work on
         # contiguous [D, M] slabs (fancy indexing on the last axis cost 4x more).
         planes = np.ascontiguousarray(geo.transpose(0, 2, 1))
@@ -278,14 +286,16 @@ class ReflectanceCoefficientFitter:
         sampled = _bilinear_np(img, u, v)
         return sampled / np.maximum(shading, MIN_SHADING), shading * shading * ok, ok, sampled, inside
 
-    def _observe_numba(self, geo, rot, translation, intrinsics, light, img) -> tuple:
+    def _observe_numba(self, geo, rotation, translation, intrinsics, light, img) -> tuple:
         """:meth:`_observe_numpy` by one compiled loop (:mod:`fml_taichi.recon.corrective_fit_jit`)."""
         from . import corrective_fit_jit as jit
+
+        rot = jit.euler_to_matrix(np.ascontiguousarray(rotation.reshape(-1, 3)))
 
         k = np.ascontiguousarray(np.broadcast_to(intrinsics.reshape(-1, 4), (len(geo), 4)))
         light = np.broadcast_to(light, (len(geo), 9, 3))
         quotient, weight, ok, sampled, inside = jit.observe(
-            np.ascontiguousarray(geo), self.rows, *self._corners, np.ascontiguousarray(rot),
+            np.ascontiguousarray(geo), self.rows, *self._corners, rot,
             np.ascontiguousarray(translation), k, np.ascontiguousarray(img), np.ascontiguousarray(light),
             np.float32(Z_MIN), np.float32(NORMAL_EPS), np.float32(MIN_SHADING))
         return quotient, weight, ok[..., None], sampled, inside
@@ -380,12 +390,24 @@ class _FaceSystem:
             rhs = self.a.T @ (self.sw * r).reshape(-1)
         return np.linalg.solve(self.normal, rhs.astype(np.float64))
 
+    def solve_compiled(self, quotient: np.ndarray, base: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """:meth:`solve` of the residuals of ``quotient`` [M, 3] against ``base`` [N, 3] (all vertices;
+        read at ``rows``), by one compiled call (:mod:`fml_taichi.recon.corrective_fit_jit`)."""
+        from . import corrective_fit_jit as jit
+
+        if self.total is not None:
+            return jit.solve_grey_face(quotient, base, rows, self.keep, self.w, self.total, self.sw, self.a,
+                                       self.normal, np.float32(MAX_RESIDUAL))
+        return jit.solve_colour_face(quotient, base, rows, self.keep, self.sw, self.a, self.normal,
+                                     np.float32(MAX_RESIDUAL))
+
 
 @dataclass
 class PreparedReflectanceFit:
     """:meth:`ReflectanceCoefficientFitter.prepare`'s result: at the fitter's ``rows`` [M], the sampled
     colour over the clamped shading ``quotient`` [B, M, 3], ``ok`` [B, M, 1], ``weight`` [B, M, 3]
-    (``shading^2 ok``), ``grey`` ([B] bool or None) and one normal system per face."""
+    (``shading^2 ok``), ``grey`` ([B] bool or None) and one normal system per face; ``impl`` the
+    fitter's ("numba": :meth:`solve` is one compiled call per face)."""
 
     rows: np.ndarray
     quotient: np.ndarray
@@ -393,6 +415,7 @@ class PreparedReflectanceFit:
     weight: np.ndarray
     grey: np.ndarray | None
     faces: list = field(default_factory=list)
+    impl: str = "numpy"
 
     def residuals(self, base_reflectance) -> np.ndarray:
         """``rho`` [B, M, 3] float32 of a base reflectance [B, N, 3] (grey faces: its channel mean)."""
@@ -405,8 +428,15 @@ class PreparedReflectanceFit:
         """``delta`` [B, C] float32: the fit's coefficients for a base reflectance [B, N, 3]."""
         if len(self.faces) != len(self.quotient):
             raise ValueError("PreparedReflectanceFit: no face systems (made by ReflectanceCoefficientFitter.prepare)")
+        out = np.empty((len(self.faces), self.faces[0].normal.shape[0] if self.faces else 0), np.float32)
+        if self.impl == "numba":
+            base = np.ascontiguousarray(_f32(base_reflectance))
+            if base.shape[0] != len(self.faces) or base.ndim != 3 or base.shape[2] != 3:
+                raise ValueError(f"base_reflectance: expected [{len(self.faces)}, N, 3], got {base.shape}")
+            for i, system in enumerate(self.faces):
+                out[i] = system.solve_compiled(self.quotient[i], base[i], self.rows)
+            return out
         rho = self.residuals(base_reflectance)
-        out = np.empty((len(rho), self.faces[0].normal.shape[0] if self.faces else 0), np.float32)
         for i, system in enumerate(self.faces):
             out[i] = system.solve(rho[i])
         return out

@@ -33,6 +33,7 @@ def observe(geometry, rows, c0, c1, c2, rot, t, k, image, light, z_min, normal_e
     sampled = np.empty((b, m, 3), np.float32)
     inside = np.empty((b, m), np.bool_)
     sh = np.empty(9, np.float32)
+    shade = np.empty(3, np.float32)
     for f in range(b):
         g, r, img, lt = geometry[f], rot[f], image[f], light[f]
         for i in range(m):
@@ -79,7 +80,6 @@ def observe(geometry, rows, c0, c1, c2, rot, t, k, image, light, z_min, normal_e
             ix, iy = int(x0), int(y0)
             ix1, iy1 = min(ix + 1, w - 1), min(iy + 1, h - 1)
             lit = True
-            shade = np.empty(3, np.float32)
             for c in range(3):
                 acc = ZERO
                 for j in range(9):
@@ -114,3 +114,50 @@ def design_rows(theta, keep, weight):
             for j in range(c):
                 a[3 * i + ch, j] = theta[v, ch, j] * s
     return a, sw
+
+
+@numba.njit(**_JIT)
+def solve_colour_face(quotient, base, rows, keep, sw, a, normal, max_residual):
+    """One colour face's coefficients [C] float64: ``a^T (sqrt(w) rho)`` solved against ``normal``;
+    ``quotient`` [M, 3] at the rows, ``base`` [N, 3] the face's base reflectance (all vertices)."""
+    vec = np.empty(3 * keep.shape[0], np.float32)
+    for i in range(keep.shape[0]):
+        v = keep[i]
+        for c in range(3):
+            vec[3 * i + c] = sw[i, c] * min(max(quotient[v, c] - base[rows[v], c], -max_residual), max_residual)
+    return np.linalg.solve(normal, np.dot(a.T, vec).astype(np.float64))
+
+
+@numba.njit(**_JIT)
+def solve_grey_face(quotient, base, rows, keep, w, total, sw, a, normal, max_residual):
+    """One grey face's coefficients [C] float64: rows ``sqrt(W_i) mean_c Theta_i`` against the
+    ``w``-weighted channel mean of ``rho`` (taken against the base's channel mean)."""
+    vec = np.empty(keep.shape[0], np.float32)
+    for i in range(keep.shape[0]):
+        v, n = keep[i], rows[keep[i]]
+        g = (base[n, 0] + base[n, 1] + base[n, 2]) / THREE
+        acc = ZERO
+        for c in range(3):
+            acc += w[i, c] * min(max(quotient[v, c] - g, -max_residual), max_residual)
+        vec[i] = sw[i] * (acc / total[i])
+    return np.linalg.solve(normal, np.dot(a.T, vec).astype(np.float64))
+
+
+@numba.njit(**_JIT)
+def euler_to_matrix(rotation):
+    """``R = Rz(rz) Ry(ry) Rx(rx)`` [B, 3, 3] float32 of Euler angles [B, 3] float32, as
+    ``landmark_fit.euler_to_matrix_np`` (the same products; sin / cos may differ in the last bit)."""
+    out = np.empty((rotation.shape[0], 3, 3), np.float32)
+    for f in range(rotation.shape[0]):
+        cx, cy, cz = np.cos(rotation[f, 0]), np.cos(rotation[f, 1]), np.cos(rotation[f, 2])
+        sx, sy, sz = np.sin(rotation[f, 0]), np.sin(rotation[f, 1]), np.sin(rotation[f, 2])
+        out[f, 0, 0] = cz * cy
+        out[f, 0, 1] = cz * sy * sx - sz * cx
+        out[f, 0, 2] = cz * sy * cx + sz * sx
+        out[f, 1, 0] = sz * cy
+        out[f, 1, 1] = sz * sy * sx + cz * cx
+        out[f, 1, 2] = sz * sy * cx - cz * sx
+        out[f, 2, 0] = -sy
+        out[f, 2, 1] = cy * sx
+        out[f, 2, 2] = cy * cx
+    return out
