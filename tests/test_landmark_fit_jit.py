@@ -43,4 +43,4 @@ def test_impl_is_validated_and_numpy_stays_selectable(faces):
         LandmarkFitConfig(impl="fortran")
     fitter = LandmarkFitter(face_model(), LandmarkFitConfig(impl="numpy"))
     assert fitter._compiled() is None
-    assert LandmarkFitter(face_model())._compiled() is not None  # "auto": numba is a dependency
+    assert LandmarkFitter(face_model())._compiled() is not None  # None: numba, a dependency

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .compiled import IMPLS, note_first_compile, resolve_impl
+
 __all__ = [
     "LandmarkFit",
     "LandmarkFitConfig",
@@ -59,9 +61,10 @@ class LandmarkFitConfig:
     jaw: ``"contour"`` (default): each jaw landmark slides along its contour to the silhouette, as a
         2D detector trained on 300-W marks it (dlib); ``"fixed"``: each stays at its own vertex, for
         detectors that mark fixed points of a 3D face mesh whatever the pose (MediaPipe's face oval).
-    impl: ``"auto"`` (default: the numba-compiled joint solver, :mod:`~fml_taichi.recon.landmark_fit_jit`,
-        when numba imports, else numpy), ``"numba"`` or ``"numpy"`` (this module's code, the
-        reference; the alternating solver always runs here).
+    impl: None (default: :func:`~fml_taichi.recon.compiled.default_impl`, the numba-compiled joint
+        solver of :mod:`~fml_taichi.recon.landmark_fit_jit` when numba imports), ``"numba"`` or
+        ``"numpy"`` (this module's code, the reference, and the faster for batches; the alternating
+        solver always runs here).
     """
 
     iterations: int = 3
@@ -73,11 +76,11 @@ class LandmarkFitConfig:
     expression_scale: float = 1.0
     solver: str = "joint"
     jaw: str = "contour"
-    impl: str = "auto"
+    impl: str | None = None
 
     def __post_init__(self):
-        if self.impl not in ("auto", "numba", "numpy"):
-            raise ValueError(f"impl must be 'auto', 'numba' or 'numpy', got {self.impl!r}")
+        if self.impl is not None and self.impl not in IMPLS:
+            raise ValueError(f"impl must be None or one of {IMPLS}, got {self.impl!r}")
         if self.jaw not in ("contour", "fixed"):
             raise ValueError(f"jaw must be 'contour' or 'fixed', got {self.jaw!r}")
         if self.solver not in ("joint", "alternating"):
@@ -378,15 +381,12 @@ class LandmarkFitter:
         return rodrigues(step[:, :3]) @ rot, t + step[:, 3:6], coef + step[:, 6:]
 
     def _compiled(self):
-        """The compiled twin's module when ``impl`` selects it (and numba imports), else None."""
-        if self.config.impl == "numpy":
+        """The compiled twin's module when ``impl`` selects it, else None."""
+        if resolve_impl(self.config.impl) == "numpy":
             return None
-        try:
-            from . import landmark_fit_jit
-        except ImportError:
-            if self.config.impl == "numba":
-                raise
-            return None
+        from . import landmark_fit_jit
+
+        note_first_compile("landmark_fit_jit")
         return landmark_fit_jit
 
     def _fit_compiled(self, x2, k, w, weights, rot, t, sigma_px):
