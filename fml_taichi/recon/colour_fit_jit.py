@@ -106,21 +106,28 @@ def _solve_light(colours, sh, weight, albedo, light_prior, w_level, light_level)
     hb = _hbar(sh, weight)
     hm = light_prior.copy()
     g = np.zeros(27)
+    blk = np.zeros((9, 9))
     for c in range(3):
         o = 9 * c
         for i in range(s):
+            if weight[i] == 0.0:  # not visible: adds exact zeros
+                continue
             aw = albedo[i, c] * weight[i]
             a2 = aw * aw
             rhs = aw * colours[i, c] * weight[i]
             for j in range(9):
                 sj = sh[i, j] * a2
                 g[o + j] += rhs * sh[i, j]
-                for l in range(9):
-                    hm[o + j, o + l] += sj * sh[i, l]
+                for l in range(j, 9):  # the upper triangle; the block is symmetric
+                    blk[j, l] += sj * sh[i, l]
         for j in range(9):
             g[o + j] += w_level * light_level * hb[j]
-            for l in range(9):
-                hm[o + j, o + l] += w_level * hb[j] * hb[l]
+            for l in range(j, 9):
+                v = blk[j, l] + w_level * hb[j] * hb[l]
+                hm[o + j, o + l] += v
+                if l != j:
+                    hm[o + l, o + j] += v
+        blk[:] = 0.0
     x = np.linalg.solve(hm, g)
     light = np.empty((9, 3))
     for c in range(3):
