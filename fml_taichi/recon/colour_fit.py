@@ -321,7 +321,8 @@ class ColourFitter:
         light, skin, coef, albedo = jit.fit(
             colours, sh, visible, self._base, self.skin_modes, self._basis_rows, self._design,
             self._refl_prior, self._light_prior, self._prior, self._base_c, self._scales_flat, int(cfg.iterations),
-            float(cfg.sigma_colour), float(cfg.light_level), float(cfg.light_level_sd), float(cfg.robust_delta))
+            float(cfg.sigma_colour), float(cfg.light_level), float(cfg.light_level_sd), float(cfg.robust_delta),
+            jit.DSYRK)
         total, n_vis, rms, mean_albedo = jit.summarise(colours, sh, visible, albedo, light, skin, coef,
                                                        self.skin_offset, self.skin_modes, self._constant_coef)
         return ColourFit(light=light, reflectance=total, skin=skin, albedo=mean_albedo, n_visible=n_vis, rms=rms)

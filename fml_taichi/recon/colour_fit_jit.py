@@ -4,18 +4,28 @@ The numpy path is a few hundred small array operations per call (per-call overhe
 dominate its ~1.5 ms for one face); here the observation and the whole alternating solve are two
 compiled calls with explicit loops. The bilinear sample stays OpenCV's remap, called between the two:
 it resolves coordinates to 1/32 px, and calling it keeps the two paths' colours identical.
-The big products (the reflectance normal matrix, ``U^T diag(w^2) U`` of [3S, 3 + m] rows) stay on
-BLAS (``np.dot`` inside numba).
+The big products stay on BLAS: the reflectance normal matrix ``U^T diag(w^2) U`` of [3S, 3 + m] rows
+by ``dsyrk`` (as numpy's ``X.T @ X``), the rest by ``np.dot`` inside numba.
 """
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import numba
+from numba.extending import get_cython_function_address
 
 SH_C0, SH_C1, SH_C2, SH_C3, SH_C4 = (0.28209479177387814, 0.4886025119029199, 1.0925484305920792,
                                      0.31539156525252005, 0.5462742152960396)
 
 _JIT = dict(cache=True, nogil=True)
+
+_P = ctypes.c_void_p
+#: BLAS ``dsyrk`` (SciPy's), for ``X^T X`` at half a general product's cost (numba's ``np.dot`` has only
+#: gemm). Passed to the compiled functions as an argument: a function pointer held as a global would
+#: keep numba from caching them.
+DSYRK = ctypes.CFUNCTYPE(None, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P)(
+    get_cython_function_address("scipy.linalg.cython_blas", "dsyrk"))
 
 
 @numba.njit(**_JIT)
@@ -106,21 +116,28 @@ def _solve_light(colours, sh, weight, albedo, light_prior, w_level, light_level)
     hb = _hbar(sh, weight)
     hm = light_prior.copy()
     g = np.zeros(27)
+    blk = np.zeros((9, 9))
     for c in range(3):
         o = 9 * c
         for i in range(s):
+            if weight[i] == 0.0:  # not visible: adds exact zeros
+                continue
             aw = albedo[i, c] * weight[i]
             a2 = aw * aw
             rhs = aw * colours[i, c] * weight[i]
             for j in range(9):
                 sj = sh[i, j] * a2
                 g[o + j] += rhs * sh[i, j]
-                for l in range(9):
-                    hm[o + j, o + l] += sj * sh[i, l]
+                for l in range(j, 9):  # the upper triangle; the block is symmetric
+                    blk[j, l] += sj * sh[i, l]
         for j in range(9):
             g[o + j] += w_level * light_level * hb[j]
-            for l in range(9):
-                hm[o + j, o + l] += w_level * hb[j] * hb[l]
+            for l in range(j, 9):
+                v = blk[j, l] + w_level * hb[j] * hb[l]
+                hm[o + j, o + l] += v
+                if l != j:
+                    hm[o + l, o + j] += v
+        blk[:] = 0.0
     x = np.linalg.solve(hm, g)
     light = np.empty((9, 3))
     for c in range(3):
@@ -141,7 +158,27 @@ def _shade(sh, light, out):
 
 
 @numba.njit(**_JIT)
-def _solve_reflectance(colours, shading, weight, base, design, refl_prior):
+def _gram(rows, dsyrk):
+    """``rows^T rows`` [n, n] of C-ordered ``rows`` [k, n] by BLAS dsyrk (Fortran sees ``rows^T``
+    [n, k]: ``C = A A^T``; its lower triangle is the C-order upper one, mirrored here)."""
+    k, n = rows.shape
+    out = np.empty((n, n))
+    if k == 0:
+        out[:] = 0.0
+        return out
+    uplo, trans = np.array([76], np.uint8), np.array([78], np.uint8)  # 'L', 'N'
+    nn, kk = np.array([n], np.int32), np.array([k], np.int32)
+    alpha, beta = np.ones(1), np.zeros(1)
+    dsyrk(uplo.ctypes, trans.ctypes, nn.ctypes, kk.ctypes, alpha.ctypes, rows.ctypes, nn.ctypes, beta.ctypes,
+          out.ctypes, nn.ctypes)
+    for i in range(n):
+        for j in range(i):
+            out[i, j] = out[j, i]
+    return out
+
+
+@numba.njit(**_JIT)
+def _solve_reflectance(colours, shading, weight, base, design, refl_prior, dsyrk):
     """[3 + m] skin-mode and model coefficients of one face for fixed shading (``solve_reflectance``).
     Samples of weight 0 (not visible) add exact zeros to the normal equations: left out."""
     s = colours.shape[0]
@@ -162,15 +199,16 @@ def _solve_reflectance(colours, shading, weight, base, design, refl_prior):
             for m in range(n):
                 rows[o, m] = design[r, m] * sw
             o += 1
-    return np.linalg.solve(np.dot(rows.T, rows) + refl_prior, np.dot(rows.T, rhs))
+    return np.linalg.solve(_gram(rows, dsyrk) + refl_prior, np.dot(rows.T, rhs))
 
 
 @numba.njit(**_JIT)
 def fit(colours, sh, visible, base, skin_modes, basis2, design, refl_prior, light_prior, prior,
-        base_c, scales, iterations, sigma_colour, light_level, light_level_sd, robust_delta):
+        base_c, scales, iterations, sigma_colour, light_level, light_level_sd, robust_delta, dsyrk):
     """The alternating fit and ``resolve_scale`` of ``ColourFitter.__call__`` for every face:
     (light [B, 9, 3], skin [B, 3], coef [B, m], albedo [B, S, 3]). ``base`` [S, 3] the albedo at zero
-    coefficients, ``basis2`` [3S, m] the model basis rows, ``design`` [3S, 3 + m] skin modes and basis."""
+    coefficients, ``basis2`` [3S, m] the model basis rows, ``design`` [3S, 3 + m] skin modes and basis;
+    ``dsyrk``: :data:`DSYRK`."""
     b, s = colours.shape[0], colours.shape[1]
     m = basis2.shape[1]
     w_level = (sigma_colour / light_level_sd) ** 2
@@ -192,7 +230,7 @@ def fit(colours, sh, visible, base, skin_modes, basis2, design, refl_prior, ligh
         for _ in range(iterations):
             light = _solve_light(col, shf, weight, albedo, light_prior, w_level, light_level)
             _shade(shf, light, shading)
-            x = _solve_reflectance(col, shading, weight, base, design, refl_prior)
+            x = _solve_reflectance(col, shading, weight, base, design, refl_prior, dsyrk)
             skin = x[:3].copy()
             coef = x[3:].copy()
             _albedo(base, skin, skin_modes, basis2, coef, albedo)
