@@ -5,7 +5,8 @@ import pytest
 
 from recon_fixtures import face_model, posed_faces
 from test_corrective_fit import _scene_with_random_theta
-from fml_taichi.recon.colour_fit import ColourFitConfig, ColourFitter, default_impl
+from fml_taichi.recon.colour_fit import ColourFitConfig, ColourFitter
+from fml_taichi.recon.compiled import default_impl
 from fml_taichi.recon.corrective_fit import PreparedReflectanceFit, ReflectanceCoefficientFitter
 from fml_taichi.recon.landmark_fit import euler_to_matrix_np
 

@@ -77,7 +77,7 @@ def test_shipped_checkpoint_reconstructs_with_the_landmark_start():
 
     assert landmark_nme(r.landmarks_2d, pts)[0] < 0.04
     assert set(pipe.last_timings) == {"landmark_fit", "colour_fit", "crop_wait", "align", "encoder", "encoder_wait",
-                                      "heads", "model", "reflectance_fit"}
+                                      "before_features", "heads", "model", "reflectance_fit"}
     assert all(v >= 0 for v in pipe.last_timings.values())
 
 

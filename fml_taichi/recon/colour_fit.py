@@ -24,29 +24,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .compiled import note_first_compile, resolve_impl
 from .landmark_fit import _cross
 from .skin_tone import constant_colour_coefficients, skin_modes
 
-__all__ = ["ColourFit", "ColourFitConfig", "ColourFitter", "sh_basis_np", "default_impl"]
-
-IMPLS = ("numba", "numpy")
-
-
-def default_impl() -> str:
-    """"numba" when numba imports, else "numpy"."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return "numpy"
-    return "numba"
-
-
-def resolve_impl(impl: str | None) -> str:
-    """``impl`` checked (None: :func:`default_impl`)."""
-    impl = default_impl() if impl is None else impl
-    if impl not in IMPLS:
-        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
-    return impl
+__all__ = ["ColourFit", "ColourFitConfig", "ColourFitter", "sh_basis_np"]
 
 SH_C = (0.28209479177387814, 0.4886025119029199, 1.0925484305920792, 0.31539156525252005, 0.5462742152960396)
 
@@ -310,6 +292,7 @@ class ColourFitter:
 
     def _fit_numba(self, img, geo, rot, t, k) -> ColourFit:
         """:meth:`__call__` by the compiled functions (same maths; OpenCV's remap samples in between)."""
+        note_first_compile("colour_fit_jit")
         from . import colour_fit_jit as jit
 
         cfg = self.config

@@ -26,7 +26,8 @@ import torch
 
 from ..common.constants import NORMAL_EPS
 from ..ops.image_formation import image_formation
-from .colour_fit import resolve_impl, sh_basis_np
+from .colour_fit import sh_basis_np
+from .compiled import note_first_compile, resolve_impl
 from .landmark_fit import _cross, euler_to_matrix_np
 from ..reference.image_formation import Z_MIN, bilinear_sample, euler_to_matrix, project, safe_normalize, sh_basis
 
@@ -288,6 +289,7 @@ class ReflectanceCoefficientFitter:
 
     def _observe_numba(self, geo, rotation, translation, intrinsics, light, img) -> tuple:
         """:meth:`_observe_numpy` by one compiled loop (:mod:`fml_taichi.recon.corrective_fit_jit`)."""
+        note_first_compile("corrective_fit_jit")
         from . import corrective_fit_jit as jit
 
         rot = jit.euler_to_matrix(np.ascontiguousarray(rotation.reshape(-1, 3)))

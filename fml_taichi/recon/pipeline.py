@@ -271,8 +271,9 @@ class FacePipeline:
         #: reflectance is the base's; the fit costs ~1-2 ms per face on the CPU, docs/reconstruction.md).
         self.fit_reflectance_correctives = True
         #: How the reflectance fit runs: "numpy" (:class:`~fml_taichi.recon.corrective_fit.ReflectanceCoefficientFitter`,
-        #: the fast path for a few photos) or "torch" (``fitted_reflectance_coefficients``, training's
-        #: functions; the same maths, the benchmark's baseline).
+        #: the fast path for a few photos; numba-compiled when numba imports, ``recon.compiled``) or
+        #: "torch" (``fitted_reflectance_coefficients``, training's functions; the same maths, the
+        #: benchmark's baseline).
         self.reflectance_fit_impl = "numpy"
         #: Every how many vertices the reflectance fit reads (:data:`FIT_VERTEX_STRIDE`).
         self.reflectance_fit_stride = FIT_VERTEX_STRIDE
