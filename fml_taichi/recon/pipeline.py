@@ -43,10 +43,11 @@ __all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_MIN_CONFIDENCE", "default_checkpoint",
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
 #: Every how many vertices the photo pipeline's reflectance fit reads (training reads all): the
-#: normal equations cost ~2.7 ms over all ~3000 visible vertices, a quarter of that at 4. On 8
+#: normal equations cost ~2.7 ms over all ~3000 visible vertices, a third of that at 3. On 8
 #: synthetic faces and a photo the final photometric error is +0.5 % of the all-vertex fit's at 3
-#: and at 4 alike (+2.3 % at 6), so 4.
-FIT_VERTEX_STRIDE = 4
+#: and at 4 alike (+2.3 % at 6), but the greyscale photo's rose 2 % at 4 (0.167 -> 0.170) for
+#: ~0.2 ms, so 3.
+FIT_VERTEX_STRIDE = 3
 #: A crop is greyscale when no pixel's channels differ by more than this (images in [0, 1]): 3/255
 #: covers a grey JPEG's decoding (chroma rounding moves channels by a level or two), while a colour
 #: photo's face differs by tens of levels (measured 0.18 on tests/data/astronaut.jpg's crop).
