@@ -44,3 +44,20 @@ def test_impl_is_validated_and_numpy_stays_selectable(faces):
     fitter = LandmarkFitter(face_model(), LandmarkFitConfig(impl="numpy"))
     assert fitter._compiled() is None
     assert LandmarkFitter(face_model())._compiled() is not None  # None: numba, a dependency
+
+
+def test_first_compile_is_announced_once_and_only_with_an_empty_cache(tmp_path, monkeypatch, capsys):
+    from fml_taichi.recon import compiled
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(compiled, "_noted", set())
+    compiled.note_first_compile("landmark_fit_jit")
+    compiled.note_first_compile("landmark_fit_jit")
+    err = capsys.readouterr().err
+    assert err.count("compiling the reconstruction's landmark fit") == 1, err
+    (tmp_path / "recon_0").mkdir()
+    (tmp_path / "recon_0" / "colour_fit_jit.observe-35.py311.nbi").write_bytes(b"")
+    compiled.note_first_compile("colour_fit_jit")  # its cache exists: nothing to say
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="impl"):
+        compiled.resolve_impl("fortran")
