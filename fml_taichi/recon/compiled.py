@@ -19,6 +19,8 @@ import threading
 __all__ = ["IMPLS", "default_impl", "resolve_impl", "note_first_compile"]
 
 IMPLS = ("numba", "numpy")
+_LABELS = {"landmark_fit_jit": "landmark fit", "colour_fit_jit": "colour fit",
+           "corrective_fit_jit": "reflectance fit"}
 _noted: set = set()
 _lock = threading.Lock()
 
@@ -54,5 +56,6 @@ def note_first_compile(module: str) -> None:
         here = os.path.join(os.path.dirname(__file__), "__pycache__")
         if glob.glob(os.path.join(here, f"{module}.*.nbi")):
             return
-    print(f"fml-taichi: compiling the reconstruction's {module.replace('_jit', '').replace('_', ' ')} "
-          f"(first use on this machine, up to ~30 s; cached for later runs)", file=sys.stderr, flush=True)
+    what = _LABELS.get(module, module)
+    print(f"fml-taichi: compiling the reconstruction's {what} (first use on this machine, 10-30 s; "
+          f"cached for later runs)", file=sys.stderr, flush=True)
