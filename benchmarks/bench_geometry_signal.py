@@ -161,6 +161,27 @@ def normal_rows(b, out, params, fm, images, k, basis, steps, err, e_truth):
     return rows
 
 
+def image_signal(b, fm, images, k) -> dict:
+    """How much the out-of-space geometry and reflectance change the image: mean RGB distance over the
+    true face mask between renderings (true pose and light, no noise or blur) with and without each
+    offset, beside the input's own deviation from the noise-free rendering of the truth."""
+    p, mask = b["gt_params"], b["face_mask"]
+    truth, refl = b["gt_vertices"].float().contiguous(), b["gt_reflectance"].float().contiguous()
+
+    def draw(geometry, reflectance):
+        return render(geometry.contiguous(), fm.triangles, k, images.shape[1], images.shape[2], rotation=p.rotation,
+                      translation=p.translation, reflectance=reflectance.contiguous(), light=p.light,
+                      background=images).image
+
+    def dist(x, y):
+        return float((x - y).norm(dim=-1)[mask].mean())
+
+    clean = draw(truth, refl)
+    return {"geometry_offset_rgb": dist(clean, draw(truth - b["gt_geometry_offset"].float(), refl)),
+            "reflectance_offset_rgb": dist(clean, draw(truth, refl - b["gt_reflectance_offset"].float())),
+            "input_vs_clean_truth_rgb": dist(clean, images)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None)
@@ -212,6 +233,7 @@ def main():
     rows.append({"row": "truth test: in-space truth, true pose/light/reflectance", "geom_mm": err(in_space.numpy())})
     rows.append({"row": f"truth test: + photometric fit (K={FIT_K})", "geom_mm": err(g), "e_photo_start": l0,
                  "e_photo_end": l1, "e_photo_truth": e_truth})
+    signal = image_signal(b, fm, images, k)
     if not a.no_normal:
         rows += normal_rows(b, out, params, fm, images, k, basis, a.steps, err, e_truth)
     baseline = rows[0]["geom_mm"]
@@ -219,7 +241,7 @@ def main():
         r["x_base"] = r["geom_mm"] / baseline
     result = {"checkpoint": a.checkpoint or "shipped default", "faces": a.faces, "steps": a.steps, "clean": a.clean,
               "out_of_space_rms_mm": float(b["gt_geometry_offset"].norm(dim=-1).square().mean().sqrt()),
-              "rows": rows, "seconds": time.time() - t0}
+              "image_signal": signal, "rows": rows, "seconds": time.time() - t0}
     write_text(a.json, json.dumps(result, indent=1) + "\n")
     print(f"{'row':<92} {'geom mm':>8} {'x base':>7}  loss start -> end (truth)")
     for r in rows:
@@ -229,6 +251,7 @@ def main():
             if "e_photo_truth" in r:
                 photo += f" ({r['e_photo_truth']:.4f})"
         print(f"{r['row']:<92} {r['geom_mm']:>8.3f} {r['x_base']:>7.3f}  {photo}")
+    print("image change (mean RGB distance over the face): " + ", ".join(f"{k} {v:.4f}" for k, v in signal.items()))
 
 
 if __name__ == "__main__":

@@ -165,3 +165,36 @@ def test_stage2_logs_the_teacher_and_moves_theta_g(teacher_run):
     assert rows and all(np.isfinite(r["teacher"]) and r["teacher"] > 0 for r in rows)
     assert all("teacher" not in r for r in tr.history.train if r["stage"] == 1)
     assert not torch.allclose(tr.model.multilevel.geometry_corrective.weight.detach(), warm["weight"])
+
+
+def _shrunk(name, tmp_path):
+    """A shipped config with only its sizes shrunk (the same options, a few steps)."""
+    import dataclasses
+    import os
+
+    from fml_taichi.nets.config import load_config
+
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", name))
+    s2 = dataclasses.replace(cfg.stage2, steps=2, batch_size=2, warm_start=min(cfg.stage2.warm_start, 6),
+                             geometry_warm_start=min(cfg.stage2.geometry_warm_start, 6))
+    return dataclasses.replace(
+        cfg, threads=1, model=dataclasses.replace(cfg.model, n_vertices=500, geometry_smooth=min(cfg.model.geometry_smooth, 20)),
+        encoder=dataclasses.replace(cfg.encoder, input_size=32, width=0.5, n_features=64),
+        data=dataclasses.replace(cfg.data, n_train=6, n_val=2, image_size=64),
+        stage1=dataclasses.replace(cfg.stage1, steps=2, batch_size=2, warmup_steps=0), stage2=s2,
+        log=dataclasses.replace(cfg.log, every=1, val_every=4, checkpoint_every=4, progress=False),
+        eval=dataclasses.replace(cfg.eval, n=2, at_end=False))
+
+
+@pytest.mark.parametrize("name, teacher", [("paper_cpu.yaml", False), ("geometry_teacher.yaml", True)])
+def test_shipped_configs_train_with_and_without_the_teacher(tmp_path, name, teacher):
+    """The paper's path keeps no ground truth and has no teacher term; the teacher config uses both."""
+    cfg = _shrunk(name, tmp_path)
+    assert (cfg.losses.geometry_teacher > 0) == teacher and (cfg.stage2.geometry_warm_start > 0) == teacher
+    tr = T.Trainer(cfg, str(tmp_path / "run"), progress=False)
+    tr.run()
+    assert tr.uses_truth == teacher
+    assert ("gt_vertices" in tr.source.batch(torch.arange(2))) == teacher
+    stage2 = [r for r in tr.history.train if r["stage"] == 2]
+    assert len(stage2) == 2 and all(np.isfinite(r["total"]) for r in stage2)
+    assert all(("teacher" in r) == teacher for r in stage2)
