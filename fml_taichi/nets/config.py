@@ -95,19 +95,29 @@ class LossConfig:
     impl: "taichi" (kernels) or "torch" (the reference maths; slower, bit-reproducible).
     final_landmarks: weight of E_sparse evaluated on the final level too (stage 2), relative to the
     base level's; 0 is the paper (landmarks constrain the base level only). See objective.py.
+    geometry_teacher: weight of E_teacher in stage 2 (:mod:`fml_taichi.losses.teacher`: squared mm
+    between the final level's face-region vertices and the true ones, after similarity alignment):
+    synthetic 3D supervision, not the paper's self-supervision; 0 (the paper) leaves it out. Needs
+    synthetic data in a pool (the pool then keeps the true meshes).
     """
 
     weights: typing.Optional[str] = None
     overrides: dict = field(default_factory=dict)
     impl: str = "taichi"
     final_landmarks: float = 0.0
+    geometry_teacher: float = 0.0
 
 
 @dataclass
 class StageConfig:
     """One training stage. ``lr`` maps part -> learning rate; parts: "base" (encoder backbone and
     base head), "geometry" (geometry corrective head and Theta_g), "reflectance" (reflectance
-    corrective head and Theta_r). A part missing from ``lr`` is frozen in this stage."""
+    corrective head and Theta_r). A part missing from ``lr`` is frozen in this stage.
+
+    warm_start: items for the PCA start of Theta_r (:func:`fml_taichi.train.warm_start.warm_start_reflectance`,
+    stage 2 only; 0: none). geometry_warm_start: items for the PCA start of Theta_g from the pool's
+    *true* geometry residuals (:func:`~fml_taichi.train.warm_start.warm_start_geometry`; synthetic 3D
+    supervision like ``losses.geometry_teacher``; stage 2 only; 0: none, the paper)."""
 
     steps: int = 1000
     batch_size: int = 5
@@ -117,6 +127,7 @@ class StageConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     warm_start: int = 0
+    geometry_warm_start: int = 0
 
 
 @dataclass
@@ -295,6 +306,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _positive("data.n_val", d.n_val)
     _in_range("data.image_size", d.image_size, MIN_IMAGE_SIZE)
     _positive("losses.final_landmarks", cfg.losses.final_landmarks, allow_zero=True)
+    _positive("losses.geometry_teacher", cfg.losses.geometry_teacher, allow_zero=True)
+    for key, on in (("losses.geometry_teacher", cfg.losses.geometry_teacher > 0),
+                    ("stage2.geometry_warm_start", cfg.stage2.geometry_warm_start > 0)):
+        if on and not (d.kind == "synthetic" and d.pool):
+            raise ConfigError(f"{key}: needs the true geometry, i.e. data.kind 'synthetic' with data.pool: true")
+    if cfg.stage2.geometry_warm_start and m.kind != "linear":
+        raise ConfigError("stage2.geometry_warm_start: needs model.kind 'linear' (a basis to start)")
     if cfg.losses.impl not in ("taichi", "torch"):
         raise ConfigError(f"losses.impl: expected 'taichi' or 'torch', got {cfg.losses.impl!r}")
     for name in ("stage1", "stage2"):
@@ -317,8 +335,12 @@ def _validate_stage(name: str, s: StageConfig) -> None:
         raise ConfigError(f"{name}.schedule: expected 'constant' or 'cosine', got {s.schedule!r}")
     _positive(f"{name}.warmup_steps", s.warmup_steps, allow_zero=True)
     _positive(f"{name}.warm_start", s.warm_start, allow_zero=True)
+    _positive(f"{name}.geometry_warm_start", s.geometry_warm_start, allow_zero=True)
     if name == "stage1" and s.warm_start:
         raise ConfigError("stage1.warm_start: the corrective warm start happens before stage 2 (stage2.warm_start)")
+    if name == "stage1" and s.geometry_warm_start:
+        raise ConfigError("stage1.geometry_warm_start: the corrective warm start happens before stage 2 "
+                          "(stage2.geometry_warm_start)")
     if s.optimizer not in OPTIMIZERS:
         raise ConfigError(f"{name}.optimizer: expected one of {OPTIMIZERS}, got {s.optimizer!r}")
     if s.steps > 0 and not s.lr:

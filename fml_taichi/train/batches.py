@@ -10,6 +10,11 @@ inference feeds the encoder instead: the aligned crop, its landmarks and exact c
 (``intrinsics`` per item, which the losses then use) and the landmark start's z (``start``),
 computed once per item when the pool is built (batched, with the progress bar).
 
+One opt-in exception to "no ground truth": ``truth=True`` also keeps each synthetic item's true mesh
+(``gt_vertices`` [N, 3] float32, model space) for the synthetic 3D supervision of the geometry
+(``losses.geometry_teacher``, :mod:`fml_taichi.losses.teacher`; not the paper's self-supervision).
+Without it the pool holds no ground truth, as before.
+
 Why a cursor instead of a DataLoader iterator: the order of samples is a pure function of
 ``(seed, position)``. Position ``p`` of the endless stream is item ``perm_e[p mod n]`` of epoch
 ``e = p div n``, with ``perm_e`` a permutation drawn from a generator seeded by ``(seed, e)``. A
@@ -31,11 +36,13 @@ class ImagePool:
     """Items of a dataset materialised in memory: images uint8 [n, H, W, 3], landmarks, confidences.
 
     ``dataset[i]`` must return a dict with ``image`` [H, W, 3] float in [0, 1], ``landmarks`` [68, 2]
-    and ``landmark_conf`` [68]; any other keys (ground truth) are dropped.
+    and ``landmark_conf`` [68]; any other keys (ground truth) are dropped, except ``gt_vertices`` when the
+    pool is built with ``truth=True`` (module docstring).
     """
 
     def __init__(self, images: torch.Tensor, landmarks: torch.Tensor, landmark_conf: torch.Tensor,
-                 intrinsics: torch.Tensor | None = None, start: torch.Tensor | None = None):
+                 intrinsics: torch.Tensor | None = None, start: torch.Tensor | None = None,
+                 gt_vertices: torch.Tensor | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images: expected uint8 [n, H, W, 3], got {images.dtype} {tuple(images.shape)}")
         n = images.shape[0]
@@ -46,21 +53,25 @@ class ImagePool:
             raise ValueError(f"intrinsics: expected ({n}, 4), got {tuple(intrinsics.shape)}")
         if start is not None and (start.ndim != 2 or start.shape[0] != n):
             raise ValueError(f"start: expected ({n}, n_base), got {tuple(start.shape)}")
+        if gt_vertices is not None and (gt_vertices.ndim != 3 or gt_vertices.shape[0] != n or gt_vertices.shape[2] != 3):
+            raise ValueError(f"gt_vertices: expected ({n}, N, 3), got {tuple(gt_vertices.shape)}")
+        self.gt_vertices = None if gt_vertices is None else gt_vertices.float()
         self.images, self.landmarks, self.landmark_conf = images, landmarks.float(), landmark_conf.float()
         self.intrinsics = None if intrinsics is None else intrinsics.float()
         self.start = None if start is None else start.float()
 
     @classmethod
     def from_dataset(cls, dataset, n: int | None = None, progress: bool = True, desc: str = "render pool",
-                     chunk: int = 16, prepare=None) -> "ImagePool":
+                     chunk: int = 16, prepare=None, truth: bool = False) -> "ImagePool":
         """Materialise the first ``n`` items (all by default), ``chunk`` at a time when the dataset
         can fetch lists (``__getitems__``: one rasteriser launch per chunk for synthetic faces).
         ``prepare``: an :class:`~fml_taichi.recon.anchored.EncoderInputPreparer` (module docstring);
-        the items then need ``intrinsics`` [4] (default: the training crop camera of their size)."""
+        the items then need ``intrinsics`` [4] (default: the training crop camera of their size).
+        ``truth``: keep the items' ``gt_vertices`` too (synthetic data; module docstring)."""
         n = len(dataset) if n is None else int(n)
         if n < 1:
             raise ValueError(f"n: the pool needs at least one item, got {n}")
-        images = lms = conf = ks = starts = None
+        images = lms = conf = ks = starts = gt = None
         with tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
             for start in range(0, n, chunk):
                 idx = list(range(start, min(start + chunk, n)))
@@ -73,11 +84,17 @@ class ImagePool:
                         h = w = prepare.crop_size
                     images = torch.empty(n, h, w, 3, dtype=torch.uint8)
                     lms, conf = torch.empty(n, 68, 2), torch.empty(n, 68)
+                    if truth:
+                        if "gt_vertices" not in items[0]:
+                            raise ValueError("truth: the dataset's items have no 'gt_vertices' (synthetic data only)")
+                        gt = torch.empty(n, *items[0]["gt_vertices"].shape)
                 for i, item in zip(idx, items):
                     if prepare is None and tuple(item["image"].shape[:2]) != tuple(images.shape[1:3]):
                         raise ValueError(f"dataset item {i}: image is {tuple(item['image'].shape[:2])}, "
                                          f"item 0 is {tuple(images.shape[1:3])}")
                     conf[i] = torch.as_tensor(item["landmark_conf"], dtype=torch.float32)
+                    if gt is not None:
+                        gt[i] = torch.as_tensor(item["gt_vertices"], dtype=torch.float32)
                 sl = slice(idx[0], idx[-1] + 1)
                 if prepare is None:
                     for i, item in zip(idx, items):
@@ -95,7 +112,7 @@ class ImagePool:
                     if starts is not None:
                         starts[sl] = prepared.start_z
                 bar.update(len(idx))
-        return cls(images, lms, conf, ks, starts)
+        return cls(images, lms, conf, ks, starts, gt)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -109,6 +126,8 @@ class ImagePool:
             out["intrinsics"] = self.intrinsics[idx].contiguous()
         if self.start is not None:
             out["start"] = self.start[idx].contiguous()
+        if self.gt_vertices is not None:
+            out["gt_vertices"] = self.gt_vertices[idx].contiguous()
         return out
 
 

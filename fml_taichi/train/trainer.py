@@ -30,6 +30,7 @@ from ..common.atomic import write_text
 from ..common.camera import default_intrinsics
 from ..data.cached_dataset import CachedCropDataset
 from ..data.synthetic import SyntheticFaces
+from ..eval.harness import face_region
 from ..losses import LossWeights, default_weights
 from ..nets.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from ..nets.config import ConfigError, TrainConfig, from_dict, synthetic_config
@@ -47,11 +48,11 @@ from .logs import History, write_logs
 from .objective import stage_loss
 from .run_folder import CHECKPOINT, STAGE1_CHECKPOINT, remove_stale_temps
 from .validation import final_evaluation, validate
-from .warm_start import shading_span, warm_start_reflectance
+from .warm_start import shading_span, warm_start_geometry, warm_start_reflectance
 
 # Short names for the progress bar (the logs keep the full names).
 _BAR_KEYS = {"total": "E", "photo_base": "ph_b", "photo_final": "ph_f", "sparse": "sp", "std": "std",
-             "ref": "ref", "glo": "glo", "smo": "smo"}
+             "ref": "ref", "glo": "glo", "smo": "smo", "teacher": "tch"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -126,6 +127,10 @@ class Trainer:
         # Aligned crops and the landmark start, as at inference (None: the paper's plain crops).
         self.preparer = EncoderInputPreparer.for_encoder(self.face_model, encoder, cfg.data.align, cfg.data.image_size)
         self.reflectance_prior = reflectance_prior_of(cfg)
+        # Synthetic 3D supervision of the geometry (losses.geometry_teacher, stage2.geometry_warm_start):
+        # the pool then keeps the true meshes, scored on the evaluation's face region.
+        self.uses_truth = cfg.losses.geometry_teacher > 0 or cfg.stage2.geometry_warm_start > 0
+        self.region = torch.as_tensor(face_region(self.face_model)) if self.uses_truth else None
         self.optimizer = None
         self.opt_stage = 0
         self.ddp = None
@@ -162,7 +167,8 @@ class Trainer:
             val_items = [full[i] for i in range(len(full) - d.n_val, len(full))]
         prepare = self.preparer
         desc = "pre-render training pool" + (" (aligned crops, landmark start)" if prepare is not None else "")
-        self.source = (ImagePool.from_dataset(train, progress=self.progress, desc=desc, prepare=prepare)
+        self.source = (ImagePool.from_dataset(train, progress=self.progress, desc=desc, prepare=prepare,
+                                              truth=self.uses_truth)
                        if d.pool else DatasetSource(train, prepare))
         self.order = SampleOrder(len(self.source), self.cfg.seed)
         self.val_batches = _batches(val_items, 8)
@@ -245,6 +251,8 @@ class Trainer:
             if self.opt_stage != stage:
                 if stage == 2 and self.state.step == first and scfg.warm_start:
                     self._warm_start(scfg.warm_start)
+                if stage == 2 and self.state.step == first and scfg.geometry_warm_start:
+                    self._warm_start_geometry(scfg.geometry_warm_start)
                 self._start_stage(stage)
             self._run_stage(stage, scfg, last)
             if self.state.step == first + scfg.steps:
@@ -266,6 +274,16 @@ class Trainer:
             D.broadcast_tensor(p.data, self.dist)
         self.timings["warm_start_s"] = time.perf_counter() - t0
         self.timings.update({k: v for k, v in report.items()})
+        self._validate(2)
+
+    def _warm_start_geometry(self, n: int) -> None:
+        """Theta_g and the geometry head from the pool's true geometry (fml_taichi.train.warm_start)."""
+        t0 = time.perf_counter()
+        report = warm_start_geometry(self.model, self.face_model, self.source, n, self.region)
+        for p in self.model.parameters():
+            D.broadcast_tensor(p.data, self.dist)
+        self.timings["geometry_warm_start_s"] = time.perf_counter() - t0
+        self.timings.update(report)
         self._validate(2)
 
     def _run_stage(self, stage: int, scfg, last: int) -> None:
@@ -308,7 +326,8 @@ class Trainer:
             params, out = with_fitted_reflectance(self.model.multilevel, params, out, batch["image"], intrinsics,
                                                   self.reflectance_prior)
         losses = stage_loss(stage, out, params, self.face_model, batch, intrinsics, self.weights,
-                            self.cfg.losses.impl, self.cfg.losses.final_landmarks)
+                            self.cfg.losses.impl, self.cfg.losses.final_landmarks,
+                            self.cfg.losses.geometry_teacher, self.region)
         total = losses["total"]
         if not bool(torch.isfinite(total)):
             bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]

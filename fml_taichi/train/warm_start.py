@@ -150,3 +150,84 @@ def warm_start_reflectance(model, face_model, source, n: int, intrinsics, batch_
     finally:
         model.train(was_training)
     return {"warm_start_images": n, "warm_start_explained": explained, "warm_start_lambda": lam}
+
+
+# ---- geometry (synthetic 3D supervision, ``stage2.geometry_warm_start``) ----------------------------
+
+
+@torch.no_grad()
+def head_features(model, images: torch.Tensor, start=None) -> torch.Tensor:
+    """What the corrective heads read [B, F]: the encoder features, and the start's z beside them."""
+    enc = model.encoder
+    feats = enc.backbone(enc.preprocess(images.permute(0, 3, 1, 2)))
+    if enc.takes_start:
+        feats = torch.cat([feats, start.to(feats.dtype)], 1)
+    return feats
+
+
+@torch.no_grad()
+def true_geometry_residuals(geometry: torch.Tensor, truth: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """[B, N, 3]: the true mesh mapped into each predicted mesh's frame (similarity over ``region``, as the
+    evaluation aligns) minus the prediction; 0 outside ``region`` (ears, neck: unscored, unconstrained)."""
+    from ..losses.teacher import similarity_to
+
+    region = torch.as_tensor(region, dtype=torch.bool)
+    g, t = geometry.double(), truth.double()
+    s, rot, tr = similarity_to(t[:, region], g[:, region])
+    aligned = s[:, None, None] * (t @ rot.transpose(1, 2)) + tr[:, None, :]
+    return ((aligned - g) * region[None, :, None]).to(geometry.dtype)
+
+
+@torch.no_grad()
+def warm_start_geometry(model, face_model, source, n: int, region, batch_size: int = 16) -> dict:
+    """Set Theta_g and the geometry head from the true geometry of ``n`` items of ``source`` (a pool
+    built with ``truth=True``): synthetic 3D supervision, not the paper's self-supervision.
+
+    Like :func:`warm_start_reflectance` with the residual the ground truth gives: ``truth - base``
+    (:func:`true_geometry_residuals`, the stage-1 model's base level). For a smooth corrective
+    (``Theta_g = E W``) the residuals are first fitted in the K smooth functions by least squares over
+    the region, and W is their principal components; for a free one Theta_g is the principal
+    components of the region's residuals. The head starts at the ridge map from the features to the
+    coefficients. Returns a report (explained fraction of the residual energy in the span, lambda)."""
+    corr = model.multilevel.geometry_corrective
+    region = torch.as_tensor(region, dtype=torch.bool)
+    smooth = hasattr(corr, "basis")
+    if not (smooth or hasattr(corr, "theta")):
+        raise ValueError("geometry warm start needs a linear geometry corrective (model.kind 'linear')")
+    was_training = model.training
+    model.eval()
+    try:
+        n = min(int(n), len(source))
+        rows, feats, energy = [], [], 0.0
+        if smooth:
+            e_region = corr.basis[region].double()
+            solve = torch.linalg.pinv(e_region)  # [K, R]: least squares in the smooth span
+        for s0 in range(0, n, batch_size):
+            batch = source.batch(torch.arange(s0, min(s0 + batch_size, n)))
+            if "gt_vertices" not in batch:
+                raise ValueError("geometry warm start: the training source holds no true geometry "
+                                 "(a synthetic pool built with truth=True)")
+            _, out = model(batch["image"], batch.get("start"))
+            r = true_geometry_residuals(out.base_geometry, batch["gt_vertices"], region).double()
+            energy += float(r.square().sum())
+            rows.append((solve @ r[:, region]).reshape(r.shape[0], -1) if smooth else r.reshape(r.shape[0], -1))
+            feats.append(head_features(model, batch["image"], batch.get("start")))
+        x, feats = torch.cat(rows), torch.cat(feats)
+        c = corr.n_components
+        basis, coef = principal_basis(x, c)
+        w, b, lam = ridge_gcv(feats, coef)
+        if smooth:
+            corr.weight.data.copy_(basis.reshape(corr.weight.shape).to(corr.weight))
+            fitted = torch.einsum("rk,bkj->brj", e_region, (coef.double() @ basis.double().T).reshape(n, -1, 3))
+        else:
+            corr.theta.data.copy_(basis.to(corr.theta))
+            fitted = (coef.double() @ basis.double().T).reshape(n, -1, 3)[:, region]
+        head = model.encoder.head_geometry
+        scale = model.encoder.codec.scales.corrective_scale
+        head.weight.data.copy_((w.T / scale).to(head.weight))
+        head.bias.data.copy_((b / scale).to(head.bias))
+        explained = float(fitted.square().sum()) / energy if energy > 0 else 0.0
+    finally:
+        model.train(was_training)
+    return {"geometry_warm_start_images": n, "geometry_warm_start_explained": explained,
+            "geometry_warm_start_lambda": lam}
