@@ -61,3 +61,16 @@ def test_first_compile_is_announced_once_and_only_with_an_empty_cache(tmp_path, 
     assert capsys.readouterr().err == ""
     with pytest.raises(ValueError, match="impl"):
         compiled.resolve_impl("fortran")
+
+
+def test_identity_copy_of_a_used_fitter_fits_with_its_own_mean_face(faces):
+    """The tracker's identity copy (``recon.tracking.identity_fitter``: a shallow copy with the mean face
+    moved) of a fitter that has already run compiled: the copy fits with its own mean, as numpy does."""
+    from fml_taichi.recon.tracking import identity_fitter
+
+    fm = face_model()
+    x2, k = faces["landmarks"], faces["intrinsics"][0]
+    shape = np.linspace(-1.0, 1.0, fm.m_shape)
+    ref, jit = (LandmarkFitter(fm, LandmarkFitConfig(impl=impl)) for impl in ("numpy", "numba"))
+    jit(x2, k)  # used before the copy is made
+    _assert_same_fit(identity_fitter(ref, shape)(x2, k), identity_fitter(jit, shape)(x2, k))

@@ -393,15 +393,15 @@ class LandmarkFitter:
         """The joint solver's steps (from the rigid start) in :mod:`~fml_taichi.recon.landmark_fit_jit`:
         ``(rot, t, coef, idx, uv)``."""
         jit = self._compiled()
-        if self._jit_arrays is None:
-            self._jit_arrays = (np.ascontiguousarray(self.mean), np.ascontiguousarray(self.basis), self._basis_flat,
+        if self._jit_arrays is None:  # the model's tables, which no copy replaces (the mean and prior it may)
+            self._jit_arrays = (np.ascontiguousarray(self.basis), self._basis_flat,
                                 self.fixed_local.astype(np.int64), np.ascontiguousarray(self.jaw_local, np.int64),
                                 np.ascontiguousarray(self.jaw_valid), self.own_k.astype(np.int64),
                                 np.ascontiguousarray(self._jaw_normals[0]))
-        mean, basis, basis_flat, fixed, jaw, valid, own, normals = self._jit_arrays
+        basis, basis_flat, fixed, jaw, valid, own, normals = self._jit_arrays
         return jit.fit_joint_batch(np.ascontiguousarray(x2), np.ascontiguousarray(k), np.ascontiguousarray(w, np.float64),
                                    np.ascontiguousarray(rot), np.ascontiguousarray(t), np.ascontiguousarray(sigma_px),
-                                   mean, basis, basis_flat, fixed, jaw, valid, own, normals,
+                                   np.ascontiguousarray(self.mean), basis, basis_flat, fixed, jaw, valid, own, normals,
                                    np.ascontiguousarray(self.prior, np.float64), int(self.config.pose_steps),
                                    int(self.config.iterations), self.config.jaw == "fixed")
 
