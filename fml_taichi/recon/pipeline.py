@@ -601,8 +601,10 @@ class FacePipeline:
             # An image encoder keeps the start's shape: the start's (lazily evaluated) base geometry.
             if early is not None:
                 base_g = early.base_geometry
+            elif takes_start:
+                base_g = self.face_model.geometry(params.shape, params.expression)
             else:
-                base_g = self.face_model.geometry(params.shape, params.expression) if takes_start else start.base_geometry
+                base_g = start.base_geometry
             base_r = self.face_model.reflectance(params.reflectance)
             fit_r = self.correctives and self.fits_reflectance
             if corr is None:  # the reflectance corrective waits for its fitted coefficients when they are fitted

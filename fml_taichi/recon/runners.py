@@ -126,9 +126,12 @@ class EncoderHeads:
         # Whether the heads can move only the base reflectance and the reflectance corrective: the
         # geometry head is exactly zero and every residual column is a reflectance one. Pose, shape,
         # expression, light and the final geometry are then the start's, known before the features.
-        lo, hi = lay.n_shape + lay.n_expression, self.n_identity
+        self._reflectance_lo = lo = lay.n_shape + lay.n_expression  # first reflectance column of the base z
         self.keeps_geometry = bool(self.takes_start and not (self.geometry[0].any() or self.geometry[1].any())
-                                   and np.all((self._active >= lo) & (self._active < hi)))
+                                   and np.all((self._active >= lo) & (self._active < self.n_identity)))
+        # base_reflectance's product: the residual columns of the fused weights alone.
+        n_act = len(self._active)
+        self._residual_columns = (np.ascontiguousarray(self._fused[0][:, :n_act]), self._fused[1][:n_act].copy())
         self._base_parts = ("shape", "expression", "reflectance", "rotation", "translation", "light")
 
     def _inputs(self, features: np.ndarray, start_z: np.ndarray | None) -> np.ndarray:
@@ -172,11 +175,8 @@ class EncoderHeads:
         if not self.keeps_geometry:
             raise ValueError("base_reflectance: these heads move more than the reflectance (keeps_geometry is False)")
         x = self._inputs(features, start_z)
-        n_act = len(self._active)
-        if getattr(self, "_residual_columns", None) is None:
-            self._residual_columns = (np.ascontiguousarray(self._fused[0][:, :n_act]), self._fused[1][:n_act].copy())
         w, b = self._residual_columns
-        lo = self.n_identity - self.codec.layout.n_reflectance
+        lo = self._reflectance_lo
         z = x[:, self.n_features + lo:self.n_features + self.n_identity].copy()
         z[:, self._active - lo] += x @ w + b
         offset, scale = self._maps["reflectance"]
